@@ -1,0 +1,117 @@
+"""Database access: one async SQLAlchemy engine per process, SQLite (WAL) or PostgreSQL.
+
+SQLite: WAL, `busy_timeout` 5 s and `BEGIN IMMEDIATE` for writes (`write_tx`), because a plain
+`BEGIN` followed by a read upgrades to a write lock late and fails under contention (measured in
+`stack-measurements.md`). PostgreSQL: READ COMMITTED with conditional UPDATEs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from control_plane.settings import Settings
+
+__all__ = ["make_engine", "apply_schema", "write_tx", "read_tx", "now_ms", "split_schema"]
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema.sql"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def make_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
+    url = settings.effective_database_url
+    if url.startswith("sqlite"):
+        Path(url.removeprefix("sqlite+aiosqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url, connect_args={"timeout": 5.0}, **kwargs)
+        _sqlite_pragmas(engine)
+        return engine
+    kwargs.setdefault("pool_size", 10)
+    kwargs.setdefault("max_overflow", 20)
+    return create_async_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def _sqlite_pragmas(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy not emit BEGIN itself: write_tx issues BEGIN IMMEDIATE explicitly.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        for pragma in ("journal_mode=WAL", "busy_timeout=5000", "foreign_keys=ON", "synchronous=NORMAL"):
+            cur.execute(f"PRAGMA {pragma}")
+        cur.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+@asynccontextmanager
+async def write_tx(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A transaction that takes the write lock up front on SQLite; commits on success."""
+    async with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            conn = await conn.execution_options(sqlite_begin="IMMEDIATE")
+        async with conn.begin():
+            yield conn
+
+
+@asynccontextmanager
+async def read_tx(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    async with engine.connect() as conn:
+        async with conn.begin():
+            yield conn
+
+
+def split_schema(sql: str, dialect: str) -> list[str]:
+    """Split schema.sql into statements for one dialect (see the header of schema.sql)."""
+    statements: list[str] = []
+    current: list[str] = []
+    only: str | None = None
+    in_dollar = False
+    for line in sql.splitlines():
+        stripped = line.strip()
+        if not current and stripped.startswith("-- dialect:"):
+            only = stripped.split(":", 1)[1].strip()
+            continue
+        if not current and (not stripped or stripped.startswith("--")):
+            continue
+        current.append(line)
+        if line.count("$$") % 2 == 1:
+            in_dollar = not in_dollar
+        head = current[0].lstrip().upper()
+        is_sqlite_trigger = head.startswith("CREATE TRIGGER") and dialect == "sqlite"
+        done = stripped.endswith(";") and not in_dollar
+        if done and is_sqlite_trigger:
+            done = stripped.upper().endswith("END;")
+        if done:
+            if only in (None, dialect):
+                statements.append("\n".join(current))
+            current, only = [], None
+    if current:
+        raise ValueError(f"schema.sql ends inside a statement: {current[0]!r}")
+    return statements
+
+
+async def apply_schema(engine: AsyncEngine) -> None:
+    """Apply schema.sql; every statement is idempotent, so this runs on every start."""
+    dialect = "sqlite" if engine.dialect.name == "sqlite" else "postgresql"
+    statements = split_schema(SCHEMA_PATH.read_text(), dialect)
+    async with write_tx(engine) as conn:
+        if dialect == "postgresql":
+            # Serialise concurrent starts (several replicas) applying the schema at once.
+            await conn.execute(text("SELECT pg_advisory_xact_lock(727274)"))
+        for statement in statements:
+            await conn.exec_driver_sql(statement)
+        await conn.execute(
+            text("INSERT INTO config_version (id, version) VALUES (1, 1) ON CONFLICT (id) DO NOTHING")
+        )

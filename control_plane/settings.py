@@ -1,0 +1,156 @@
+"""One settings object for every process, read from the environment and an optional TOML file.
+
+Precedence: environment > file > defaults. Every field has an environment variable `NX_<FIELD>`
+(upper case); `DATABASE_URL` and `REDIS_URL` are also read under their conventional names.
+A missing or malformed value stops the process with a message naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+__all__ = ["Settings", "SettingsError", "load_settings"]
+
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+
+
+class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Platform configuration. Defaults start the whole platform on one machine with no services."""
+
+    data_dir: str = "./data"
+    """Where SQLite, rendered Envoy configuration, generated secrets and model weights live."""
+    database_url: str = ""
+    """Empty: SQLite at `<data_dir>/nx.db`. Otherwise `postgresql://...` or `sqlite:///path`."""
+    redis_url: str = ""
+    """Empty: in-process stores (single node). Set to share limits and revocations across replicas."""
+    catalog_path: str = "config/catalog.toml"
+    """Backends and models, synced into the database at start."""
+
+    edge_host: str = "127.0.0.1"
+    edge_port: Port = 8080
+    envoy_admin_port: Port = 9901
+    envoy_concurrency: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2
+    sidecar_host: str = "127.0.0.1"
+    sidecar_port: Port = 9100
+    control_plane_host: str = "127.0.0.1"
+    control_plane_port: Port = 8000
+    local_models_enabled: bool = True
+    local_models_port: Port = 9300
+
+    key_pepper: str = ""
+    """HMAC pepper for API-key hashes. Empty: generated once into `<data_dir>/secrets.toml`."""
+    xff_trusted_hops: Annotated[int, msgspec.Meta(ge=0, le=10)] = 0
+    """How many proxies in front of Envoy append to X-Forwarded-For; 0 trusts only the socket peer."""
+    max_body_bytes: Annotated[int, msgspec.Meta(ge=1024, le=64 * 1024 * 1024)] = 8 * 1024 * 1024
+    key_cache_ttl_seconds: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 10.0
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    public_base_url: str = ""
+    """Base URL printed in examples; empty means http://<edge_host>:<edge_port>."""
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).resolve()
+
+    @property
+    def effective_database_url(self) -> str:
+        """SQLAlchemy async URL for the configured database."""
+        url = self.database_url or f"sqlite:///{self.data_path / 'nx.db'}"
+        if url.startswith("postgres://"):
+            url = "postgresql://" + url.removeprefix("postgres://")
+        if url.startswith("postgresql://"):
+            return "postgresql+asyncpg://" + url.removeprefix("postgresql://")
+        if url.startswith("sqlite:///"):
+            return "sqlite+aiosqlite:///" + url.removeprefix("sqlite:///")
+        return url
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.effective_database_url.startswith("sqlite")
+
+    @property
+    def edge_url(self) -> str:
+        return self.public_base_url or f"http://{self.edge_host}:{self.edge_port}"
+
+    @property
+    def sidecar_url(self) -> str:
+        return f"http://{self.sidecar_host}:{self.sidecar_port}"
+
+    @property
+    def control_plane_url(self) -> str:
+        return f"http://{self.control_plane_host}:{self.control_plane_port}"
+
+
+class SettingsError(Exception):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+_FIELDS = {f.name: f for f in msgspec.structs.fields(Settings)}
+_ALIASES = {"database_url": "DATABASE_URL", "redis_url": "REDIS_URL"}
+
+
+def env_name(field: str) -> str:
+    return f"NX_{field.upper()}"
+
+
+def _from_env(environ: dict[str, str]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for name in _FIELDS:
+        alias = _ALIASES.get(name)
+        if alias and alias in environ:
+            found[name] = environ[alias]
+        if env_name(name) in environ:
+            found[name] = environ[env_name(name)]
+    return found
+
+
+def load_settings(environ: dict[str, str] | None = None, file: str | None = None) -> Settings:
+    """Build and validate settings; raise SettingsError naming the bad variable."""
+    env = dict(os.environ if environ is None else environ)
+    raw: dict[str, Any] = {}
+    path = file or env.get("NX_CONFIG_FILE")
+    if path:
+        try:
+            raw.update(tomllib.loads(Path(path).read_text()))
+        except FileNotFoundError as exc:
+            raise SettingsError(f"NX_CONFIG_FILE: no such file {path!r}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"NX_CONFIG_FILE: {path}: {exc}") from exc
+        unknown = sorted(set(raw) - set(_FIELDS))
+        if unknown:
+            raise SettingsError(f"{path}: unknown setting {unknown[0]!r}")
+    from_env = _from_env(env)
+    raw.update(from_env)
+    try:
+        # strict=False lets "8080" and "true" from the environment become int and bool.
+        settings = msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise SettingsError(_explain(exc, from_env)) from exc
+    _check_urls(settings)
+    return settings
+
+
+def _explain(exc: msgspec.ValidationError, from_env: dict[str, str]) -> str:
+    message = str(exc)
+    for name in _FIELDS:
+        if f"`$.{name}`" in message:
+            source = env_name(name) if name in from_env else f"setting {name!r}"
+            if name in _ALIASES and _ALIASES[name] in os.environ:
+                source = _ALIASES[name]
+            return f"{source}: {message.split(' - at ')[0]}"
+    return message
+
+
+def _check_urls(settings: Settings) -> None:
+    url = settings.effective_database_url
+    if not (url.startswith("sqlite+aiosqlite:///") or url.startswith("postgresql+asyncpg://")):
+        raise SettingsError(
+            "DATABASE_URL: expected postgresql://... or sqlite:///..., got "
+            f"{settings.database_url.split('@')[-1]!r}"
+        )
+    if settings.redis_url and not settings.redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise SettingsError("REDIS_URL: expected redis://, rediss:// or unix:// URL")
