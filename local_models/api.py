@@ -1,0 +1,110 @@
+"""``/health``, ``/v1/models`` and ``/v1/embeddings``, and the route table of the server."""
+
+from __future__ import annotations
+
+import base64
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from local_models import EMBEDDING_MODEL_ID
+from local_models.asgi import JsonResponse, Request, Response, Route
+from local_models.chat import chat_completions, completions
+from local_models.embeddings import DIMENSIONS
+from local_models.errors import ApiError, bad_request
+from local_models.generation import check_model
+from local_models.schemas import Embedding, EmbeddingList, EmbeddingRequest, EmbeddingUsage, ModelCard, ModelList
+from local_models.state import KNOWN_MODELS, ServerState
+
+__all__ = ["MAX_EMBEDDING_INPUTS", "routes"]
+
+# OpenAI's own limit per request; a 2048-text batch takes about 15 s on two cores.
+MAX_EMBEDDING_INPUTS = 2048
+
+_encode = msgspec.json.encode
+
+
+async def health(request: Request, state: ServerState) -> Response:
+    body: dict[str, Any] = {"status": "ok", "models": state.statuses()}
+    if state.load_errors:
+        body["errors"] = state.load_errors
+    return JsonResponse(_encode(body))
+
+
+def _cards(state: ServerState) -> list[ModelCard]:
+    # Only models that can answer: a router reading this list must not send traffic to a model
+    # whose weights are missing (/health shows those as "unavailable").
+    return [ModelCard(id=name, created=state.created) for name, status in state.statuses().items()
+            if status == "ready"]
+
+
+async def list_models(request: Request, state: ServerState) -> Response:
+    return JsonResponse(_encode(ModelList(data=_cards(state))))
+
+
+async def get_model(request: Request, state: ServerState) -> Response:
+    wanted = request.path.removeprefix("/v1/models/")
+    for card in _cards(state):
+        if card.id == wanted:
+            return JsonResponse(_encode(card))
+    raise ApiError(404, f"The model {wanted!r} does not exist.", param="model", code="model_not_found")
+
+
+def _texts(raw: str | list[Any]) -> list[str]:
+    texts = [raw] if isinstance(raw, str) else raw
+    if not texts:
+        raise bad_request("'input' must not be empty.", param="input")
+    if len(texts) > MAX_EMBEDDING_INPUTS:
+        raise bad_request(f"At most {MAX_EMBEDDING_INPUTS} inputs per request.", param="input")
+    for index, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise bad_request("'input' must be a string or a list of strings; token arrays are not supported.",
+                              param="input")
+        if not text:
+            raise bad_request(f"'input[{index}]' is an empty string.", param="input")
+    return texts
+
+
+async def embeddings(request: Request, state: ServerState) -> Response:
+    body: EmbeddingRequest = request.decode(EmbeddingRequest)
+    check_model(body.model, EMBEDDING_MODEL_ID, state.embed, KNOWN_MODELS)
+    model = state.embed
+    assert model is not None
+    if body.dimensions is not None and body.dimensions != DIMENSIONS:
+        raise bad_request(f"This model has a fixed {DIMENSIONS} dimensions; 'dimensions' cannot change it.",
+                          param="dimensions")
+    encoding = body.encoding_format or "float"
+    if encoding not in ("float", "base64"):
+        raise bad_request("'encoding_format' must be 'float' or 'base64'.", param="encoding_format")
+    texts = _texts(body.input)
+    result = await state.embed_worker.submit(functools.partial(model.embed, texts))
+    if encoding == "base64":
+        # OpenAI's base64 format: the raw little-endian float32 bytes of each vector.
+        rows = result.vectors.astype("<f4", copy=False)
+        data = [Embedding(index=i, embedding=base64.b64encode(row.tobytes()).decode()) for i, row in enumerate(rows)]
+    else:
+        vectors: list[list[float]] = result.vectors.astype(np.float64).tolist()
+        data = [Embedding(index=i, embedding=vector) for i, vector in enumerate(vectors)]
+    tokens = sum(result.token_counts)
+    return JsonResponse(_encode(EmbeddingList(data=data, model=body.model,
+                                              usage=EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens))))
+
+
+Endpoint = Callable[[Request, ServerState], Awaitable[Response]]
+
+
+def routes(state: ServerState) -> list[Route]:
+    def bind(endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
+        return functools.partial(endpoint, state=state)
+
+    return [
+        Route("GET", "/health", bind(health)),
+        Route("GET", "/v1/models", bind(list_models)),
+        Route("GET", "/v1/models/", bind(get_model), prefix=True),
+        Route("POST", "/v1/chat/completions", bind(chat_completions)),
+        Route("POST", "/v1/completions", bind(completions)),
+        Route("POST", "/v1/embeddings", bind(embeddings)),
+    ]
