@@ -37,6 +37,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     envoy_concurrency: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2
     sidecar_host: str = "127.0.0.1"
     sidecar_port: Port = 9100
+    adapter_port: Port = 9200
+    """The inference adapter (protocol translation, stored responses) behind the edge."""
     control_plane_host: str = "127.0.0.1"
     control_plane_port: Port = 8000
     local_models_enabled: bool = True
@@ -79,6 +81,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     @property
     def sidecar_url(self) -> str:
         return f"http://{self.sidecar_host}:{self.sidecar_port}"
+
+    @property
+    def envoy_dir(self) -> Path:
+        return self.data_path / "envoy"
 
     @property
     def control_plane_url(self) -> str:

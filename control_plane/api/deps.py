@@ -1,0 +1,34 @@
+"""Request-scoped dependencies shared by the controllers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from litestar import Request
+from litestar.datastructures import State
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from control_plane.db import write_tx
+
+__all__ = ["provide_tx", "Caller", "provide_caller"]
+
+
+async def provide_tx(state: State) -> AsyncIterator[AsyncConnection]:
+    """One transaction per request, committed when the handler returns without raising."""
+    async with write_tx(state.engine) as conn:
+        yield conn
+
+
+class Caller:
+    """Who is calling a /v1 route, as established by the sidecar."""
+
+    __slots__ = ("org_id", "project_id", "key_id")
+
+    def __init__(self, org_id: str, project_id: str, key_id: str) -> None:
+        self.org_id, self.project_id, self.key_id = org_id, project_id, key_id
+
+
+def provide_caller(request: Request[Any, Any, Any]) -> Caller:
+    h = request.headers
+    return Caller(h.get("x-nx-org", ""), h.get("x-nx-project", ""), h.get("x-nx-key", ""))

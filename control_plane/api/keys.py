@@ -1,0 +1,69 @@
+"""Management API for API keys: `/api/orgs/{org_id}/keys` (admin token).
+
+Create returns the secret once; list and get never show it; PATCH updates scopes; revoke is
+permanent and is applied by this node's sidecars at once.
+"""
+
+from __future__ import annotations
+
+from litestar import Controller, delete, get, patch, post
+from litestar.datastructures import State
+from litestar.di import Provide
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from control_plane.api.deps import provide_tx
+from control_plane.api.guards import admin_guard
+from control_plane.domain import keys
+from control_plane.errors import ApiError
+
+__all__ = ["KeysController"]
+
+
+async def _org(conn: AsyncConnection, org_id: str) -> str:
+    if (await conn.execute(text("SELECT 1 FROM organizations WHERE id = :o"), {"o": org_id})).first() is None:
+        raise ApiError("not_found", f"No organization {org_id!r}")
+    return org_id
+
+
+class KeysController(Controller):
+    path = "/api/orgs/{org_id:str}/keys"
+    guards = [admin_guard]
+    dependencies = {"conn": Provide(provide_tx)}
+
+    @post("/", status_code=201)
+    async def create(self, conn: AsyncConnection, state: State, org_id: str,
+                     data: keys.KeyScopes) -> keys.CreatedKey:
+        return await keys.create_key(conn, await _org(conn, org_id), data, state.secrets.key_pepper,
+                                     actor="admin")
+
+    @get("/")
+    async def list_(self, conn: AsyncConnection, org_id: str) -> dict[str, object]:
+        return {"object": "list", "data": await keys.list_keys(conn, await _org(conn, org_id))}
+
+    @get("/{key_id:str}")
+    async def retrieve(self, conn: AsyncConnection, org_id: str, key_id: str) -> keys.KeyView:
+        return await keys.get_key(conn, org_id, key_id)
+
+    @patch("/{key_id:str}")
+    async def update(self, conn: AsyncConnection, state: State, org_id: str, key_id: str,
+                     data: keys.KeyPatch) -> keys.KeyView:
+        view = await keys.update_key(conn, org_id, key_id, data, actor="admin")
+        await conn.commit()  # durable before the sidecars are told to re-read it
+        await state.notifier.invalidate(key_ids=[key_id])
+        return view
+
+    @post("/{key_id:str}/revoke", status_code=200)
+    async def revoke(self, conn: AsyncConnection, state: State, org_id: str, key_id: str) -> keys.KeyView:
+        return await _revoke(conn, state, org_id, key_id)
+
+    @delete("/{key_id:str}", status_code=200)
+    async def delete_(self, conn: AsyncConnection, state: State, org_id: str, key_id: str) -> keys.KeyView:
+        return await _revoke(conn, state, org_id, key_id)
+
+
+async def _revoke(conn: AsyncConnection, state: State, org_id: str, key_id: str) -> keys.KeyView:
+    view = await keys.revoke_key(conn, org_id, key_id, actor="admin")
+    await conn.commit()  # durable before the sidecars drop their cached copy
+    await state.notifier.invalidate(key_ids=[key_id])
+    return view

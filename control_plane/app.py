@@ -1,0 +1,87 @@
+"""The Litestar control plane: `/v1` routes behind the edge and the operator's management API.
+
+Two doors:
+- `/v1/...` arrives only through Envoy after the sidecar's check; the sidecar's `x-nx-internal`
+  token proves it (compared in constant time) and `x-nx-org`/`x-nx-key` say who is calling.
+- `/api/...` is the management API for operators and the CLI, authenticated with the admin token.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar, Request, Response, get
+from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
+
+from control_plane.api.keys import KeysController
+from control_plane.api.models import ModelsController
+from control_plane.api.routing import RoutingController
+from control_plane.db import make_engine
+from control_plane.domain.bootstrap import load_secrets
+from control_plane.errors import ApiError, error_body
+from control_plane.notify import Notifier
+from control_plane.settings import Settings
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("nx.control_plane")
+
+
+def _api_error(_: Request[Any, Any, Any], exc: ApiError) -> Response[Any]:
+    return Response(content=exc.body(), status_code=exc.status, headers=exc.headers)
+
+
+def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    status = exc.status_code
+    if isinstance(exc, ValidationException):
+        extra = exc.extra if isinstance(exc.extra, list) else []
+        param = None
+        if extra and isinstance(extra[0], dict):
+            param = str(extra[0].get("key") or "") or None
+            message = str(extra[0].get("message") or exc.detail)
+        else:
+            message = str(exc.detail)
+        code = "invalid_json" if "JSON is malformed" in message else "invalid_request_error"
+        return Response(content=error_body(code, message, param), status_code=400)
+    code = {401: "invalid_api_key", 404: "not_found", 405: "method_not_allowed", 413: "request_too_large",
+            409: "conflict"}.get(status, "internal_error" if status >= 500 else "invalid_request_error")
+    if isinstance(exc, NotAuthorizedException):
+        code = "invalid_api_key"
+    return Response(content=error_body(code, str(exc.detail)), status_code=status)
+
+
+def _unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.exception("unhandled error", exc_info=exc)
+    return Response(content=error_body("internal_error", "The server had an error processing your request."),
+                    status_code=500)
+
+
+@get("/healthz", sync_to_thread=False)
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+def create_app(settings: Settings) -> Litestar:
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        app.state.settings = settings
+        app.state.secrets = load_secrets(settings)
+        app.state.engine = make_engine(settings)
+        app.state.notifier = Notifier(settings, app.state.secrets.internal_token)
+        try:
+            yield
+        finally:
+            await app.state.notifier.close()
+            await app.state.engine.dispose()
+
+    return Litestar(
+        route_handlers=[healthz, ModelsController, KeysController, RoutingController],
+        lifespan=[lifespan],
+        exception_handlers={ApiError: _api_error, HTTPException: _http_error, Exception: _unexpected},
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=None,
+        debug=False,
+    )

@@ -1,0 +1,70 @@
+"""`nx`: the operator's command line.
+
+    nx up                 start the whole platform on embedded defaults
+    nx init               create/upgrade the database, sync the catalog, bootstrap; print the key
+    nx keys ...           manage API keys (see `nx keys --help`)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from control_plane.domain.bootstrap import BootstrapResult
+from control_plane.domain.catalog import CatalogError
+from control_plane.settings import Settings, SettingsError, load_settings
+
+__all__ = ["main"]
+
+
+def _welcome(settings: Settings, result: BootstrapResult) -> str:
+    edge = settings.edge_url
+    if result.secret:
+        return (
+            f"nx: the platform is up; the edge listens on {edge}\n"
+            f"nx: first start: your API key (shown once, store it now):\n\n    {result.secret}\n\n"
+            f"Try it:\n\n    curl -s {edge}/v1/models -H 'Authorization: Bearer {result.secret}'\n"
+        )
+    return (f"nx: the platform is up; the edge listens on {edge}\n"
+            f"nx: bootstrap key {result.key_prefix}... (organization {result.org_id})")
+
+
+def cmd_up(settings: Settings) -> int:
+    from control_plane.supervisor import prepare, run_platform
+
+    result = asyncio.run(prepare(settings))
+    return asyncio.run(run_platform(settings, _welcome(settings, result)))
+
+
+def cmd_init(settings: Settings) -> int:
+    from control_plane.supervisor import prepare
+
+    result = asyncio.run(prepare(settings))
+    print(_welcome(settings, result).replace("the platform is up; the edge listens on", "edge will listen on"))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="nx", description="Open Ai platform")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="start every process on embedded defaults")
+    sub.add_parser("init", help="create what is missing and print the bootstrap key")
+    from control_plane.cli_admin import add_admin_commands
+
+    admin = add_admin_commands(sub)
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+        if args.command == "up":
+            status = cmd_up(settings)
+        elif args.command == "init":
+            status = cmd_init(settings)
+        else:
+            status = admin(args, settings)
+    except (SettingsError, CatalogError) as exc:
+        print(f"nx: {exc}", file=sys.stderr)
+        status = 2
+    except KeyboardInterrupt:
+        status = 130
+    sys.exit(status)

@@ -1,0 +1,97 @@
+"""Headless operator commands: the same operations as the management API, against the database.
+
+Writes that the sidecars cache (keys) are followed by a best-effort notification to this node's
+sidecar; other nodes pick them up within the key-cache TTL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from control_plane.db import make_engine, write_tx
+from control_plane.domain import keys
+from control_plane.domain.bootstrap import load_secrets
+from control_plane.errors import ApiError
+from control_plane.notify import Notifier
+from control_plane.settings import Settings
+
+__all__ = ["add_admin_commands"]
+
+Dispatcher = Callable[[argparse.Namespace, Settings], int]
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def add_admin_commands(sub: Any) -> Dispatcher:
+    k = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="action", required=True)
+    create = k.add_parser("create", help="create a key; prints the secret once")
+    create.add_argument("--org", required=True)
+    for p in (create, upd := k.add_parser("update", help="change a key's scopes")):
+        p.add_argument("--name")
+        p.add_argument("--projects", type=_csv, help="comma-separated project ids")
+        p.add_argument("--models", type=_csv, help="comma-separated patterns, e.g. 'local/*'")
+        p.add_argument("--endpoints", type=_csv, help="responses,chat,embeddings,models,usage,webhooks")
+        p.add_argument("--ip-ranges", type=_csv, help="comma-separated CIDRs")
+        p.add_argument("--monthly-budget-nanos", type=int)
+        p.add_argument("--expires-at", type=int, help="unix seconds")
+    upd.add_argument("--org", required=True)
+    upd.add_argument("key_id")
+    upd.add_argument("--disabled", choices=["true", "false"])
+    for name in ("list", "get", "revoke"):
+        p = k.add_parser(name)
+        p.add_argument("--org", required=True)
+        if name != "list":
+            p.add_argument("key_id")
+
+    def dispatch(args: argparse.Namespace, settings: Settings) -> int:
+        return asyncio.run(_keys(args, settings))
+
+    return dispatch
+
+
+def _print(value: Any) -> None:
+    sys.stdout.write(msgspec.json.format(msgspec.json.encode(value)).decode() + "\n")
+
+
+async def _keys(args: argparse.Namespace, settings: Settings) -> int:
+    secrets = load_secrets(settings)
+    engine = make_engine(settings)
+    fields = {f: getattr(args, f, None) for f in ("name", "projects", "models", "endpoints", "ip_ranges",
+                                                 "monthly_budget_nanos", "expires_at")}
+    given = {f: v for f, v in fields.items() if v is not None}
+    ops: dict[str, Callable[[AsyncConnection], Awaitable[Any]]] = {
+        "create": lambda c: keys.create_key(c, args.org, msgspec.convert(given, keys.KeyScopes),
+                                            secrets.key_pepper, actor="cli"),
+        "list": lambda c: keys.list_keys(c, args.org),
+        "get": lambda c: keys.get_key(c, args.org, args.key_id),
+        "update": lambda c: keys.update_key(c, args.org, args.key_id, msgspec.convert(
+            {**given, **({"disabled": args.disabled == "true"} if args.disabled else {})}, keys.KeyPatch),
+            actor="cli"),
+        "revoke": lambda c: keys.revoke_key(c, args.org, args.key_id, actor="cli"),
+    }
+    try:
+        async with write_tx(engine) as conn:
+            result = await ops[args.action](conn)
+    except ApiError as exc:
+        print(f"nx: {exc.message}", file=sys.stderr)
+        return 1
+    except msgspec.ValidationError as exc:
+        print(f"nx: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        await engine.dispose()
+    if args.action in ("update", "revoke"):
+        notifier = Notifier(settings, secrets.internal_token)
+        await notifier.invalidate(key_ids=[args.key_id])
+        await notifier.close()
+    _print(result)
+    return 0

@@ -1,0 +1,26 @@
+"""Run the control plane on its own (production) or under `nx up`."""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+
+from control_plane.app import create_app
+from control_plane.settings import SettingsError, load_settings
+
+
+def main() -> None:
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        raise SystemExit(f"nx control-plane: {exc}") from None
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s control-plane %(levelname)s %(name)s %(message)s")
+    uvicorn.run(create_app(settings), host=settings.control_plane_host, port=settings.control_plane_port,
+                loop="uvloop", http="httptools", access_log=False, log_level="warning",
+                timeout_graceful_shutdown=15)
+
+
+if __name__ == "__main__":
+    main()

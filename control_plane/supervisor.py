@@ -1,0 +1,164 @@
+"""`nx up`: prepare what is missing, start every process, wait for health, stop cleanly.
+
+Order: database schema, catalog sync, first-run bootstrap, Envoy configuration; then the sidecar,
+the control plane, the worker, the local model server, and Envoy last so that the edge opens only
+when everything behind it answers. A child that dies is reported and the platform stops with a
+non-zero status rather than limping on. SIGINT/SIGTERM drain Envoy's listener first, then let each
+Python process finish in-flight requests and flush writes (uvicorn's graceful shutdown).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from control_plane.db import apply_schema, make_engine, write_tx
+from control_plane.domain.bootstrap import BootstrapResult, bootstrap, load_secrets
+from control_plane.domain.catalog import load_catalog, sync_catalog
+from control_plane.envoy_config import write_bootstrap, write_dynamic
+from control_plane.settings import Settings
+
+__all__ = ["prepare", "run_platform", "Child"]
+
+
+async def prepare(settings: Settings) -> BootstrapResult:
+    """Create whatever is missing; safe to run on every start."""
+    settings.data_path.mkdir(parents=True, exist_ok=True)
+    catalog = load_catalog(settings.catalog_path, settings)  # a bad catalog stops before any change
+    secrets = load_secrets(settings)
+    engine = make_engine(settings)
+    try:
+        await apply_schema(engine)
+        async with write_tx(engine) as conn:
+            await sync_catalog(conn, catalog)
+            result = await bootstrap(conn, secrets.key_pepper)
+        async with write_tx(engine) as conn:
+            await write_dynamic(settings, conn)
+    finally:
+        await engine.dispose()
+    write_bootstrap(settings)
+    return result
+
+
+def envoy_binary() -> str:
+    candidate = Path(sys.executable).parent / "envoy"
+    return str(candidate) if candidate.exists() else "envoy"
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    health_url: str | None
+    required: bool = True
+    proc: asyncio.subprocess.Process | None = field(default=None, repr=False)
+
+
+def children(settings: Settings) -> list[Child]:
+    py = sys.executable
+    out = [
+        Child("sidecar", [py, "-m", "proxy_plugins.server"], f"{settings.sidecar_url}/healthz"),
+        Child("control-plane", [py, "-m", "control_plane.serve"], f"{settings.control_plane_url}/healthz"),
+        Child("worker", [py, "-m", "control_plane.worker"], None),
+    ]
+    models_dir = settings.data_path / "models"
+    if settings.local_models_enabled:
+        out.append(Child("local-models", [py, "-m", "local_models.server", "--host", "127.0.0.1", "--port",
+                                          str(settings.local_models_port), "--models-dir", str(models_dir)],
+                         f"http://127.0.0.1:{settings.local_models_port}/health", required=False))
+    out.append(Child("envoy", [envoy_binary(), "-c", str(settings.envoy_dir / "bootstrap.json"),
+                               "--concurrency", str(settings.envoy_concurrency), "--log-level", "warn",
+                               "--drain-time-s", "5", "--parent-shutdown-time-s", "10"],
+                     f"http://127.0.0.1:{settings.envoy_admin_port}/ready"))
+    return out
+
+
+async def _wait_healthy(child: Child, timeout: float = 60.0) -> None:
+    if child.health_url is None:
+        await asyncio.sleep(0.3)
+        if child.proc and child.proc.returncode is not None:
+            raise RuntimeError(f"{child.name} exited with status {child.proc.returncode} while starting")
+        return
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=1.0) as client:
+        while time.monotonic() < deadline:
+            if child.proc and child.proc.returncode is not None:
+                raise RuntimeError(f"{child.name} exited with status {child.proc.returncode} while starting")
+            try:
+                if (await client.get(child.health_url)).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"{child.name} was not healthy within {timeout:.0f}s ({child.health_url})")
+
+
+async def _stop(started: list[Child], settings: Settings) -> None:
+    envoy = next((c for c in started if c.name == "envoy" and c.proc and c.proc.returncode is None), None)
+    if envoy is not None:
+        try:  # stop taking new connections, let in-flight requests finish
+            async with httpx.AsyncClient(timeout=2.0) as client:
+                await client.post(f"http://127.0.0.1:{settings.envoy_admin_port}/drain_listeners?graceful")
+            await asyncio.sleep(0.5)
+        except httpx.HTTPError:
+            pass
+    for child in reversed(started):
+        if child.proc and child.proc.returncode is None:
+            child.proc.send_signal(signal.SIGTERM)
+    for child in reversed(started):
+        if child.proc is None:
+            continue
+        try:
+            await asyncio.wait_for(child.proc.wait(), timeout=15)
+        except TimeoutError:
+            print(f"nx: {child.name} did not stop in 15s; killing it", file=sys.stderr)
+            child.proc.kill()
+            await child.proc.wait()
+
+
+async def run_platform(settings: Settings, on_ready: str) -> int:
+    """Start everything, print `on_ready`, and run until a signal or a required child dies."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    started: list[Child] = []
+    status = 0
+    try:
+        for child in children(settings):
+            child.proc = await asyncio.create_subprocess_exec(*child.argv, env=env)
+            started.append(child)
+            try:
+                await _wait_healthy(child, timeout=120 if child.name == "local-models" else 60)
+            except RuntimeError as exc:
+                if child.required:
+                    raise
+                print(f"nx: {exc}; continuing without it (local models will be unavailable)", file=sys.stderr)
+            print(f"nx: {child.name} is up", flush=True)
+        print(on_ready, flush=True)
+        waits = {asyncio.ensure_future(c.proc.wait()): c for c in started if c.proc}
+        stopper = asyncio.ensure_future(stop.wait())
+        while not stop.is_set():
+            done, _ = await asyncio.wait([*waits, stopper], return_when=asyncio.FIRST_COMPLETED)
+            for fut in done:
+                if fut in waits:
+                    child = waits.pop(fut)
+                    print(f"nx: {child.name} exited unexpectedly with status {fut.result()}", file=sys.stderr)
+                    if child.required:
+                        status = 1
+                        stop.set()
+        print("nx: stopping", flush=True)
+    except RuntimeError as exc:
+        print(f"nx: {exc}", file=sys.stderr)
+        status = 1
+    finally:
+        await _stop(started, settings)
+    return status

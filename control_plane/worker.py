@@ -1,0 +1,76 @@
+"""The worker: periodic jobs that must not run inside a request.
+
+Jobs run in one asyncio loop, each on its own interval, each failure logged and retried on the
+next tick. Current jobs:
+- `envoy_config`: when `config_version` moves (a routing change on any control-plane replica),
+  re-render Envoy's clusters and routes on this node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from control_plane.db import make_engine, write_tx
+from control_plane.envoy_config import write_dynamic
+from control_plane.settings import Settings, SettingsError, load_settings
+
+log = logging.getLogger("nx.worker")
+
+Job = Callable[[], Awaitable[None]]
+
+
+class EnvoyConfigJob:
+    def __init__(self, settings: Settings, engine: AsyncEngine) -> None:
+        self.settings, self.engine = settings, engine
+        self.version: int | None = None
+
+    async def __call__(self) -> None:
+        async with self.engine.connect() as conn:
+            version = int((await conn.execute(text("SELECT version FROM config_version WHERE id = 1"))).scalar_one())
+        if version != self.version:
+            async with write_tx(self.engine) as conn:
+                await write_dynamic(self.settings, conn)
+            self.version = version
+
+
+async def _every(name: str, seconds: float, job: Job, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        try:
+            await job()
+        except Exception:
+            log.exception("job %s failed; retrying in %.1fs", name, seconds)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+
+async def run(settings: Settings) -> None:
+    engine = make_engine(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    jobs = [("envoy_config", 1.0, EnvoyConfigJob(settings, engine))]
+    try:
+        await asyncio.gather(*(_every(name, secs, job, stop) for name, secs, job in jobs))
+    finally:
+        await engine.dispose()
+
+
+def main() -> None:
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        raise SystemExit(f"nx worker: {exc}") from None
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s worker %(levelname)s %(message)s")
+    asyncio.run(run(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""The pre-request check Envoy calls (ext_authz, HTTP mode) for every /v1 request.
+
+One call carries every check so a request costs one sidecar round trip: path -> endpoint scope,
+key (format, checksum, hash lookup, state), client IP range, project, and for inference the model
+(alias resolution, allow-list, price card). Order matters: identity first, so an unauthenticated
+caller learns nothing about models, projects or scopes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+import msgspec
+
+from control_plane.errors import error_json
+from control_plane.keys import hash_key, is_well_formed
+from proxy_plugins.snapshot import KeyCache, KeyRecord, ModelRecord, Snapshot
+
+__all__ = ["CheckRequest", "Decision", "Checker", "classify"]
+
+INFERENCE = {"/v1/responses": "responses", "/v1/chat/completions": "chat", "/v1/embeddings": "embeddings"}
+CONTROL_PREFIXES = (("/v1/models", "models"), ("/v1/usage", "usage"), ("/v1/webhooks", "webhooks"),
+                    ("/v1/responses/", "responses"))
+
+
+def classify(method: str, path: str) -> tuple[str, str] | None:
+    """(endpoint scope, upstream) for a /v1 path, or None when the platform has no such path."""
+    path = path.split("?", 1)[0]
+    if path in INFERENCE:
+        return INFERENCE[path], "inference"
+    for prefix, scope in CONTROL_PREFIXES:
+        if path == prefix or path.startswith(prefix.rstrip("/") + "/"):
+            return scope, "control_plane"
+    return None
+
+
+class CheckRequest(msgspec.Struct, kw_only=True):
+    method: str
+    path: str
+    authorization: str | None
+    client_ip: str
+    project: str | None
+    body: bytes
+
+
+class Decision(msgspec.Struct, kw_only=True):
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes = b""
+
+
+class _ModelField(msgspec.Struct):
+    model: str | None = None
+
+
+def _deny(code: str, message: str, param: str | None = None, status: int | None = None) -> Decision:
+    from control_plane.errors import ERRORS
+
+    return Decision(status=status or ERRORS[code].status, body=error_json(code, message, param),
+                    headers=[("content-type", "application/json")])
+
+
+class Checker:
+    def __init__(self, pepper: str, internal_token: str, cache: KeyCache,
+                 snapshot: Callable[[], Snapshot],
+                 load_key: Callable[[str], Awaitable[KeyRecord | None]]) -> None:
+        self.pepper = pepper
+        self.internal_token = internal_token
+        self.cache = cache
+        self.snapshot = snapshot
+        self.load_key = load_key
+
+    async def _key(self, authorization: str | None) -> KeyRecord | Decision:
+        if not authorization:
+            return _deny("missing_api_key", "You didn't provide an API key. Send it as "
+                         "'Authorization: Bearer nx_live_...'.")
+        scheme, _, secret = authorization.strip().partition(" ")
+        secret = secret.strip()
+        if scheme.lower() != "bearer" or not secret:
+            return _deny("invalid_api_key", "Malformed Authorization header: expected 'Bearer <key>'.")
+        if not is_well_formed(secret):
+            return _deny("invalid_api_key", "Incorrect API key provided.")
+        key_hash = hash_key(secret, self.pepper)
+        hit, record = self.cache.get(key_hash)
+        if not hit:
+            record = await self.load_key(key_hash)
+            self.cache.put(key_hash, record)
+        if record is None:
+            return _deny("invalid_api_key", "Incorrect API key provided.")
+        if record.revoked:
+            return _deny("invalid_api_key", "This API key has been revoked.")
+        if record.disabled:
+            return _deny("invalid_api_key", "This API key is disabled.")
+        if record.expires_at_ms is not None and record.expires_at_ms <= time.time() * 1000:
+            return _deny("invalid_api_key", "This API key has expired.")
+        return record
+
+    async def check(self, req: CheckRequest) -> Decision:
+        route = classify(req.method, req.path)
+        key = await self._key(req.authorization)
+        if isinstance(key, Decision):
+            return key
+        if route is None:
+            return _deny("not_found", f"Unknown path {req.method} {req.path.split('?', 1)[0]}.")
+        endpoint, upstream = route
+        if endpoint not in key.endpoints:
+            return _deny("endpoint_not_allowed",
+                         f"This API key is not allowed to use the '{endpoint}' endpoint (scope: endpoints).")
+        if not key.allows_ip(req.client_ip):
+            return _deny("ip_not_allowed",
+                         f"Requests from {req.client_ip} are not allowed for this API key (scope: ip_ranges).")
+        snap = self.snapshot()
+        project = self._project(key, snap, req.project)
+        if isinstance(project, Decision):
+            return project
+        headers = [("x-nx-org", key.org_id), ("x-nx-project", project), ("x-nx-key", key.id),
+                   ("x-nx-endpoint", endpoint),
+                   ("x-nx-route", "adapter" if upstream == "inference" else "control_plane"),
+                   ("x-nx-internal", self.internal_token),
+                   # The client's key never travels further than the sidecar.
+                   ("x-envoy-auth-headers-to-remove", "authorization")]
+        if upstream == "inference" and req.method == "POST":
+            model = self._model(key, snap, req.body, endpoint)
+            if isinstance(model, Decision):
+                return model
+            headers += [("x-nx-model", model.id), ("x-nx-backend", model.backend_id)]
+        return Decision(status=200, headers=headers)
+
+    def _project(self, key: KeyRecord, snap: Snapshot, asked: str | None) -> str | Decision:
+        org_projects = snap.org_projects.get(key.org_id, frozenset())
+        if asked:
+            # Another tenant's project id and a made-up one get the same answer.
+            if asked not in org_projects or (key.projects and asked not in key.projects):
+                return _deny("project_not_allowed",
+                             f"This API key cannot act for project '{asked}' (scope: projects).")
+            return asked
+        if key.projects:
+            return sorted(key.projects & org_projects or key.projects)[0]
+        return snap.default_project.get(key.org_id, "")
+
+    def _model(self, key: KeyRecord, snap: Snapshot, body: bytes, endpoint: str) -> ModelRecord | Decision:
+        try:
+            name = msgspec.json.decode(body or b"{}", type=_ModelField).model
+        except msgspec.ValidationError:
+            return _deny("invalid_request_error", "'model' must be a string.", param="model")
+        except msgspec.DecodeError:
+            return _deny("invalid_json", "We could not parse the JSON body of your request.")
+        if not name:
+            return _deny("missing_required_parameter", "Missing required parameter: 'model'.", param="model")
+        model = snap.resolve(name)
+        if model is None:
+            return _deny("model_not_found",
+                         f"The model '{name}' does not exist or you do not have access to it.", param="model")
+        if not key.allows_model(name, model.id):
+            return _deny("model_not_allowed",
+                         f"This API key is not allowed to use model '{name}' (scope: models).", param="model")
+        wanted_kind = "embedding" if endpoint == "embeddings" else "text"
+        if model.kind != wanted_kind:
+            return _deny("invalid_request_error",
+                         f"The model '{name}' is a {model.kind} model and cannot serve /{endpoint}.",
+                         param="model")
+        return model

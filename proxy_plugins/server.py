@@ -1,0 +1,158 @@
+"""The sidecar process: a bare ASGI app on uvicorn (httptools, uvloop) that Envoy calls.
+
+Why bare ASGI and HTTP rather than gRPC or a framework: the measurements in
+`shared/reference/stack-measurements.md` put a grpc.aio check at ~610 us of CPU against ~70 us over
+HTTP, and a framework's routing and middleware would add to the hot path for three fixed routes.
+
+Routes: `/authz/<original path>` (Envoy ext_authz), `GET /healthz`, `POST /internal/invalidate`
+(control plane: keys revoked or configuration changed, apply now).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+import uvicorn
+
+from control_plane.db import make_engine
+from control_plane.domain.bootstrap import load_secrets
+from control_plane.settings import Settings, SettingsError, load_settings
+from proxy_plugins.authz import Checker, CheckRequest, Decision
+from proxy_plugins.snapshot import KeyCache, Snapshot, current_version, load_key, load_snapshot
+
+log = logging.getLogger("nx.sidecar")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class Invalidate(msgspec.Struct):
+    key_ids: list[str] = msgspec.field(default_factory=list)
+    config: bool = False
+
+
+class Sidecar:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engine = make_engine(settings, pool_size=4) if not settings.is_sqlite else make_engine(settings)
+        secrets = load_secrets(settings)
+        self.internal_token = secrets.internal_token
+        self.cache = KeyCache(settings.key_cache_ttl_seconds)
+        self._snapshot: Snapshot | None = None
+        self.checker = Checker(secrets.key_pepper, secrets.internal_token, self.cache,
+                               self.snapshot, lambda h: load_key(self.engine, h))
+        self._poller: asyncio.Task[None] | None = None
+
+    def snapshot(self) -> Snapshot:
+        assert self._snapshot is not None, "snapshot is loaded at startup"
+        return self._snapshot
+
+    async def start(self) -> None:
+        self._snapshot = await load_snapshot(self.engine)
+        self._poller = asyncio.create_task(self._poll())
+
+    async def stop(self) -> None:
+        if self._poller:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+        await self.engine.dispose()
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                if await current_version(self.engine) != self.snapshot().version:
+                    self._snapshot = await load_snapshot(self.engine)
+                    self.cache.clear()
+            except Exception:  # a database hiccup must not kill the sidecar; keep the last snapshot
+                log.exception("snapshot refresh failed")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        path: str = scope["path"]
+        body = await _read_body(receive)
+        if path.startswith("/authz/"):
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            original = path[len("/authz"):]
+            if scope.get("query_string"):
+                original += "?" + scope["query_string"].decode("latin-1")
+            decision = await self.checker.check(CheckRequest(
+                method=scope["method"], path=original, authorization=headers.get("authorization"),
+                client_ip=headers.get("x-nx-client-ip", ""), project=headers.get("openai-project"),
+                body=body))
+            await _respond(send, decision)
+        elif path == "/healthz":
+            await _respond(send, Decision(status=200, headers=[("content-type", "application/json")],
+                                          body=b'{"status":"ok"}'))
+        elif path == "/internal/invalidate" and scope["method"] == "POST":
+            await self._invalidate(scope, body, send)
+        else:
+            await _respond(send, Decision(status=404, headers=[], body=b""))
+
+    async def _invalidate(self, scope: Scope, body: bytes, send: Send) -> None:
+        token = dict(scope["headers"]).get(b"x-nx-internal", b"").decode("latin-1")
+        if not hmac.compare_digest(token, self.internal_token):
+            await _respond(send, Decision(status=403, headers=[], body=b""))
+            return
+        request = msgspec.json.decode(body or b"{}", type=Invalidate)
+        self.cache.evict_keys(set(request.key_ids))
+        if request.config:
+            self._snapshot = await load_snapshot(self.engine)
+            self.cache.clear()
+        await _respond(send, Decision(status=204, headers=[], body=b""))
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self.start()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+async def _respond(send: Send, decision: Decision) -> None:
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in decision.headers]
+    headers.append((b"content-length", str(len(decision.body)).encode()))
+    await send({"type": "http.response.start", "status": decision.status, "headers": headers})
+    await send({"type": "http.response.body", "body": decision.body})
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="nx sidecar (Envoy ext_authz)")
+    parser.add_argument("--port", type=int, default=None)
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        raise SystemExit(f"nx sidecar: {exc}") from None
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s sidecar %(levelname)s %(message)s")
+    uvicorn.run(Sidecar(settings), host=settings.sidecar_host, port=args.port or settings.sidecar_port,
+                loop="uvloop", http="httptools", lifespan="on", access_log=False,
+                log_level="warning", timeout_graceful_shutdown=10)
+
+
+if __name__ == "__main__":
+    main()
