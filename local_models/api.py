@@ -16,7 +16,14 @@ from local_models.chat import chat_completions, completions
 from local_models.embeddings import DIMENSIONS
 from local_models.errors import ApiError, bad_request
 from local_models.generation import check_model
-from local_models.schemas import Embedding, EmbeddingList, EmbeddingRequest, EmbeddingUsage, ModelCard, ModelList
+from local_models.schemas import (
+    Embedding,
+    EmbeddingList,
+    EmbeddingRequest,
+    EmbeddingUsage,
+    ModelCard,
+    ModelList,
+)
 from local_models.state import KNOWN_MODELS, ServerState
 
 __all__ = ["MAX_EMBEDDING_INPUTS", "routes"]
@@ -37,8 +44,11 @@ async def health(request: Request, state: ServerState) -> Response:
 def _cards(state: ServerState) -> list[ModelCard]:
     # Only models that can answer: a router reading this list must not send traffic to a model
     # whose weights are missing (/health shows those as "unavailable").
-    return [ModelCard(id=name, created=state.created) for name, status in state.statuses().items()
-            if status == "ready"]
+    return [
+        ModelCard(id=name, created=state.created)
+        for name, status in state.statuses().items()
+        if status == "ready"
+    ]
 
 
 async def list_models(request: Request, state: ServerState) -> Response:
@@ -61,8 +71,10 @@ def _texts(raw: str | list[Any]) -> list[str]:
         raise bad_request(f"At most {MAX_EMBEDDING_INPUTS} inputs per request.", param="input")
     for index, text in enumerate(texts):
         if not isinstance(text, str):
-            raise bad_request("'input' must be a string or a list of strings; token arrays are not supported.",
-                              param="input")
+            raise bad_request(
+                "'input' must be a string or a list of strings; token arrays are not supported.",
+                param="input",
+            )
         if not text:
             raise bad_request(f"'input[{index}]' is an empty string.", param="input")
     return texts
@@ -74,8 +86,10 @@ async def embeddings(request: Request, state: ServerState) -> Response:
     model = state.embed
     assert model is not None
     if body.dimensions is not None and body.dimensions != DIMENSIONS:
-        raise bad_request(f"This model has a fixed {DIMENSIONS} dimensions; 'dimensions' cannot change it.",
-                          param="dimensions")
+        raise bad_request(
+            f"This model has a fixed {DIMENSIONS} dimensions; 'dimensions' cannot change it.",
+            param="dimensions",
+        )
     encoding = body.encoding_format or "float"
     if encoding not in ("float", "base64"):
         raise bad_request("'encoding_format' must be 'float' or 'base64'.", param="encoding_format")
@@ -84,13 +98,21 @@ async def embeddings(request: Request, state: ServerState) -> Response:
     if encoding == "base64":
         # OpenAI's base64 format: the raw little-endian float32 bytes of each vector.
         rows = result.vectors.astype("<f4", copy=False)
-        data = [Embedding(index=i, embedding=base64.b64encode(row.tobytes()).decode()) for i, row in enumerate(rows)]
+        data = [
+            Embedding(index=i, embedding=base64.b64encode(row.tobytes()).decode())
+            for i, row in enumerate(rows)
+        ]
     else:
         vectors: list[list[float]] = result.vectors.astype(np.float64).tolist()
         data = [Embedding(index=i, embedding=vector) for i, vector in enumerate(vectors)]
     tokens = sum(result.token_counts)
-    return JsonResponse(_encode(EmbeddingList(data=data, model=body.model,
-                                              usage=EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens))))
+    return JsonResponse(
+        _encode(
+            EmbeddingList(
+                data=data, model=body.model, usage=EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens)
+            )
+        )
+    )
 
 
 Endpoint = Callable[[Request, ServerState], Awaitable[Response]]
@@ -98,7 +120,10 @@ Endpoint = Callable[[Request, ServerState], Awaitable[Response]]
 
 def routes(state: ServerState) -> list[Route]:
     def bind(endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
-        return functools.partial(endpoint, state=state)
+        async def handler(request: Request) -> Response:
+            return await endpoint(request, state)
+
+        return handler
 
     return [
         Route("GET", "/health", bind(health)),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,7 +76,7 @@ class JsonResponse:
 class StreamResponse:
     """Server-sent events; each item of ``events`` is one already-encoded ``data:`` payload."""
 
-    events: AsyncIterator[bytes]
+    events: AsyncGenerator[bytes, None]
 
 
 Response = JsonResponse | StreamResponse
@@ -152,7 +152,9 @@ class App:
             return
         except Exception:
             log.exception("unhandled error on %s %s", request.method, request.path)
-            response = JsonResponse(error_bytes(ApiError(500, "Internal server error.", type="server_error")), 500)
+            response = JsonResponse(
+                error_bytes(ApiError(500, "Internal server error.", type="server_error")), 500
+            )
         try:
             if isinstance(response, JsonResponse):
                 await _send_json(send, response)
@@ -199,15 +201,20 @@ async def _send_json(send: Send, response: JsonResponse) -> None:
 
 
 async def _send_stream(send: Send, response: StreamResponse, request: Request) -> None:
-    headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
-               (b"x-accel-buffering", b"no")]
+    headers = [
+        (b"content-type", b"text/event-stream"),
+        (b"cache-control", b"no-cache"),
+        (b"x-accel-buffering", b"no"),
+    ]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     events = response.events
     try:
         async for payload in events:
             if request.disconnected.is_set():
                 break
-            await send({"type": "http.response.body", "body": b"data: " + payload + b"\n\n", "more_body": True})
+            await send(
+                {"type": "http.response.body", "body": b"data: " + payload + b"\n\n", "more_body": True}
+            )
         else:
             await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": True})
         await send({"type": "http.response.body", "body": b""})
@@ -215,4 +222,4 @@ async def _send_stream(send: Send, response: StreamResponse, request: Request) -
         request._mark_disconnected()
     finally:
         # Closing the generator runs its finally blocks, which cancel the generation.
-        await events.aclose()  # type: ignore[attr-defined]
+        await events.aclose()

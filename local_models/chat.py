@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import msgspec
@@ -49,7 +49,9 @@ _encode = msgspec.json.encode
 
 
 def _usage(result: GenerationResult) -> Usage:
-    return Usage(result.prompt_tokens, result.completion_tokens, result.prompt_tokens + result.completion_tokens)
+    return Usage(
+        result.prompt_tokens, result.completion_tokens, result.prompt_tokens + result.completion_tokens
+    )
 
 
 def _text_model(state: ServerState, requested: str) -> TextModel:
@@ -77,8 +79,9 @@ async def chat_completions(request: Request, state: ServerState) -> Response:
         raise bad_request("'logprobs' is not supported by the local model server.", param="logprobs")
     grammar, tool_mode = grammar_for(body.response_format, body.tools, body.tool_choice)
     prompt = render_chat(body.messages, body.tools if tool_mode else None)
-    params = sampling_params(body, default_max_tokens=DEFAULT_CHAT_MAX_TOKENS, extra_stops=ROLE_STOPS,
-                             grammar=grammar)
+    params = sampling_params(
+        body, default_max_tokens=DEFAULT_CHAT_MAX_TOKENS, extra_stops=ROLE_STOPS, grammar=grammar
+    )
     tokens = model.tokenize(prompt)
     check_context(model, tokens, "messages")
     run = TextRun.start(model, state.text_worker, request, tokens, params)
@@ -92,15 +95,27 @@ async def chat_completions(request: Request, state: ServerState) -> Response:
     call = _tool_call(text, tool_mode) if tool_mode else None
     message = OutMessage(content=None, tool_calls=[call]) if call else OutMessage(content=text)
     finish = "tool_calls" if call else result.finish_reason
-    return JsonResponse(_encode(ChatCompletion(
-        id=completion_id, created=created, model=body.model,
-        choices=[ChatChoice(index=0, message=message, finish_reason=finish)], usage=_usage(result),
-    )))
+    return JsonResponse(
+        _encode(
+            ChatCompletion(
+                id=completion_id,
+                created=created,
+                model=body.model,
+                choices=[ChatChoice(index=0, message=message, finish_reason=finish)],
+                usage=_usage(result),
+            )
+        )
+    )
 
 
 async def _chat_events(
-    run: TextRun, completion_id: str, created: int, model: str, tool_mode: ToolMode | None, include_usage: bool
-) -> AsyncIterator[bytes]:
+    run: TextRun,
+    completion_id: str,
+    created: int,
+    model: str,
+    tool_mode: ToolMode | None,
+    include_usage: bool,
+) -> AsyncGenerator[bytes, None]:
     def chunk(delta: ChatDelta, finish: str | None = None) -> bytes:
         choice = ChatChunkChoice(index=0, delta=delta, finish_reason=finish)
         return _encode(ChatChunk(id=completion_id, created=created, model=model, choices=[choice]))
@@ -134,7 +149,9 @@ async def _chat_events(
             yield chunk(ChatDelta(content=text))
     yield chunk(ChatDelta(), finish)
     if include_usage:
-        yield _encode(ChatChunk(id=completion_id, created=created, model=model, choices=[], usage=_usage(result)))
+        yield _encode(
+            ChatChunk(id=completion_id, created=created, model=model, choices=[], usage=_usage(result))
+        )
 
 
 def _prompt_text(prompt: str | list[Any]) -> str:
@@ -164,18 +181,26 @@ async def completions(request: Request, state: ServerState) -> Response:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamResponse(_completion_events(run, completion_id, created, body.model, include_usage))
     result = await run.wait()
-    return JsonResponse(_encode(Completion(
-        id=completion_id, created=created, model=body.model,
-        choices=[CompletionChoice(index=0, text=result.text, finish_reason=result.finish_reason)],
-        usage=_usage(result),
-    )))
+    return JsonResponse(
+        _encode(
+            Completion(
+                id=completion_id,
+                created=created,
+                model=body.model,
+                choices=[CompletionChoice(index=0, text=result.text, finish_reason=result.finish_reason)],
+                usage=_usage(result),
+            )
+        )
+    )
 
 
 async def _completion_events(
     run: TextRun, completion_id: str, created: int, model: str, include_usage: bool
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     def chunk(choices: list[CompletionChoice], usage: Usage | None = None) -> bytes:
-        return _encode(Completion(id=completion_id, created=created, model=model, choices=choices, usage=usage))
+        return _encode(
+            Completion(id=completion_id, created=created, model=model, choices=choices, usage=usage)
+        )
 
     async for piece in run.pieces():
         yield chunk([CompletionChoice(index=0, text=piece)])

@@ -27,12 +27,20 @@ MAX_STOPS = 4
 def check_model(requested: str, expected: str, loaded: object | None, known: set[str]) -> None:
     if requested != expected:
         if requested in known:
-            raise bad_request(f"Model {requested!r} does not support this endpoint; use {expected!r}.",
-                              param="model", code="model_not_supported")
+            raise bad_request(
+                f"Model {requested!r} does not support this endpoint; use {expected!r}.",
+                param="model",
+                code="model_not_supported",
+            )
         raise ApiError(404, f"The model {requested!r} does not exist.", param="model", code="model_not_found")
     if loaded is None:
-        raise ApiError(503, f"The model {requested!r} is unavailable on this server (weights not loaded).",
-                       type="server_error", param="model", code="model_unavailable")
+        raise ApiError(
+            503,
+            f"The model {requested!r} is unavailable on this server (weights not loaded).",
+            type="server_error",
+            param="model",
+            code="model_unavailable",
+        )
 
 
 def _stops(stop: str | list[str] | None) -> tuple[str, ...]:
@@ -89,7 +97,8 @@ def check_context(model: TextModel, prompt_tokens: list[int], param: str) -> Non
     if len(prompt_tokens) >= model.n_ctx:
         raise bad_request(
             f"The prompt is {len(prompt_tokens)} tokens; this model's context is {model.n_ctx} tokens.",
-            param=param, code="context_length_exceeded",
+            param=param,
+            code="context_length_exceeded",
         )
 
 
@@ -101,7 +110,11 @@ class TextRun:
 
     @classmethod
     def start(
-        cls, model: TextModel, worker: BoundedWorker, request: Request, prompt_tokens: list[int],
+        cls,
+        model: TextModel,
+        worker: BoundedWorker,
+        request: Request,
+        prompt_tokens: list[int],
         params: GenerationParams,
     ) -> TextRun:
         """Queue the generation (503 if the queue is full) and return at once."""

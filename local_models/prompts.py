@@ -24,8 +24,13 @@ from local_models.schemas import ChatMessage, ResponseFormat, Tool, ToolChoiceOb
 
 __all__ = ["ROLE_STOPS", "ToolMode", "grammar_for", "render_chat"]
 
-_ROLE_NAMES = {"system": "System", "developer": "System", "user": "User", "assistant": "Assistant",
-               "tool": "Tool"}
+_ROLE_NAMES = {
+    "system": "System",
+    "developer": "System",
+    "user": "User",
+    "assistant": "Assistant",
+    "tool": "Tool",
+}
 ROLE_STOPS: tuple[str, ...] = ("\nUser:", "\nSystem:", "\nAssistant:", "\nTool:")
 
 
@@ -54,11 +59,16 @@ def _text_of(message: ChatMessage, index: int) -> str:
 
 
 def _tools_preamble(tools: list[Tool]) -> str:
-    lines = ["You can call these functions. To call one, answer with only a JSON object "
-             '{"name": <function name>, "arguments": <object>}.']
+    lines = [
+        "You can call these functions. To call one, answer with only a JSON object "
+        '{"name": <function name>, "arguments": <object>}.'
+    ]
     for tool in tools:
-        spec = {"name": tool.function.name, "description": tool.function.description or "",
-                "parameters": tool.function.parameters or {"type": "object"}}
+        spec = {
+            "name": tool.function.name,
+            "description": tool.function.description or "",
+            "parameters": tool.function.parameters or {"type": "object"},
+        }
         lines.append(json.dumps(spec, separators=(",", ":")))
     return "\n".join(lines)
 
@@ -85,19 +95,26 @@ def render_chat(messages: list[ChatMessage], tools: list[Tool] | None) -> str:
 
 def _schema_grammar(schema: dict[str, Any], param: str) -> str:
     try:
-        return json_schema_to_gbnf(json.dumps(schema))
+        grammar: str = json_schema_to_gbnf(json.dumps(schema))
+        return grammar
     except Exception as exc:  # the converter raises bare Exceptions for unsupported schemas
         raise bad_request(f"Unsupported JSON schema: {exc}", param=param) from exc
 
 
 def _tool_call_schema(tools: list[Tool]) -> dict[str, Any]:
-    return {"anyOf": [
-        {"type": "object",
-         "properties": {"name": {"const": t.function.name},
-                        "arguments": t.function.parameters or {"type": "object"}},
-         "required": ["name", "arguments"]}
-        for t in tools
-    ]}
+    return {
+        "anyOf": [
+            {
+                "type": "object",
+                "properties": {
+                    "name": {"const": t.function.name},
+                    "arguments": t.function.parameters or {"type": "object"},
+                },
+                "required": ["name", "arguments"],
+            }
+            for t in tools
+        ]
+    }
 
 
 def grammar_for(
@@ -113,25 +130,29 @@ def grammar_for(
         elif response_format.type == "json_schema":
             spec = response_format.json_schema
             if spec is None or spec.schema is None:
-                raise bad_request("'response_format.json_schema.schema' is required.",
-                                  param="response_format.json_schema")
+                raise bad_request(
+                    "'response_format.json_schema.schema' is required.", param="response_format.json_schema"
+                )
             grammar = _schema_grammar(spec.schema, "response_format.json_schema.schema")
         else:
-            raise bad_request(f"Unsupported response_format type {response_format.type!r}.",
-                              param="response_format.type")
+            raise bad_request(
+                f"Unsupported response_format type {response_format.type!r}.", param="response_format.type"
+            )
     if not tools or tool_choice == "none":
         return grammar, None
     if grammar is not None:
-        raise bad_request("'response_format' cannot be combined with 'tools' on this model.",
-                          param="response_format")
+        raise bad_request(
+            "'response_format' cannot be combined with 'tools' on this model.", param="response_format"
+        )
     for index, tool in enumerate(tools):
         if tool.type != "function":
             raise bad_request(f"Tool type {tool.type!r} is not supported.", param=f"tools[{index}].type")
     if isinstance(tool_choice, ToolChoiceObject):
         chosen = [t for t in tools if t.function.name == tool_choice.function.name]
         if not chosen:
-            raise bad_request(f"tool_choice names unknown function {tool_choice.function.name!r}.",
-                              param="tool_choice")
+            raise bad_request(
+                f"tool_choice names unknown function {tool_choice.function.name!r}.", param="tool_choice"
+            )
         tools = chosen
     elif tool_choice not in (None, "auto", "required"):
         raise bad_request(f"Unsupported tool_choice {tool_choice!r}.", param="tool_choice")

@@ -67,7 +67,9 @@ def load_models(state: ServerState, models_dir: Path, *, n_ctx: int, threads: in
         except Exception as exc:
             state.load_errors[EMBEDDING_MODEL_ID] = f"{type(exc).__name__}: {exc}"
     else:
-        state.load_errors[EMBEDDING_MODEL_ID] = f"missing {onnx} or {tokenizer}; run python -m local_models.fetch"
+        state.load_errors[EMBEDDING_MODEL_ID] = (
+            f"missing {onnx} or {tokenizer}; run python -m local_models.fetch"
+        )
     for model, reason in state.load_errors.items():
         log.warning("%s unavailable: %s", model, reason)
 
@@ -85,10 +87,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9300)
     parser.add_argument("--models-dir", type=Path, default=Path(DEFAULT_MODELS_DIR))
-    parser.add_argument("--max-queue", type=int, default=16,
-                        help="requests waiting per model beyond the one running; more get 503")
+    parser.add_argument(
+        "--max-queue",
+        type=int,
+        default=16,
+        help="requests waiting per model beyond the one running; more get 503",
+    )
     parser.add_argument("--n-ctx", type=int, default=4096, help="text model context, in tokens")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads per model (default: all cores)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="CPU threads per model (default: all cores)"
+    )
     args = parser.parse_args(argv)
     if args.max_queue < 0:
         parser.error("--max-queue must be >= 0")
@@ -105,8 +113,14 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         loop = "asyncio"
     uvicorn.run(
-        build_app(state), host=args.host, port=args.port, loop=loop, log_level="warning",
-        access_log=False, timeout_graceful_shutdown=5, lifespan="on",
+        build_app(state),
+        host=args.host,
+        port=args.port,
+        loop=loop,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=5,
+        lifespan="on",
     )
     return 0
 

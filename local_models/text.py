@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import llama_cpp
+from llama_cpp.llama_grammar import LlamaGrammar
 
 __all__ = ["GenerationParams", "GenerationResult", "TextModel"]
 
@@ -97,7 +98,7 @@ class TextModel:
         # A fixed seed only when asked for: llama.cpp's default seed is fixed, which would make
         # every sampled answer identical across requests.
         llm.set_seed(params.seed if params.seed is not None else random.getrandbits(31))
-        grammar = llama_cpp.LlamaGrammar.from_string(params.grammar, verbose=False) if params.grammar else None
+        grammar = LlamaGrammar.from_string(params.grammar, verbose=False) if params.grammar else None
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         pending = ""  # decoded text not yet emitted (may hold the start of a stop sequence)
         emitted: list[str] = []

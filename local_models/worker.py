@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -55,10 +56,9 @@ class BoundedWorker:
         return asyncio.wrap_future(future, loop=loop)
 
     def _release_from_any_thread(self, loop: asyncio.AbstractEventLoop) -> None:
-        try:
+        # RuntimeError: the loop is already closed at shutdown, and nobody is counting any more.
+        with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(self._release)
-        except RuntimeError:  # loop already closed at shutdown: nobody is counting any more
-            pass
 
     def _release(self) -> None:
         self._admitted -= 1
