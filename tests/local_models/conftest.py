@@ -54,10 +54,16 @@ def models_dir() -> Path:
         return path
     result = subprocess.run(
         [sys.executable, "-m", "local_models.fetch", "--dest", str(path)],
-        cwd=REPO, capture_output=True, text=True, timeout=900, check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
     )
     if result.returncode != 0 or not _have_weights(path):
-        pytest.skip(f"model weights absent from {path} and could not be fetched: {result.stderr.strip()[-400:]}")
+        pytest.skip(
+            f"model weights absent from {path} and could not be fetched: {result.stderr.strip()[-400:]}"
+        )
     return path
 
 
@@ -66,9 +72,21 @@ def start_server(models_dir: Path, tmp: Path, *extra: str) -> RunningServer:
     log_path = tmp / f"server-{port}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "local_models.server", "--host", "127.0.0.1", "--port", str(port),
-             "--models-dir", str(models_dir), *extra],
-            cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "local_models.server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--models-dir",
+                str(models_dir),
+                *extra,
+            ],
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     server = RunningServer(f"http://127.0.0.1:{port}", process, log_path)
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
