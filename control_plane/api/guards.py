@@ -22,7 +22,7 @@ def edge_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandl
 
 
 def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    scheme, _, token = connection.headers.get("authorization", "").partition(" ")
+    scheme, _sep, token = connection.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(
             token.strip().encode(), connection.app.state.secrets.admin_token.encode()):
         raise ApiError("invalid_api_key", "The management API needs 'Authorization: Bearer <admin token>'.")
