@@ -12,9 +12,10 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import REPO
 
 pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
 
 COUNTING = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10,"  # greedy decoding keeps counting: a reliably long answer
 
