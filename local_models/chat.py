@@ -91,7 +91,7 @@ async def chat_completions(request: Request, state: ServerState) -> Response:
         return StreamResponse(_chat_events(run, completion_id, created, body.model, tool_mode, include_usage))
     result = await run.wait()
     # The transcript format puts a space after "Assistant:"; it belongs to the format, not the answer.
-    text = result.text.strip()
+    text = result.text.lstrip()
     call = _tool_call(text, tool_mode) if tool_mode else None
     message = OutMessage(content=None, tool_calls=[call]) if call else OutMessage(content=text)
     finish = "tool_calls" if call else result.finish_reason

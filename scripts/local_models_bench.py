@@ -36,8 +36,15 @@ def _rss_mb(pid: int) -> float:
 
 def _stream_once(client: httpx.Client, max_tokens: int) -> tuple[float, float, int]:
     """(first-token seconds, decode tokens/s after the first token, completion tokens)."""
-    payload = {"model": "gemma-3-270m", "prompt": "The history of the printing press began", "max_tokens": max_tokens,
-               "temperature": 0.8, "seed": 1, "stream": True, "stream_options": {"include_usage": True}}
+    payload = {
+        "model": "gemma-3-270m",
+        "prompt": "The history of the printing press began",
+        "max_tokens": max_tokens,
+        "temperature": 0.8,
+        "seed": 1,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     started = time.perf_counter()
     first = last = 0.0
     tokens = 0
@@ -63,7 +70,9 @@ def main() -> int:
     started = time.perf_counter()
     process = subprocess.Popen(
         [sys.executable, "-m", "local_models.server", "--port", str(port), "--models-dir", args.models_dir],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -75,26 +84,41 @@ def main() -> int:
                 time.sleep(0.05)
         ready_s = time.perf_counter() - started
         rss_idle = _rss_mb(process.pid)
-        rows = [("process start to /health answering (both models loaded)", f"{ready_s:.2f} s"),
-                ("models", json.dumps(health["models"])),
-                ("RSS after load", f"{rss_idle:.0f} MB")]
+        rows = [
+            ("process start to /health answering (both models loaded)", f"{ready_s:.2f} s"),
+            ("models", json.dumps(health["models"])),
+            ("RSS after load", f"{rss_idle:.0f} MB"),
+        ]
         with httpx.Client(base_url=base, timeout=300) as client:
             _stream_once(client, 8)  # warm-up
             runs = [_stream_once(client, 128) for _ in range(args.runs)]
-            rows.append(("first token, 128-token completion stream (median)",
-                         f"{statistics.median(r[0] for r in runs) * 1000:.0f} ms"))
+            rows.append(
+                (
+                    "first token, 128-token completion stream (median)",
+                    f"{statistics.median(r[0] for r in runs) * 1000:.0f} ms",
+                )
+            )
             rows.append(("decode speed (median)", f"{statistics.median(r[1] for r in runs):.1f} tokens/s"))
             for batch in (1, 32, 256):
-                texts = [f"Sentence number {i} about a moderately interesting topic in the news." for i in range(batch)]
+                texts = [
+                    f"Sentence number {i} about a moderately interesting topic in the news."
+                    for i in range(batch)
+                ]
                 client.post("/v1/embeddings", json={"model": "all-minilm-l6-v2", "input": texts[:2]})
                 times = []
                 for _ in range(3 if batch < 256 else 2):
                     t0 = time.perf_counter()
-                    response = client.post("/v1/embeddings", json={"model": "all-minilm-l6-v2", "input": texts})
+                    response = client.post(
+                        "/v1/embeddings", json={"model": "all-minilm-l6-v2", "input": texts}
+                    )
                     response.raise_for_status()
                     times.append(time.perf_counter() - t0)
-                rows.append((f"embeddings, batch {batch} (HTTP round trip, median)",
-                             f"{statistics.median(times) * 1000:.0f} ms"))
+                rows.append(
+                    (
+                        f"embeddings, batch {batch} (HTTP round trip, median)",
+                        f"{statistics.median(times) * 1000:.0f} ms",
+                    )
+                )
         rows.append(("RSS after the runs", f"{_rss_mb(process.pid):.0f} MB"))
     finally:
         process.terminate()
