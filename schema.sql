@@ -157,3 +157,70 @@ FOR EACH ROW EXECUTE FUNCTION nx_append_only();
 -- dialect: sqlite
 CREATE TRIGGER IF NOT EXISTS price_cards_no_update BEFORE UPDATE ON price_cards
 BEGIN SELECT RAISE(ABORT, 'price_cards is append-only'); END;
+
+-- Webhooks (control_plane/events/): endpoints, the transactional event outbox, deliveries and the
+-- per-attempt log. Event payloads are the exact bytes sent, frozen when the event happened.
+CREATE TABLE IF NOT EXISTS webhook_endpoints (
+    id TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL REFERENCES organizations (id),
+    url TEXT NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    event_types TEXT NOT NULL DEFAULT '["*"]',
+    project_id TEXT REFERENCES projects (id),
+    -- Signing secrets, encrypted at rest (control_plane/events/signing.py).
+    secret_enc TEXT NOT NULL,
+    previous_secret_enc TEXT,
+    previous_secret_expires_at BIGINT,
+    enabled INTEGER NOT NULL DEFAULT 1,
+    disabled_reason TEXT,
+    disabled_at BIGINT,
+    failing_since BIGINT,
+    deleted_at BIGINT,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS webhook_endpoints_org ON webhook_endpoints (org_id, created_at);
+
+CREATE TABLE IF NOT EXISTS events (
+    id TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL,
+    project_id TEXT,
+    type TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    dedup_key TEXT,
+    fanned_out INTEGER NOT NULL DEFAULT 0,
+    created_at BIGINT NOT NULL,
+    UNIQUE (org_id, dedup_key)
+);
+CREATE INDEX IF NOT EXISTS events_unfanned ON events (fanned_out, created_at);
+CREATE INDEX IF NOT EXISTS events_org ON events (org_id, created_at);
+
+CREATE TABLE IF NOT EXISTS webhook_deliveries (
+    id TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL,
+    endpoint_id TEXT NOT NULL REFERENCES webhook_endpoints (id),
+    event_id TEXT NOT NULL REFERENCES events (id),
+    kind TEXT NOT NULL CHECK (kind IN ('event', 'test', 'replay')),
+    status TEXT NOT NULL CHECK (status IN ('pending', 'succeeded', 'failed')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at BIGINT,
+    lease_until BIGINT,
+    last_error TEXT,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries (status, next_attempt_at);
+CREATE INDEX IF NOT EXISTS webhook_deliveries_endpoint ON webhook_deliveries (endpoint_id, created_at);
+
+CREATE TABLE IF NOT EXISTS webhook_attempts (
+    delivery_id TEXT NOT NULL REFERENCES webhook_deliveries (id),
+    attempt INTEGER NOT NULL,
+    endpoint_id TEXT NOT NULL,
+    started_at BIGINT NOT NULL,
+    status_code INTEGER,
+    latency_ms BIGINT NOT NULL,
+    error TEXT,
+    response_excerpt TEXT NOT NULL DEFAULT '',
+    next_attempt_at BIGINT,
+    PRIMARY KEY (delivery_id, attempt)
+);

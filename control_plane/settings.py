@@ -53,6 +53,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     public_base_url: str = ""
     """Base URL printed in examples; empty means http://<edge_host>:<edge_port>."""
+    webhooks_allow_http: bool = False
+    """Development only: accept `http://` webhook URLs (production requires https)."""
+    webhooks_allow_private: bool = False
+    """Development only: let webhooks reach loopback/private addresses (never cloud metadata)."""
 
     @property
     def data_path(self) -> Path:
