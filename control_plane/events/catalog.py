@@ -26,7 +26,7 @@ class EventData(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields
     """Base of every payload: immutable, keyword-only, strict on decode."""
 
 
-class InvoicePaid(EventData, kw_only=True):
+class InvoicePaid(EventData, kw_only=True, frozen=True):
     invoice_id: str
     number: str | None = None
     amount_paid_nanos: int
@@ -36,7 +36,7 @@ class InvoicePaid(EventData, kw_only=True):
     paid_at: int
 
 
-class WalletRecharged(EventData, kw_only=True):
+class WalletRecharged(EventData, kw_only=True, frozen=True):
     wallet_id: str
     transaction_id: str
     amount_nanos: int
@@ -47,7 +47,7 @@ class WalletRecharged(EventData, kw_only=True):
     expires_at: int | None = None
 
 
-class KeyRevoked(EventData, kw_only=True):
+class KeyRevoked(EventData, kw_only=True, frozen=True):
     key_id: str
     prefix: str
     name: str
@@ -55,7 +55,7 @@ class KeyRevoked(EventData, kw_only=True):
     revoked_by: str
 
 
-class UsageThresholdReached(EventData, kw_only=True):
+class UsageThresholdReached(EventData, kw_only=True, frozen=True):
     rule_id: str
     scope: Literal["organization", "project", "key", "wallet"]
     scope_id: str
@@ -66,7 +66,7 @@ class UsageThresholdReached(EventData, kw_only=True):
     limit_nanos: int | None = None
 
 
-class RequestCompleted(EventData, kw_only=True):
+class RequestCompleted(EventData, kw_only=True, frozen=True):
     """The usage record of one inference request (opt-in per endpoint: high volume)."""
 
     request_id: str
@@ -84,7 +84,7 @@ class RequestCompleted(EventData, kw_only=True):
     completed_at: int
 
 
-class RequestRateLimited(EventData, kw_only=True):
+class RequestRateLimited(EventData, kw_only=True, frozen=True):
     request_id: str
     key_id: str
     project_id: str | None = None
@@ -107,33 +107,33 @@ class EventError(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_field
     message: str
 
 
-class ResponseQueued(EventData, kw_only=True):
+class ResponseQueued(EventData, kw_only=True, frozen=True):
     response_id: str
     model: str
     queued_at: int
 
 
-class ResponseCompleted(EventData, kw_only=True):
+class ResponseCompleted(EventData, kw_only=True, frozen=True):
     response_id: str
     model: str
     usage: ResponseUsage | None = None
     completed_at: int
 
 
-class ResponseFailed(EventData, kw_only=True):
+class ResponseFailed(EventData, kw_only=True, frozen=True):
     response_id: str
     model: str
     error: EventError
     failed_at: int
 
 
-class ResponseCancelled(EventData, kw_only=True):
+class ResponseCancelled(EventData, kw_only=True, frozen=True):
     response_id: str
     model: str
     cancelled_at: int
 
 
-class WebhookTest(EventData, kw_only=True):
+class WebhookTest(EventData, kw_only=True, frozen=True):
     """Sent by `POST /v1/webhooks/endpoints/{id}/test` through the real delivery path."""
 
     endpoint_id: str
