@@ -1,0 +1,232 @@
+"""Calls to model backends: pooled HTTP clients, credentials, timeouts, SSE, error mapping.
+
+Interface (what handlers use):
+
+- `Backends.post(backend, path, payload) -> UpstreamReply`: one JSON call; a non-2xx status or a
+  transport failure raises `ApiError` already mapped to the platform's codes (`map_status`).
+- `async with Backends.stream(backend, path, payload) as events:` then `async for ev in events`:
+  yields `SseEvent`s as the upstream sends them, nothing buffered. A non-2xx status raises before
+  the first event; a cut or a stall mid-stream raises `ApiError` (`upstream_error`,
+  `upstream_timeout`) from the iteration. Leaving the block (normally, on error or on
+  cancellation after a client disconnect) closes the upstream connection at once.
+
+`path` is relative to the backend's `base_url`, which ends in `/v1` by convention
+(`chat/completions`, `embeddings`, `responses`, `messages`).
+
+Why one `httpx.AsyncClient` per backend: each gets its own connection pool and timeouts, and a
+catalog change (new URL or timeout) makes a new client while in-flight calls finish on the old one.
+Credentials: the value of the environment variable named by the backend's `api_key_env`, sent as
+`Authorization: Bearer` (OpenAI protocols) or `x-api-key` (Anthropic). It is never logged, never
+returned, and scrubbed from upstream error messages before they are relayed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+
+import httpx
+import msgspec
+
+from control_plane.errors import ERRORS, ApiError
+from proxy_plugins.snapshot import BackendRecord
+
+__all__ = ["Backends", "SseEvent", "SseParser", "UpstreamReply", "map_status"]
+
+log = logging.getLogger("nx.adapter")
+
+ANTHROPIC_VERSION = "2023-06-01"
+_MAX_ERROR_BODY = 64 * 1024
+# Upstream statuses a client can act on keep their status; the rest become 502 (see map_status).
+_KEPT = {400: "invalid_request_error", 404: "not_found", 409: "conflict", 413: "request_too_large",
+         422: "unprocessable_entity", 429: "rate_limit_exceeded"}
+
+
+class SseEvent(msgspec.Struct, frozen=True):
+    event: str | None
+    data: bytes
+
+
+class UpstreamReply(msgspec.Struct, frozen=True):
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+class SseParser:
+    """Incremental `text/event-stream` parser: feed bytes as they arrive, get whole events."""
+
+    def __init__(self) -> None:
+        self._buf = b""
+
+    def feed(self, chunk: bytes) -> list[SseEvent]:
+        self._buf += chunk
+        if b"\r" in self._buf:
+            self._buf = self._buf.replace(b"\r\n", b"\n")
+        out: list[SseEvent] = []
+        while (end := self._buf.find(b"\n\n")) >= 0:
+            block, self._buf = self._buf[:end], self._buf[end + 2:]
+            event: str | None = None
+            data: list[bytes] = []
+            for line in block.split(b"\n"):
+                if line.startswith(b"data:"):
+                    data.append(line[5:].removeprefix(b" "))
+                elif line.startswith(b"event:"):
+                    event = line[6:].strip().decode("utf-8", "replace")
+            if data or event:
+                out.append(SseEvent(event, b"\n".join(data)))
+        return out
+
+
+class _ErrorShape(msgspec.Struct):
+    message: str | None = None
+    code: str | int | None = None
+    type: str | None = None
+    param: str | None = None
+
+
+class _ErrorEnvelope(msgspec.Struct):
+    error: _ErrorShape | str | None = None
+
+
+def _secret(backend: BackendRecord) -> str | None:
+    return os.environ.get(backend.api_key_env) if backend.api_key_env else None
+
+
+def _scrub(text: str, backend: BackendRecord) -> str:
+    secret = _secret(backend)
+    if secret and len(secret) >= 4:
+        text = text.replace(secret, "***")
+    return text[:2000]
+
+
+def map_status(backend: BackendRecord, status: int, body: bytes, headers: dict[str, str]) -> ApiError:
+    """An upstream error reply as the platform's error (OpenAI and Anthropic error bodies both
+    keep `error.message`). The upstream's own message is kept, minus any credential."""
+    detail = _ErrorShape()
+    with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+        env = msgspec.json.decode(body[:_MAX_ERROR_BODY], type=_ErrorEnvelope)
+        detail = env.error if isinstance(env.error, _ErrorShape) else _ErrorShape(message=env.error)
+    message = _scrub(detail.message or f"The upstream backend answered with status {status}.", backend)
+    if status in (401, 403, 402):
+        # The platform's credential or account is at fault, not the client's: saying 401 would make
+        # the SDK report the client's key as invalid.
+        log.error("backend %s refused the platform's credentials or account (status %s): %s",
+                  backend.id, status, message)
+        return ApiError("upstream_error", "The upstream backend refused the platform's request; "
+                        "the operator has been notified.")
+    if status in _KEPT:
+        code = detail.code if isinstance(detail.code, str) and detail.code in ERRORS \
+            and ERRORS[detail.code].status == status else _KEPT[status]
+        extra: dict[str, str] = {}
+        if status == 429:
+            for name in ("retry-after", "retry-after-ms"):
+                if name in headers:
+                    extra[name] = headers[name]
+        return ApiError(code, message, detail.param, **extra)
+    if 400 <= status < 500:
+        return ApiError("invalid_request_error", message, detail.param)
+    return ApiError("upstream_error", f"The upstream backend failed (status {status}): {message}")
+
+
+def _transport_error(backend: BackendRecord, exc: Exception) -> ApiError:
+    if isinstance(exc, httpx.ConnectTimeout | httpx.ConnectError | httpx.PoolTimeout):
+        log.warning("backend %s unreachable: %s", backend.id, type(exc).__name__)
+        return ApiError("upstream_unavailable", "The model backend is unavailable; please retry.")
+    if isinstance(exc, httpx.TimeoutException | TimeoutError):
+        return ApiError("upstream_timeout", "The model backend did not answer in time.")
+    log.warning("backend %s transport failure: %r", backend.id, exc)
+    return ApiError("upstream_error", "The connection to the model backend failed.")
+
+
+class Backends:
+    """Pooled HTTP clients keyed by backend; `aclose()` at shutdown."""
+
+    def __init__(self, max_connections: int = 1000) -> None:
+        self._clients: dict[tuple[str, str, int, int], httpx.AsyncClient] = {}
+        self._limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=200,
+                                    keepalive_expiry=30)
+
+    def client(self, backend: BackendRecord) -> httpx.AsyncClient:
+        key = (backend.id, backend.base_url, backend.timeout_ms, backend.connect_timeout_ms)
+        client = self._clients.get(key)
+        if client is None:
+            read = backend.timeout_ms / 1000
+            connect = backend.connect_timeout_ms / 1000
+            client = httpx.AsyncClient(
+                base_url=backend.base_url.rstrip("/") + "/", limits=self._limits, follow_redirects=False,
+                # Read timeout bounds the wait for the first byte and every gap between chunks.
+                timeout=httpx.Timeout(read, connect=connect, pool=connect), trust_env=False)
+            self._clients[key] = client
+        return client
+
+    def headers(self, backend: BackendRecord, stream: bool) -> dict[str, str]:
+        headers = {"content-type": "application/json",
+                   "accept": "text/event-stream" if stream else "application/json"}
+        if backend.protocol == "anthropic":
+            headers["anthropic-version"] = ANTHROPIC_VERSION
+        if backend.api_key_env:
+            secret = _secret(backend)
+            if not secret:
+                log.error("backend %s: environment variable %s is not set", backend.id, backend.api_key_env)
+                raise ApiError("upstream_unavailable", "The model backend is not configured; "
+                               "the operator has been notified.")
+            if backend.protocol == "anthropic":
+                headers["x-api-key"] = secret
+            else:
+                headers["authorization"] = f"Bearer {secret}"
+        return headers
+
+    async def post(self, backend: BackendRecord, path: str, payload: bytes) -> UpstreamReply:
+        client = self.client(backend)
+        try:
+            async with asyncio.timeout(backend.timeout_ms / 1000):
+                resp = await client.post(path, content=payload, headers=self.headers(backend, False))
+        except (httpx.HTTPError, TimeoutError) as exc:
+            raise _transport_error(backend, exc) from None
+        headers = {k.lower(): v for k, v in resp.headers.items()}
+        if resp.status_code >= 300:
+            raise map_status(backend, resp.status_code, resp.content, headers)
+        return UpstreamReply(resp.status_code, headers, resp.content)
+
+    @contextlib.asynccontextmanager
+    async def stream(self, backend: BackendRecord, path: str,
+                     payload: bytes) -> AsyncIterator[AsyncIterator[SseEvent]]:
+        client = self.client(backend)
+        request = client.build_request("POST", path, content=payload, headers=self.headers(backend, True))
+        try:
+            resp = await client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise _transport_error(backend, exc) from None
+        try:
+            if resp.status_code >= 300:
+                try:
+                    body = await resp.aread()
+                except httpx.HTTPError:
+                    body = b""
+                raise map_status(backend, resp.status_code, body,
+                                 {k.lower(): v for k, v in resp.headers.items()})
+            yield _events(backend, resp)
+        finally:
+            await resp.aclose()
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()
+
+
+async def _events(backend: BackendRecord, resp: httpx.Response) -> AsyncIterator[SseEvent]:
+    parser = SseParser()
+    try:
+        async for chunk in resp.aiter_bytes():
+            for event in parser.feed(chunk):
+                yield event
+    except httpx.HTTPError as exc:
+        if isinstance(exc, httpx.TimeoutException):
+            raise ApiError("upstream_timeout", "The model backend stalled mid-stream.") from None
+        log.warning("backend %s: stream cut: %r", backend.id, exc)
+        raise ApiError("upstream_error", "The model backend's stream was cut off.") from None

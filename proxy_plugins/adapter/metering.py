@@ -1,0 +1,61 @@
+"""Response metadata and the request's charge.
+
+Every inference answer carries `x-request-id`, `x-model`, `x-input-tokens`, `x-output-tokens`,
+`x-cache-status` and `x-wallet-debit`. A JSON answer has them as headers. A stream's headers leave
+before the usage is known, so a stream has the three known at the start (`x-request-id`, `x-model`,
+`x-cache-status`) as headers, and all six in its final event:
+
+- Chat Completions streams end with an SSE comment line `: x-nx {"x-request-id": ..., ...}` right
+  before `data: [DONE]`. SSE parsers (both official SDKs included) skip comment lines, so clients
+  that do not know it are unaffected; `curl` and `fetch` users can read it. When the client asked
+  for `stream_options.include_usage`, the usage chunk also carries the same object as `x_nx`
+  (the SDKs keep unknown fields: `chunk.x_nx` in Python, `chunk.x_nx` in Node).
+- Responses streams carry it the same way (comment line before the stream ends).
+
+`wallet_debit` is the ONE place that prices a request; the money issue replaces its body with the
+ledger's exact charge.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from control_plane.money import format_usd, request_cost
+from proxy_plugins.adapter.context import RequestContext, Usage
+from proxy_plugins.snapshot import ModelRecord
+
+__all__ = ["wallet_debit", "metadata", "metadata_headers", "metadata_comment"]
+
+
+def wallet_debit(model: ModelRecord, usage: Usage) -> int:
+    """Nano-dollars this request costs at the model's current price card (0 without usage)."""
+    if model.price is None:
+        return 0
+    cached = min(usage.cached_tokens, usage.input_tokens)
+    return request_cost(usage.input_tokens, cached, usage.output_tokens, model.price.input_nanos_per_mtok,
+                        model.price.cached_input_nanos_per_mtok, model.price.output_nanos_per_mtok)
+
+
+def metadata(ctx: RequestContext) -> dict[str, str]:
+    """The six metadata values, by header name, from what the context knows now."""
+    return {
+        "x-request-id": ctx.request_id,
+        "x-model": ctx.model.id,
+        "x-input-tokens": str(ctx.usage.input_tokens),
+        "x-output-tokens": str(ctx.usage.output_tokens),
+        "x-cache-status": ctx.cache_status,
+        "x-wallet-debit": format_usd(wallet_debit(ctx.model, ctx.usage)),
+    }
+
+
+def metadata_headers(ctx: RequestContext, *, final: bool = True) -> list[tuple[bytes, bytes]]:
+    """ASGI headers. `final=False` (a stream's start) leaves out what is not known yet."""
+    values = metadata(ctx)
+    if not final:
+        values = {k: values[k] for k in ("x-request-id", "x-model", "x-cache-status")}
+    return [(k.encode(), v.encode("latin-1")) for k, v in values.items()]
+
+
+def metadata_comment(ctx: RequestContext) -> bytes:
+    """The SSE comment line that ends a stream with the metadata (see the module docstring)."""
+    return b": x-nx " + msgspec.json.encode(metadata(ctx)) + b"\n\n"
