@@ -37,6 +37,7 @@ ERRORS: dict[str, ErrorSpec] = {
     "model_not_allowed": ErrorSpec(403, "permission_error"),
     "endpoint_not_allowed": ErrorSpec(403, "permission_error"),
     "project_not_allowed": ErrorSpec(403, "permission_error"),
+    "internal_auth_failed": ErrorSpec(403, "permission_error"),
     # 404
     "not_found": ErrorSpec(404, "invalid_request_error"),
     "model_not_found": ErrorSpec(404, "invalid_request_error"),
@@ -46,6 +47,7 @@ ERRORS: dict[str, ErrorSpec] = {
     "idempotency_key_in_use": ErrorSpec(409, "invalid_request_error"),
     "request_too_large": ErrorSpec(413, "invalid_request_error"),
     "idempotency_key_reused": ErrorSpec(422, "invalid_request_error"),
+    "unprocessable_entity": ErrorSpec(422, "invalid_request_error"),
     "rate_limit_exceeded": ErrorSpec(429, "rate_limit_error"),
     # 5xx
     "internal_error": ErrorSpec(500, "server_error"),

@@ -74,6 +74,7 @@ class BackendRecord(msgspec.Struct, frozen=True, kw_only=True):
     base_url: str
     api_key_env: str | None
     timeout_ms: int
+    connect_timeout_ms: int = 5_000
 
 
 class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
@@ -121,9 +122,10 @@ async def load_snapshot(engine: AsyncEngine) -> Snapshot:
         aliases = {str(r[0]): str(r[1]) for r in await conn.execute(text("SELECT alias, model_id FROM routes"))}
         backends = {
             str(r[0]): BackendRecord(id=str(r[0]), protocol=str(r[1]), base_url=str(r[2]),
-                                     api_key_env=r[3], timeout_ms=int(r[4]))
+                                     api_key_env=r[3], timeout_ms=int(r[4]), connect_timeout_ms=int(r[5]))
             for r in await conn.execute(text(
-                "SELECT id, protocol, base_url, api_key_env, timeout_ms FROM backends WHERE enabled = 1"))
+                "SELECT id, protocol, base_url, api_key_env, timeout_ms, connect_timeout_ms FROM backends"
+                " WHERE enabled = 1"))
         }
         org_projects: dict[str, set[str]] = {}
         default_project: dict[str, str] = {}
