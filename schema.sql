@@ -8,6 +8,16 @@ CREATE TABLE IF NOT EXISTS config_version (
     version BIGINT NOT NULL
 );
 
+-- Organization-wide rate-limit defaults; organizations.plan names one.
+CREATE TABLE IF NOT EXISTS plans (
+    id TEXT PRIMARY KEY,
+    rpm BIGINT CHECK (rpm IS NULL OR rpm > 0),
+    tpm BIGINT CHECK (tpm IS NULL OR tpm > 0),
+    concurrent BIGINT CHECK (concurrent IS NULL OR concurrent > 0)
+);
+INSERT INTO plans (id, rpm, tpm, concurrent) VALUES ('default', 6000, 10000000, 256)
+ON CONFLICT (id) DO NOTHING;
+
 CREATE TABLE IF NOT EXISTS organizations (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL,
@@ -38,6 +48,8 @@ CREATE TABLE IF NOT EXISTS projects (
     org_id TEXT NOT NULL REFERENCES organizations (id),
     name TEXT NOT NULL,
     monthly_budget_nanos BIGINT CHECK (monthly_budget_nanos IS NULL OR monthly_budget_nanos >= 0),
+    -- JSON {"rpm": n, "tpm": n, "concurrent": n}; absent fields mean no project-level limit.
+    rate_limits TEXT NOT NULL DEFAULT '{}',
     archived INTEGER NOT NULL DEFAULT 0,
     created_at BIGINT NOT NULL,
     UNIQUE (org_id, name)
@@ -54,6 +66,10 @@ CREATE TABLE IF NOT EXISTS api_keys (
     models TEXT NOT NULL DEFAULT '["*"]',
     endpoints TEXT NOT NULL DEFAULT '["responses","chat","embeddings","models","usage","webhooks"]',
     ip_ranges TEXT NOT NULL DEFAULT '[]',
+    rate_limits TEXT NOT NULL DEFAULT '{}',
+    -- Replay protection: when set, every request must be signed with this per-key secret
+    -- (proxy_plugins/replay.py); stored encrypted with the server's secret box.
+    signing_secret_enc TEXT,
     monthly_budget_nanos BIGINT CHECK (monthly_budget_nanos IS NULL OR monthly_budget_nanos >= 0),
     expires_at BIGINT,
     disabled INTEGER NOT NULL DEFAULT 0,

@@ -15,6 +15,9 @@ import msgspec
 
 from control_plane.errors import error_json
 from control_plane.keys import hash_key, is_well_formed
+from proxy_plugins.estimate import estimate
+from proxy_plugins.limits import buckets_for, denial_message, limit_headers
+from proxy_plugins.ratelimit import Bucket, Denial, LimitStore, retry_after_seconds
 from proxy_plugins.snapshot import KeyCache, KeyRecord, ModelRecord, Snapshot
 
 __all__ = ["CheckRequest", "Decision", "Checker", "classify"]
@@ -36,6 +39,7 @@ def classify(method: str, path: str) -> tuple[str, str] | None:
 
 
 class CheckRequest(msgspec.Struct, kw_only=True):
+    request_id: str = ""
     method: str
     path: str
     authorization: str | None
@@ -61,15 +65,25 @@ def _deny(code: str, message: str, param: str | None = None, status: int | None 
                     headers=[("content-type", "application/json")])
 
 
+RateLimited = Callable[[KeyRecord, str, CheckRequest, Denial, str | None], Awaitable[None]]
+
+
+async def _ignore_rate_limited(*_: object) -> None:
+    return None
+
+
 class Checker:
     def __init__(self, pepper: str, internal_token: str, cache: KeyCache,
                  snapshot: Callable[[], Snapshot],
-                 load_key: Callable[[str], Awaitable[KeyRecord | None]]) -> None:
+                 load_key: Callable[[str], Awaitable[KeyRecord | None]],
+                 limits: LimitStore, on_rate_limited: RateLimited = _ignore_rate_limited) -> None:
         self.pepper = pepper
         self.internal_token = internal_token
         self.cache = cache
         self.snapshot = snapshot
         self.load_key = load_key
+        self.limits = limits
+        self.on_rate_limited = on_rate_limited
 
     async def _key(self, authorization: str | None) -> KeyRecord | Decision:
         if not authorization:
@@ -120,11 +134,29 @@ class Checker:
                    ("x-nx-internal", self.internal_token),
                    # The client's key never travels further than the sidecar.
                    ("x-envoy-auth-headers-to-remove", "authorization")]
+        model: ModelRecord | None = None
         if upstream == "inference" and req.method == "POST":
-            model = self._model(key, snap, req.body, endpoint)
-            if isinstance(model, Decision):
-                return model
+            resolved = self._model(key, snap, req.body, endpoint)
+            if isinstance(resolved, Decision):
+                return resolved
+            model = resolved
             headers += [("x-nx-model", model.id), ("x-nx-backend", model.backend_id)]
+        # Limits are taken only after authentication and authorization succeeded.
+        tokens = estimate(req.body, model).total if model is not None else 0
+        buckets = buckets_for(key, project, snap, inference=model is not None, tokens=tokens)
+        verdict = await self.limits.acquire(req.request_id, buckets)
+        rl_headers = limit_headers(verdict.usage)
+        if verdict.denial is not None:
+            await self.on_rate_limited(key, project, req, verdict.denial, model.id if model else None)
+            denied = _deny("rate_limit_exceeded", denial_message(verdict.denial))
+            denied.headers += [*rl_headers, ("retry-after", str(retry_after_seconds(verdict.denial.retry_after_ms))),
+                               ("retry-after-ms", str(verdict.denial.retry_after_ms))]
+            return denied
+        headers += rl_headers
+        if buckets:
+            # Echoed back by the adapter when the request ends (finish): frees concurrency slots and
+            # corrects the token estimate on whichever sidecar replica receives it.
+            headers.append(("x-nx-rl", msgspec.json.encode(buckets).decode()))
         return Decision(status=200, headers=headers)
 
     def _project(self, key: KeyRecord, snap: Snapshot, asked: str | None) -> str | Decision:

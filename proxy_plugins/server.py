@@ -25,6 +25,9 @@ from control_plane.db import make_engine
 from control_plane.domain.bootstrap import load_secrets
 from control_plane.settings import Settings, SettingsError, load_settings
 from proxy_plugins.authz import Checker, CheckRequest, Decision
+from proxy_plugins.events import RateLimitEvents
+from proxy_plugins.ratelimit import Bucket, LimitStore, MemoryStore
+from proxy_plugins.ratelimit_redis import RedisStore
 from proxy_plugins.snapshot import KeyCache, Snapshot, current_version, load_key, load_snapshot
 
 log = logging.getLogger("nx.sidecar")
@@ -39,6 +42,14 @@ class Invalidate(msgspec.Struct):
     config: bool = False
 
 
+class Finish(msgspec.Struct):
+    """Sent by the adapter when a request ends: the buckets it was admitted with (`x-nx-rl`)."""
+
+    request_id: str
+    buckets: list[Bucket]
+    actual_tokens: int | None = None
+
+
 class Sidecar:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -47,8 +58,10 @@ class Sidecar:
         self.internal_token = secrets.internal_token
         self.cache = KeyCache(settings.key_cache_ttl_seconds)
         self._snapshot: Snapshot | None = None
+        self.limits: LimitStore = RedisStore(settings.redis_url) if settings.redis_url else MemoryStore()
         self.checker = Checker(secrets.key_pepper, secrets.internal_token, self.cache,
-                               self.snapshot, lambda h: load_key(self.engine, h))
+                               self.snapshot, lambda h: load_key(self.engine, h), self.limits,
+                               RateLimitEvents(self.engine))
         self._poller: asyncio.Task[None] | None = None
 
     def snapshot(self) -> Snapshot:
@@ -64,6 +77,8 @@ class Sidecar:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
+        if isinstance(self.limits, RedisStore):
+            await self.limits.close()
         await self.engine.dispose()
 
     async def _poll(self) -> None:
@@ -88,7 +103,7 @@ class Sidecar:
             if scope.get("query_string"):
                 original += "?" + scope["query_string"].decode("latin-1")
             decision = await self.checker.check(CheckRequest(
-                method=scope["method"], path=original, authorization=headers.get("authorization"),
+                request_id=headers.get("x-request-id", ""), method=scope["method"], path=original, authorization=headers.get("authorization"),
                 client_ip=headers.get("x-nx-client-ip", ""), project=headers.get("openai-project"),
                 body=body))
             await _respond(send, decision)
@@ -97,12 +112,29 @@ class Sidecar:
                                           body=b'{"status":"ok"}'))
         elif path == "/internal/invalidate" and scope["method"] == "POST":
             await self._invalidate(scope, body, send)
+        elif path == "/internal/finish" and scope["method"] == "POST":
+            await self._finish(scope, body, send)
         else:
             await _respond(send, Decision(status=404, headers=[], body=b""))
 
+    def _internal(self, scope: Scope) -> bool:
+        token = dict(scope["headers"]).get(b"x-nx-internal", b"")
+        return hmac.compare_digest(token, self.internal_token.encode())
+
+    async def _finish(self, scope: Scope, body: bytes, send: Send) -> None:
+        if not self._internal(scope):
+            await _respond(send, Decision(status=403, headers=[], body=b""))
+            return
+        request = msgspec.json.decode(body, type=Finish)
+        await self.limits.release(request.request_id, request.buckets)
+        if request.actual_tokens is not None:
+            for bucket in request.buckets:
+                if bucket.kind == "tokens":
+                    await self.limits.adjust(request.request_id, bucket, request.actual_tokens)
+        await _respond(send, Decision(status=204, headers=[], body=b""))
+
     async def _invalidate(self, scope: Scope, body: bytes, send: Send) -> None:
-        token = dict(scope["headers"]).get(b"x-nx-internal", b"").decode("latin-1")
-        if not hmac.compare_digest(token, self.internal_token):
+        if not self._internal(scope):
             await _respond(send, Decision(status=403, headers=[], body=b""))
             return
         request = msgspec.json.decode(body or b"{}", type=Invalidate)

@@ -22,6 +22,14 @@ __all__ = ["KeyRecord", "ModelRecord", "Snapshot", "KeyCache", "load_snapshot", 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+class Limits(msgspec.Struct, frozen=True, kw_only=True):
+    """Rate limits of one scope; None means no limit at that scope."""
+
+    rpm: int | None = None
+    tpm: int | None = None
+    concurrent: int | None = None
+
+
 class KeyRecord(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     org_id: str
@@ -33,6 +41,8 @@ class KeyRecord(msgspec.Struct, frozen=True, kw_only=True):
     expires_at_ms: int | None
     disabled: bool
     revoked: bool
+    limits: Limits = Limits()
+    signing_secret_enc: str | None = None
 
     def allows_model(self, *names: str) -> bool:
         return any(fnmatch.fnmatchcase(n, p) for p in self.model_patterns for n in names)
@@ -84,6 +94,8 @@ class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
     backends: dict[str, BackendRecord]
     org_projects: dict[str, frozenset[str]]
     default_project: dict[str, str]
+    project_limits: dict[str, Limits]
+    org_limits: dict[str, Limits]
 
     def resolve(self, name: str) -> ModelRecord | None:
         model = self.models.get(self.aliases.get(name, name))
@@ -129,20 +141,28 @@ async def load_snapshot(engine: AsyncEngine) -> Snapshot:
         }
         org_projects: dict[str, set[str]] = {}
         default_project: dict[str, str] = {}
+        project_limits: dict[str, Limits] = {}
         for r in await conn.execute(text(
-                "SELECT org_id, id FROM projects WHERE archived = 0 ORDER BY created_at, id")):
+                "SELECT org_id, id, rate_limits FROM projects WHERE archived = 0 ORDER BY created_at, id")):
             org_projects.setdefault(str(r[0]), set()).add(str(r[1]))
             default_project.setdefault(str(r[0]), str(r[1]))
+            project_limits[str(r[1])] = msgspec.json.decode(str(r[2]), type=Limits)
+        org_limits = {
+            str(r[0]): Limits(rpm=r[1], tpm=r[2], concurrent=r[3])
+            for r in await conn.execute(text(
+                "SELECT o.id, p.rpm, p.tpm, p.concurrent FROM organizations o JOIN plans p ON p.id = o.plan"))
+        }
     return Snapshot(version=version, models=models, aliases=aliases, backends=backends,
                     org_projects={k: frozenset(v) for k, v in org_projects.items()},
-                    default_project=default_project)
+                    default_project=default_project, project_limits=project_limits, org_limits=org_limits)
 
 
 async def load_key(engine: AsyncEngine, key_hash: str) -> KeyRecord | None:
     async with engine.connect() as conn:
         r = (await conn.execute(text(
             "SELECT id, org_id, projects, models, endpoints, ip_ranges, monthly_budget_nanos, expires_at,"
-            " disabled, revoked_at FROM api_keys WHERE key_hash = :h"), {"h": key_hash})).first()
+            " disabled, revoked_at, rate_limits, signing_secret_enc FROM api_keys WHERE key_hash = :h"),
+            {"h": key_hash})).first()
     if r is None:
         return None
     return KeyRecord(
@@ -152,7 +172,8 @@ async def load_key(engine: AsyncEngine, key_hash: str) -> KeyRecord | None:
         networks=tuple(ipaddress.ip_network(c, strict=False) for c in msgspec.json.decode(str(r[5]))),
         monthly_budget_nanos=None if r[6] is None else int(r[6]),
         expires_at_ms=None if r[7] is None else int(r[7]),
-        disabled=bool(r[8]), revoked=r[9] is not None)
+        disabled=bool(r[8]), revoked=r[9] is not None,
+        limits=msgspec.json.decode(str(r[10]), type=Limits), signing_secret_enc=r[11])
 
 
 class KeyCache:

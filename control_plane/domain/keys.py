@@ -29,6 +29,17 @@ ENDPOINTS: tuple[Endpoint, ...] = ("responses", "chat", "embeddings", "models", 
 Nanos = Annotated[int, msgspec.Meta(ge=0)]
 
 
+PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
+
+
+class RateLimits(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
+    """Per-minute requests and tokens, and concurrent requests; None means no limit at this scope."""
+
+    rpm: PositiveInt | None = None
+    tpm: PositiveInt | None = None
+    concurrent: PositiveInt | None = None
+
+
 class KeyScopes(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     name: str = ""
     projects: list[str] = msgspec.field(default_factory=list)
@@ -38,6 +49,7 @@ class KeyScopes(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     monthly_budget_nanos: Nanos | None = None
     expires_at: int | None = None
     """Unix seconds; None never expires."""
+    rate_limits: RateLimits = msgspec.field(default_factory=RateLimits)
 
 
 class KeyPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -49,6 +61,7 @@ class KeyPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     monthly_budget_nanos: Nanos | None | msgspec.UnsetType = msgspec.UNSET
     expires_at: int | None | msgspec.UnsetType = msgspec.UNSET
     disabled: bool | None = None
+    rate_limits: RateLimits | None = None
 
 
 class KeyView(msgspec.Struct, kw_only=True):
@@ -67,6 +80,8 @@ class KeyView(msgspec.Struct, kw_only=True):
     revoked: bool
     revoked_at: int | None
     created_at: int
+    rate_limits: RateLimits
+    signed_requests: bool
 
 
 class CreatedKey(msgspec.Struct, kw_only=True):
@@ -97,12 +112,12 @@ async def _check_projects(conn: AsyncConnection, org_id: str, projects: list[str
 
 
 _COLUMNS = ("id, org_id, name, prefix, projects, models, endpoints, ip_ranges, monthly_budget_nanos, "
-            "expires_at, disabled, revoked_at, created_at")
+            "expires_at, disabled, revoked_at, created_at, rate_limits, signing_secret_enc")
 
 
 def _view(row: msgspec.Struct | tuple[object, ...]) -> KeyView:
     (id_, org, name, prefix, projects, models, endpoints, ips, budget, expires, disabled, revoked_at,
-     created) = tuple(row)  # type: ignore[arg-type]
+     created, limits, signing) = tuple(row)  # type: ignore[arg-type]
     return KeyView(
         id=str(id_), organization=str(org), name=str(name), prefix=str(prefix),
         projects=msgspec.json.decode(str(projects)), models=msgspec.json.decode(str(models)),
@@ -112,6 +127,7 @@ def _view(row: msgspec.Struct | tuple[object, ...]) -> KeyView:
         disabled=bool(disabled), revoked=revoked_at is not None,
         revoked_at=None if revoked_at is None else int(str(revoked_at)) // 1000,
         created_at=int(str(created)) // 1000,
+        rate_limits=msgspec.json.decode(str(limits), type=RateLimits), signed_requests=signing is not None,
     )
 
 
@@ -124,15 +140,15 @@ async def create_key(conn: AsyncConnection, org_id: str, scopes: KeyScopes, pepp
     enc = msgspec.json.encode
     await conn.execute(
         text("INSERT INTO api_keys (id, org_id, name, prefix, key_hash, projects, models, endpoints, "
-             "ip_ranges, monthly_budget_nanos, expires_at, created_by, created_at, updated_at) VALUES "
-             "(:id, :org, :name, :prefix, :hash, :projects, :models, :endpoints, :ips, :budget, "
-             ":expires, :actor, :now, :now)"),
+             "ip_ranges, monthly_budget_nanos, expires_at, rate_limits, created_by, created_at, updated_at) "
+             "VALUES (:id, :org, :name, :prefix, :hash, :projects, :models, :endpoints, :ips, :budget, "
+             ":expires, :limits, :actor, :now, :now)"),
         {"id": key_id, "org": org_id, "name": scopes.name, "prefix": display_prefix(secret),
          "hash": hash_key(secret, pepper), "projects": enc(scopes.projects).decode(),
          "models": enc(scopes.models).decode(), "endpoints": enc(scopes.endpoints).decode(),
          "ips": enc(scopes.ip_ranges).decode(), "budget": scopes.monthly_budget_nanos,
          "expires": None if scopes.expires_at is None else scopes.expires_at * 1000,
-         "actor": actor, "now": now},
+         "limits": enc(scopes.rate_limits).decode(), "actor": actor, "now": now},
     )
     await audit(conn, org_id, actor, "key.created", key_id, {"prefix": display_prefix(secret)})
     return CreatedKey(key=await get_key(conn, org_id, key_id), secret=secret)
@@ -162,7 +178,7 @@ async def update_key(conn: AsyncConnection, org_id: str, key_id: str, patch: Key
     await _check_projects(conn, org_id, patch.projects)
     sets: dict[str, object] = {}
     enc = msgspec.json.encode
-    for field in ("projects", "models", "endpoints", "ip_ranges"):
+    for field in ("projects", "models", "endpoints", "ip_ranges", "rate_limits"):
         value = getattr(patch, field)
         if value is not None:
             sets[field] = enc(value).decode()

@@ -1,0 +1,154 @@
+"""Rate limits: requests per minute, tokens per minute and concurrent requests.
+
+Algorithm: an exact sliding log. Each admitted request leaves an entry (weight 1 for requests, its
+estimated tokens for tokens, 1 for a concurrency slot) that expires one window later (concurrency:
+when the request finishes, or after a lease if its process died). A request is admitted only if
+every bucket it touches has room for it; all buckets are then taken together, so a request refused
+by one limit consumes none of the others. Unlike fixed windows or GCRA with a burst allowance, no
+60-second interval ever admits more than the limit, so nothing bursts through at a boundary.
+
+Stores: `MemoryStore` (one process, the default) and `RedisStore` (one Lua script per check, shared
+by every sidecar replica, Redis's own clock so replicas agree on time).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Literal, Protocol
+
+import msgspec
+
+__all__ = ["Bucket", "Verdict", "LimitStore", "MemoryStore", "WINDOW_MS", "LEASE_MS", "Denial"]
+
+WINDOW_MS = 60_000
+LEASE_MS = 15 * 60_000
+"""A concurrency slot whose request never reported back (crashed process) frees itself after this."""
+
+Kind = Literal["requests", "tokens", "concurrent"]
+
+
+class Bucket(msgspec.Struct, frozen=True):
+    key: str
+    """Store key, e.g. `rl:key:key_123:requests`."""
+    kind: Kind
+    scope: str
+    """`key`, `project` or `organization`: named in the refusal."""
+    limit: int
+    weight: int
+
+    @property
+    def ttl_ms(self) -> int:
+        return LEASE_MS if self.kind == "concurrent" else WINDOW_MS
+
+
+class Denial(msgspec.Struct, frozen=True):
+    bucket: Bucket
+    retry_after_ms: int
+
+
+class Usage(msgspec.Struct, frozen=True):
+    bucket: Bucket
+    remaining: int
+    reset_ms: int
+
+
+class Verdict(msgspec.Struct, frozen=True):
+    denial: Denial | None
+    usage: list[Usage]
+
+    @property
+    def allowed(self) -> bool:
+        return self.denial is None
+
+
+class LimitStore(Protocol):
+    async def acquire(self, request_id: str, buckets: list[Bucket]) -> Verdict: ...
+
+    async def release(self, request_id: str, buckets: list[Bucket]) -> None:
+        """Free concurrency slots; give back tokens that were estimated but not used."""
+
+    async def adjust(self, request_id: str, bucket: Bucket, actual_weight: int) -> None: ...
+
+
+class _Log:
+    """Entries of one bucket in expiry order, with their running total."""
+
+    __slots__ = ("entries", "total")
+
+    def __init__(self) -> None:
+        self.entries: OrderedDict[str, tuple[int, int]] = OrderedDict()  # id -> (expires_ms, weight)
+        self.total = 0
+
+    def expire(self, now: int) -> None:
+        while self.entries:
+            rid, (expires, weight) = next(iter(self.entries.items()))
+            if expires > now:
+                break
+            del self.entries[rid]
+            self.total -= weight
+
+    def oldest_expiry(self, now: int) -> int:
+        return next(iter(self.entries.values()))[0] if self.entries else now
+
+
+class MemoryStore:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._logs: dict[str, _Log] = {}
+        self._clock = clock
+
+    def _now(self) -> int:
+        return int(self._clock() * 1000)
+
+    async def acquire(self, request_id: str, buckets: list[Bucket]) -> Verdict:
+        # No await between checking and taking: on one event loop this is atomic.
+        now = self._now()
+        logs = [self._logs.setdefault(b.key, _Log()) for b in buckets]
+        for b, log in zip(buckets, logs, strict=True):
+            log.expire(now)
+            if log.total + b.weight > b.limit:
+                retry = _retry_after(log, b, now)
+                return Verdict(denial=Denial(b, retry), usage=_usage(buckets, logs, now))
+        for b, log in zip(buckets, logs, strict=True):
+            log.entries[request_id] = (now + b.ttl_ms, b.weight)
+            log.total += b.weight
+        return Verdict(denial=None, usage=_usage(buckets, logs, now))
+
+    async def release(self, request_id: str, buckets: list[Bucket]) -> None:
+        for b in buckets:
+            if b.kind == "concurrent" and (log := self._logs.get(b.key)) is not None:
+                entry = log.entries.pop(request_id, None)
+                if entry is not None:
+                    log.total -= entry[1]
+
+    async def adjust(self, request_id: str, bucket: Bucket, actual_weight: int) -> None:
+        log = self._logs.get(bucket.key)
+        if log is None or request_id not in log.entries:
+            return  # already expired out of the window: nothing left to correct
+        expires, weight = log.entries[request_id]
+        log.entries[request_id] = (expires, actual_weight)
+        log.total += actual_weight - weight
+
+
+def _retry_after(log: _Log, b: Bucket, now: int) -> int:
+    """Milliseconds until enough entries expire for this request to fit (at least 1 ms)."""
+    if b.weight > b.limit:
+        return WINDOW_MS  # can never fit; the message says so, retrying later is the honest advice
+    need = log.total + b.weight - b.limit
+    freed = 0
+    for expires, weight in log.entries.values():
+        freed += weight
+        if freed >= need:
+            return max(1, expires - now)
+    return max(1, log.oldest_expiry(now) - now)
+
+
+def _usage(buckets: list[Bucket], logs: list[_Log], now: int) -> list[Usage]:
+    return [Usage(b, max(0, b.limit - log.total), max(0, log.oldest_expiry(now) - now))
+            for b, log in zip(buckets, logs, strict=True)]
+
+
+def retry_after_seconds(ms: int) -> int:
+    return max(1, math.ceil(ms / 1000))
