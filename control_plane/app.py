@@ -18,7 +18,8 @@ from litestar.exceptions import HTTPException, NotAuthorizedException, Validatio
 
 from control_plane.api.keys import KeysController
 from control_plane.api.models import ModelsController
-from control_plane.api.routing import RoutingController
+from control_plane.api.orgs import OrgsController, UsersController
+from control_plane.api.routing import ModelAdminController, RoutingController
 from control_plane.db import make_engine
 from control_plane.domain.bootstrap import load_secrets
 from control_plane.errors import ApiError, error_body
@@ -78,7 +79,8 @@ def create_app(settings: Settings) -> Litestar:
             await app.state.engine.dispose()
 
     return Litestar(
-        route_handlers=[healthz, ModelsController, KeysController, RoutingController],
+        route_handlers=[healthz, ModelsController, KeysController, RoutingController, ModelAdminController,
+                        OrgsController, UsersController],
         lifespan=[lifespan],
         exception_handlers={ApiError: _api_error, HTTPException: _http_error, Exception: _unexpected},
         request_max_body_size=settings.max_body_bytes,

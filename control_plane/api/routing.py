@@ -1,16 +1,39 @@
-"""Management API for routing: backends, models, price cards and aliases (admin token)."""
+"""Management API for routing (admin token): backends, models, price cards and aliases.
+
+Each change commits with its audit row and config-version bump, then re-renders Envoy's dynamic
+files and refreshes this node's sidecar before answering, so the caller's next request already
+sees it. Model ids contain a slash, hence the `:path` parameters.
+"""
 
 from __future__ import annotations
 
-from litestar import Controller, get
+import msgspec
+from litestar import Controller, delete, get, patch, post, put
+from litestar.datastructures import State
 from litestar.di import Provide
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from control_plane.api.deps import provide_tx
 from control_plane.api.guards import admin_guard
+from control_plane.domain import model_admin as models
+from control_plane.domain import routing
 
-__all__ = ["RoutingController"]
+__all__ = ["RoutingController", "ModelAdminController"]
+
+ACTOR = "admin"
+
+
+class RouteBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    model: str
+
+
+def _list(data: object) -> dict[str, object]:
+    return {"object": "list", "data": data}
+
+
+async def _publish(conn: AsyncConnection, state: State) -> None:
+    await conn.commit()  # durable before Envoy and the sidecar are told
+    await routing.publish(state.settings, state.engine, state.notifier)
 
 
 class RoutingController(Controller):
@@ -20,6 +43,81 @@ class RoutingController(Controller):
 
     @get("/backends")
     async def list_backends(self, conn: AsyncConnection) -> dict[str, object]:
-        rows = await conn.execute(text("SELECT id, protocol, base_url, enabled FROM backends ORDER BY id"))
-        return {"object": "list", "data": [
-            {"id": r[0], "protocol": r[1], "base_url": r[2], "enabled": bool(r[3])} for r in rows]}
+        return _list(await routing.list_backends(conn))
+
+    @post("/backends", status_code=201)
+    async def create_backend(self, conn: AsyncConnection, state: State,
+                             data: routing.BackendCreate) -> routing.BackendView:
+        view = await routing.create_backend(conn, state.settings, data, ACTOR)
+        await _publish(conn, state)
+        return view
+
+    @get("/backends/{backend_id:str}")
+    async def get_backend(self, conn: AsyncConnection, backend_id: str) -> routing.BackendView:
+        return await routing.get_backend(conn, backend_id)
+
+    @patch("/backends/{backend_id:str}")
+    async def update_backend(self, conn: AsyncConnection, state: State, backend_id: str,
+                             data: routing.BackendPatch) -> routing.BackendView:
+        view = await routing.update_backend(conn, state.settings, backend_id, data, ACTOR)
+        await _publish(conn, state)
+        return view
+
+    @post("/backends/{backend_id:str}/disable", status_code=200)
+    async def disable_backend(self, conn: AsyncConnection, state: State, backend_id: str) -> routing.BackendView:
+        view = await routing.disable_backend(conn, state.settings, backend_id, ACTOR)
+        await _publish(conn, state)
+        return view
+
+    @get("/prices")
+    async def list_prices(self, conn: AsyncConnection, model: str) -> dict[str, object]:
+        return _list(await models.list_prices(conn, model))
+
+    @post("/prices", status_code=201)
+    async def add_price(self, conn: AsyncConnection, state: State, data: models.PriceCreate) -> models.PriceView:
+        view = await models.add_price(conn, data, ACTOR)
+        await _publish(conn, state)
+        return view
+
+    @get("/routes")
+    async def list_routes(self, conn: AsyncConnection) -> dict[str, object]:
+        return _list(await routing.list_routes(conn))
+
+    @put("/routes/{alias:str}")
+    async def set_route(self, conn: AsyncConnection, state: State, alias: str, data: RouteBody) -> routing.RouteView:
+        view = await routing.set_route(conn, alias, data.model, ACTOR)
+        await _publish(conn, state)
+        return view
+
+    @delete("/routes/{alias:str}", status_code=200)
+    async def delete_route(self, conn: AsyncConnection, state: State, alias: str) -> routing.RouteView:
+        view = await routing.delete_route(conn, alias, ACTOR)
+        await _publish(conn, state)
+        return view
+
+
+class ModelAdminController(Controller):
+    path = "/api/models"
+    guards = [admin_guard]
+    dependencies = {"conn": Provide(provide_tx)}
+
+    @get("/")
+    async def list_(self, conn: AsyncConnection) -> dict[str, object]:
+        return _list(await models.list_models(conn))
+
+    @post("/", status_code=201)
+    async def create(self, conn: AsyncConnection, state: State, data: models.ModelCreate) -> models.ModelView:
+        view = await models.create_model(conn, data, ACTOR)
+        await _publish(conn, state)
+        return view
+
+    @get("/{model_id:path}")
+    async def retrieve(self, conn: AsyncConnection, model_id: str) -> models.ModelView:
+        return await models.get_model(conn, model_id.lstrip("/"))
+
+    @patch("/{model_id:path}")
+    async def update(self, conn: AsyncConnection, state: State, model_id: str,
+                     data: models.ModelPatch) -> models.ModelView:
+        view = await models.update_model(conn, model_id.lstrip("/"), data, ACTOR)
+        await _publish(conn, state)
+        return view

@@ -1,0 +1,312 @@
+"""Organizations, projects, users and memberships (roles owner/admin/member/billing).
+
+Everything below an organization is looked up by (org, id) together, so another organization's
+project or member id gets the same 404 as a made-up one. Project changes move `config_version`
+because the sidecar's snapshot carries each organization's projects (the project scope check).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from control_plane.db import now_ms
+from control_plane.domain.keys import audit, bump_config_version
+from control_plane.errors import ApiError
+from control_plane.ids import new_id
+
+__all__ = ["OrgCreate", "OrgPatch", "OrgView", "ProjectCreate", "ProjectPatch", "ProjectView", "UserCreate",
+           "UserView", "MemberCreate", "MemberPatch", "MemberView", "create_org", "list_orgs", "get_org",
+           "update_org", "create_project", "list_projects", "get_project", "update_project", "create_user",
+           "list_users", "get_user", "add_member", "list_members", "get_member", "update_member", "remove_member"]
+
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Email = Annotated[str, msgspec.Meta(pattern=r"^[^@\s]{1,64}@[^@\s]{1,255}$", max_length=320)]
+Role = Literal["owner", "admin", "member", "billing"]
+Budget = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class OrgCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    name: Name
+    plan: Name = "default"
+    owner_email: Email | None = None
+    """Made the organization's first owner (created as a user when new)."""
+
+
+class OrgPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    name: Name | None = None
+    plan: Name | None = None
+
+
+class OrgView(msgspec.Struct, kw_only=True):
+    id: str
+    object: Literal["organization"] = "organization"
+    name: str
+    plan: str
+    created_at: int
+
+
+class ProjectCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    name: Name
+    monthly_budget_nanos: Budget | None = None
+
+
+class ProjectPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    name: Name | None = None
+    monthly_budget_nanos: Budget | None | msgspec.UnsetType = msgspec.UNSET
+    archived: bool | None = None
+
+
+class ProjectView(msgspec.Struct, kw_only=True):
+    id: str
+    object: Literal["organization.project"] = "organization.project"
+    organization: str
+    name: str
+    monthly_budget_nanos: int | None
+    archived: bool
+    created_at: int
+
+
+class UserCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    email: Email
+    name: str = ""
+
+
+class UserView(msgspec.Struct, kw_only=True):
+    id: str
+    object: Literal["user"] = "user"
+    email: str
+    name: str
+    created_at: int
+
+
+class MemberCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Either an existing user's id, or an email (the user is created when new)."""
+
+    role: Role
+    user_id: str | None = None
+    email: Email | None = None
+    name: str = ""
+
+
+class MemberPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    role: Role
+
+
+class MemberView(msgspec.Struct, kw_only=True):
+    id: str
+    object: Literal["organization.member"] = "organization.member"
+    organization: str
+    user_id: str
+    email: str
+    name: str
+    role: str
+    created_at: int
+
+
+def _conflict_if(found: object, message: str, param: str) -> None:
+    if found is not None:
+        raise ApiError("conflict", message, param=param)
+
+
+async def create_org(conn: AsyncConnection, data: OrgCreate, actor: str) -> OrgView:
+    """A new organization comes with a default project, so its keys have somewhere to act."""
+    org_id, now = new_id("org"), now_ms()
+    await conn.execute(text("INSERT INTO organizations (id, name, plan, created_at) VALUES (:id, :n, :p, :now)"),
+                       {"id": org_id, "n": data.name, "p": data.plan, "now": now})
+    await audit(conn, org_id, actor, "org.created", org_id, {"name": data.name})
+    await create_project(conn, org_id, ProjectCreate(name="Default project"), actor)
+    if data.owner_email is not None:
+        await add_member(conn, org_id, MemberCreate(role="owner", email=data.owner_email), actor)
+    return await get_org(conn, org_id)
+
+
+def _org(r: Any) -> OrgView:
+    return OrgView(id=str(r[0]), name=str(r[1]), plan=str(r[2]), created_at=int(r[3]) // 1000)
+
+
+async def list_orgs(conn: AsyncConnection) -> list[OrgView]:
+    return [_org(r) for r in await conn.execute(text(
+        "SELECT id, name, plan, created_at FROM organizations ORDER BY created_at, id"))]
+
+
+async def get_org(conn: AsyncConnection, org_id: str) -> OrgView:
+    row = (await conn.execute(text("SELECT id, name, plan, created_at FROM organizations WHERE id = :o"),
+                              {"o": org_id})).first()
+    if row is None:
+        raise ApiError("not_found", f"No organization {org_id!r}")
+    return _org(row)
+
+
+async def update_org(conn: AsyncConnection, org_id: str, patch: OrgPatch, actor: str) -> OrgView:
+    await get_org(conn, org_id)
+    sets = {k: v for k, v in (("name", patch.name), ("plan", patch.plan)) if v is not None}
+    if sets:
+        await conn.execute(text(f"UPDATE organizations SET {', '.join(f'{k} = :{k}' for k in sets)} WHERE id = :o"),
+                           {**sets, "o": org_id})
+        await audit(conn, org_id, actor, "org.updated", org_id, {"fields": sorted(sets)})
+    return await get_org(conn, org_id)
+
+
+_PROJECT_COLS = "id, org_id, name, monthly_budget_nanos, archived, created_at"
+
+
+def _project(r: Any) -> ProjectView:
+    return ProjectView(id=str(r[0]), organization=str(r[1]), name=str(r[2]),
+                       monthly_budget_nanos=None if r[3] is None else int(r[3]), archived=bool(r[4]),
+                       created_at=int(r[5]) // 1000)
+
+
+async def _name_free(conn: AsyncConnection, org_id: str, name: str, except_id: str = "") -> None:
+    found = (await conn.execute(text("SELECT id FROM projects WHERE org_id = :o AND name = :n AND id != :x"),
+                                {"o": org_id, "n": name, "x": except_id})).first()
+    _conflict_if(found, f"A project named {name!r} already exists in this organization", "name")
+
+
+async def create_project(conn: AsyncConnection, org_id: str, data: ProjectCreate, actor: str) -> ProjectView:
+    await get_org(conn, org_id)
+    await _name_free(conn, org_id, data.name)
+    project_id = new_id("proj")
+    await conn.execute(text("INSERT INTO projects (id, org_id, name, monthly_budget_nanos, created_at)"
+                            " VALUES (:id, :o, :n, :b, :now)"),
+                       {"id": project_id, "o": org_id, "n": data.name, "b": data.monthly_budget_nanos,
+                        "now": now_ms()})
+    await audit(conn, org_id, actor, "project.created", project_id, {"name": data.name})
+    await bump_config_version(conn)
+    return await get_project(conn, org_id, project_id)
+
+
+async def list_projects(conn: AsyncConnection, org_id: str) -> list[ProjectView]:
+    await get_org(conn, org_id)
+    return [_project(r) for r in await conn.execute(text(
+        f"SELECT {_PROJECT_COLS} FROM projects WHERE org_id = :o ORDER BY created_at, id"), {"o": org_id})]
+
+
+async def get_project(conn: AsyncConnection, org_id: str, project_id: str) -> ProjectView:
+    row = (await conn.execute(text(f"SELECT {_PROJECT_COLS} FROM projects WHERE id = :p AND org_id = :o"),
+                              {"p": project_id, "o": org_id})).first()
+    if row is None:
+        raise ApiError("not_found", f"No project {project_id!r}")
+    return _project(row)
+
+
+async def update_project(conn: AsyncConnection, org_id: str, project_id: str, patch: ProjectPatch,
+                         actor: str) -> ProjectView:
+    await get_project(conn, org_id, project_id)
+    sets: dict[str, object] = {}
+    if patch.name is not None:
+        await _name_free(conn, org_id, patch.name, project_id)
+        sets["name"] = patch.name
+    if patch.monthly_budget_nanos is not msgspec.UNSET:
+        sets["monthly_budget_nanos"] = patch.monthly_budget_nanos
+    if patch.archived is not None:
+        sets["archived"] = int(patch.archived)
+    if sets:
+        await conn.execute(text(f"UPDATE projects SET {', '.join(f'{k} = :{k}' for k in sets)}"
+                                " WHERE id = :p AND org_id = :o"), {**sets, "p": project_id, "o": org_id})
+        await audit(conn, org_id, actor, "project.updated", project_id, {"fields": sorted(sets)})
+        await bump_config_version(conn)
+    return await get_project(conn, org_id, project_id)
+
+
+def _user(r: Any) -> UserView:
+    return UserView(id=str(r[0]), email=str(r[1]), name=str(r[2]), created_at=int(r[3]) // 1000)
+
+
+async def create_user(conn: AsyncConnection, data: UserCreate, actor: str) -> UserView:
+    email = data.email.strip().lower()
+    found = (await conn.execute(text("SELECT id FROM users WHERE email = :e"), {"e": email})).first()
+    _conflict_if(found, f"A user with email {email!r} already exists", "email")
+    user_id = new_id("user")
+    await conn.execute(text("INSERT INTO users (id, email, name, created_at) VALUES (:id, :e, :n, :now)"),
+                       {"id": user_id, "e": email, "n": data.name, "now": now_ms()})
+    await audit(conn, None, actor, "user.created", user_id, {"email": email})
+    return await get_user(conn, user_id)
+
+
+async def list_users(conn: AsyncConnection) -> list[UserView]:
+    return [_user(r) for r in await conn.execute(text(
+        "SELECT id, email, name, created_at FROM users ORDER BY created_at, id"))]
+
+
+async def get_user(conn: AsyncConnection, user_id: str) -> UserView:
+    row = (await conn.execute(text("SELECT id, email, name, created_at FROM users WHERE id = :u"),
+                              {"u": user_id})).first()
+    if row is None:
+        raise ApiError("not_found", f"No user {user_id!r}")
+    return _user(row)
+
+
+_MEMBER_SQL = ("SELECT m.id, m.org_id, u.id, u.email, u.name, m.role, m.created_at FROM memberships m"
+               " JOIN users u ON u.id = m.user_id WHERE m.org_id = :o")
+
+
+def _member(r: Any) -> MemberView:
+    return MemberView(id=str(r[0]), organization=str(r[1]), user_id=str(r[2]), email=str(r[3]), name=str(r[4]),
+                      role=str(r[5]), created_at=int(r[6]) // 1000)
+
+
+async def add_member(conn: AsyncConnection, org_id: str, data: MemberCreate, actor: str) -> MemberView:
+    await get_org(conn, org_id)
+    if (data.user_id is None) == (data.email is None):
+        raise ApiError("invalid_request_error", "Give exactly one of 'user_id' or 'email'", param="user_id")
+    if data.user_id is not None:
+        user_id = (await get_user(conn, data.user_id)).id
+    else:
+        assert data.email is not None
+        row = (await conn.execute(text("SELECT id FROM users WHERE email = :e"),
+                                  {"e": data.email.strip().lower()})).first()
+        user_id = str(row[0]) if row else (await create_user(conn, UserCreate(email=data.email, name=data.name),
+                                                             actor)).id
+    found = (await conn.execute(text("SELECT id FROM memberships WHERE org_id = :o AND user_id = :u"),
+                                {"o": org_id, "u": user_id})).first()
+    _conflict_if(found, f"User {user_id!r} is already a member of this organization", "user_id")
+    await conn.execute(text("INSERT INTO memberships (id, org_id, user_id, role, created_at)"
+                            " VALUES (:id, :o, :u, :r, :now)"),
+                       {"id": new_id("mem"), "o": org_id, "u": user_id, "r": data.role, "now": now_ms()})
+    await audit(conn, org_id, actor, "member.added", user_id, {"role": data.role})
+    return await get_member(conn, org_id, user_id)
+
+
+async def list_members(conn: AsyncConnection, org_id: str) -> list[MemberView]:
+    await get_org(conn, org_id)
+    return [_member(r) for r in await conn.execute(text(_MEMBER_SQL + " ORDER BY m.created_at, m.id"),
+                                                   {"o": org_id})]
+
+
+async def get_member(conn: AsyncConnection, org_id: str, user_id: str) -> MemberView:
+    row = (await conn.execute(text(_MEMBER_SQL + " AND m.user_id = :u"), {"o": org_id, "u": user_id})).first()
+    if row is None:
+        raise ApiError("not_found", f"No member {user_id!r}")
+    return _member(row)
+
+
+async def _keep_an_owner(conn: AsyncConnection, org_id: str, user_id: str) -> None:
+    owners = (await conn.execute(text("SELECT COUNT(*) FROM memberships WHERE org_id = :o AND role = 'owner'"
+                                      " AND user_id != :u"), {"o": org_id, "u": user_id})).scalar_one()
+    if int(owners) == 0:
+        raise ApiError("conflict", "An organization must keep at least one owner", param="role")
+
+
+async def update_member(conn: AsyncConnection, org_id: str, user_id: str, patch: MemberPatch,
+                        actor: str) -> MemberView:
+    current = await get_member(conn, org_id, user_id)
+    if current.role == "owner" and patch.role != "owner":
+        await _keep_an_owner(conn, org_id, user_id)
+    await conn.execute(text("UPDATE memberships SET role = :r WHERE org_id = :o AND user_id = :u"),
+                       {"r": patch.role, "o": org_id, "u": user_id})
+    await audit(conn, org_id, actor, "member.updated", user_id, {"role": patch.role, "was": current.role})
+    return await get_member(conn, org_id, user_id)
+
+
+async def remove_member(conn: AsyncConnection, org_id: str, user_id: str, actor: str) -> MemberView:
+    current = await get_member(conn, org_id, user_id)
+    if current.role == "owner":
+        await _keep_an_owner(conn, org_id, user_id)
+    await conn.execute(text("DELETE FROM memberships WHERE org_id = :o AND user_id = :u"),
+                       {"o": org_id, "u": user_id})
+    await audit(conn, org_id, actor, "member.removed", user_id, {"role": current.role})
+    return current
