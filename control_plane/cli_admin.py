@@ -1,7 +1,9 @@
 """Headless operator commands: the same operations as the management API, against the database.
 
-Writes that the sidecars cache (keys) are followed by a best-effort notification to this node's
-sidecar; other nodes pick them up within the key-cache TTL.
+`nx keys ...` is defined here; `nx backends|models|prices|routes|orgs|projects|members|users ...`
+in control_plane/cli_manage.py. Writes that the sidecars cache are followed by a best-effort
+notification to this node's sidecar (and, for routing, a re-render of this node's Envoy files);
+other nodes pick them up within the key-cache TTL or the one-second config poll.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from typing import Any
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from control_plane.cli_manage import OPS, add_manage_commands, body_from_args
 from control_plane.db import make_engine, write_tx
-from control_plane.domain import keys
+from control_plane.domain import keys, routing
 from control_plane.domain.bootstrap import load_secrets
 from control_plane.errors import ApiError
 from control_plane.notify import Notifier
@@ -52,8 +55,12 @@ def add_admin_commands(sub: Any) -> Dispatcher:
         if name != "list":
             p.add_argument("key_id")
 
+    add_manage_commands(sub)
+
     def dispatch(args: argparse.Namespace, settings: Settings) -> int:
-        return asyncio.run(_keys(args, settings))
+        if args.command == "keys":
+            return asyncio.run(_keys(args, settings))
+        return asyncio.run(_manage(args, settings))
 
     return dispatch
 
@@ -94,4 +101,33 @@ async def _keys(args: argparse.Namespace, settings: Settings) -> int:
         await notifier.invalidate(key_ids=[args.key_id])
         await notifier.close()
     _print(result)
+    return 0
+
+
+async def _manage(args: argparse.Namespace, settings: Settings) -> int:
+    op = OPS[args.command][args.action]
+    try:
+        body = body_from_args(op, args)
+    except msgspec.ValidationError as exc:
+        print(f"nx: {exc}", file=sys.stderr)
+        return 2
+    engine = make_engine(settings)
+    try:
+        async with write_tx(engine) as conn:
+            result = await op.fn(conn, args, body, settings)
+        if op.effect:
+            notifier = Notifier(settings, load_secrets(settings).internal_token)
+            try:
+                if op.effect == "routing":
+                    await routing.publish(settings, engine, notifier)
+                else:
+                    await notifier.invalidate(config=True)
+            finally:
+                await notifier.close()
+    except ApiError as exc:
+        print(f"nx: {exc.message}", file=sys.stderr)
+        return 1
+    finally:
+        await engine.dispose()
+    _print({"object": "list", "data": result} if isinstance(result, list) else result)
     return 0
