@@ -147,6 +147,10 @@ def _header_mutation() -> Json:
     return {"name": "envoy.filters.http.header_mutation", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
         "mutations": {"request_mutations": [
+            # The client's own replay-protection headers survive the strip below under x-nxsig-*.
+            put("x-nxsig-timestamp", "%REQ(x-nx-timestamp)%"),
+            put("x-nxsig-nonce", "%REQ(x-nx-nonce)%"),
+            put("x-nxsig-signature", "%REQ(x-nx-signature)%"),
             # Clients can never inject the headers the sidecar adds.
             {"remove_on_match": {"key_matcher": {"prefix": "x-nx-"}}},
             {"remove": "x-envoy-auth-headers-to-remove"},
@@ -165,7 +169,8 @@ def _ext_authz(settings: Settings) -> Json:
         "status_on_error": {"code": 503}, "clear_route_cache": True,
         "with_request_body": {"max_request_bytes": settings.max_body_bytes, "allow_partial_message": False},
         "allowed_headers": exact("authorization", "openai-project", "x-nx-client-ip", "content-type",
-                                 "x-request-id", "idempotency-key", "openai-organization"),
+                                 "x-request-id", "idempotency-key", "openai-organization",
+                                 "x-nxsig-timestamp", "x-nxsig-nonce", "x-nxsig-signature"),
         "http_service": {
             "server_uri": {"uri": settings.sidecar_url, "cluster": "sidecar", "timeout": "2s"},
             "path_prefix": "/authz",

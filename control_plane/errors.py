@@ -29,6 +29,11 @@ ERRORS: dict[str, ErrorSpec] = {
     # 401
     "missing_api_key": ErrorSpec(401, "authentication_error"),
     "invalid_api_key": ErrorSpec(401, "authentication_error"),
+    "signature_required": ErrorSpec(401, "authentication_error"),
+    "signature_timestamp_invalid": ErrorSpec(401, "authentication_error"),
+    "signature_nonce_invalid": ErrorSpec(401, "authentication_error"),
+    "signature_invalid": ErrorSpec(401, "authentication_error"),
+    "nonce_reused": ErrorSpec(401, "authentication_error"),
     # 402
     "insufficient_quota": ErrorSpec(402, "insufficient_quota"),
     # 403

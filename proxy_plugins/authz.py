@@ -13,11 +13,14 @@ from collections.abc import Awaitable, Callable
 
 import msgspec
 
+from control_plane.crypto import unseal
+from control_plane.domain.keys import SIGNING_PURPOSE
 from control_plane.errors import error_json
 from control_plane.keys import hash_key, is_well_formed
 from proxy_plugins.estimate import estimate
 from proxy_plugins.limits import buckets_for, denial_message, limit_headers
 from proxy_plugins.ratelimit import Bucket, Denial, LimitStore, retry_after_seconds
+from proxy_plugins.replay import SKEW_SECONDS, NonceStore, verify_signature
 from proxy_plugins.snapshot import KeyCache, KeyRecord, ModelRecord, Snapshot
 
 __all__ = ["CheckRequest", "Decision", "Checker", "classify"]
@@ -46,6 +49,8 @@ class CheckRequest(msgspec.Struct, kw_only=True):
     client_ip: str
     project: str | None
     body: bytes
+    signature: tuple[str, str, str] = ("", "", "")
+    """x-nx-timestamp, x-nx-nonce, x-nx-signature (Envoy forwards them as x-nxsig-*)."""
 
 
 class Decision(msgspec.Struct, kw_only=True):
@@ -65,6 +70,16 @@ def _deny(code: str, message: str, param: str | None = None, status: int | None 
                     headers=[("content-type", "application/json")])
 
 
+_SIGNATURE_MESSAGES = {
+    "signature_required": "This API key requires signed requests: send x-nx-timestamp, x-nx-nonce and "
+                          "x-nx-signature (see nx_client/signing.py).",
+    "signature_timestamp_invalid": f"x-nx-timestamp must be unix seconds within {SKEW_SECONDS} s of the "
+                                   "server's clock.",
+    "signature_nonce_invalid": "x-nx-nonce must be 16-128 characters of [A-Za-z0-9_-].",
+    "signature_invalid": "x-nx-signature does not match this request (method, path, timestamp, nonce, body).",
+    "nonce_reused": "x-nx-nonce was already used within the replay window; use a fresh nonce per request.",
+}
+
 RateLimited = Callable[[KeyRecord, str, CheckRequest, Denial, str | None], Awaitable[None]]
 
 
@@ -76,13 +91,15 @@ class Checker:
     def __init__(self, pepper: str, internal_token: str, cache: KeyCache,
                  snapshot: Callable[[], Snapshot],
                  load_key: Callable[[str], Awaitable[KeyRecord | None]],
-                 limits: LimitStore, on_rate_limited: RateLimited = _ignore_rate_limited) -> None:
+                 limits: LimitStore, nonces: NonceStore,
+                 on_rate_limited: RateLimited = _ignore_rate_limited) -> None:
         self.pepper = pepper
         self.internal_token = internal_token
         self.cache = cache
         self.snapshot = snapshot
         self.load_key = load_key
         self.limits = limits
+        self.nonces = nonces
         self.on_rate_limited = on_rate_limited
 
     async def _key(self, authorization: str | None) -> KeyRecord | Decision:
@@ -115,6 +132,10 @@ class Checker:
         key = await self._key(req.authorization)
         if isinstance(key, Decision):
             return key
+        if key.signing_secret_enc is not None:
+            refused = await self._signature(key, req)
+            if refused is not None:
+                return refused
         if route is None:
             return _deny("not_found", f"Unknown path {req.method} {req.path.split('?', 1)[0]}.")
         endpoint, upstream = route
@@ -158,6 +179,15 @@ class Checker:
             # corrects the token estimate on whichever sidecar replica receives it.
             headers.append(("x-nx-rl", msgspec.json.encode(buckets).decode()))
         return Decision(status=200, headers=headers)
+
+    async def _signature(self, key: KeyRecord, req: CheckRequest) -> Decision | None:
+        assert key.signing_secret_enc is not None
+        secret = unseal(key.signing_secret_enc, self.pepper, SIGNING_PURPOSE)
+        timestamp, nonce, signature = req.signature
+        code = verify_signature(secret, req.method, req.path, req.body, timestamp, nonce, signature, time.time())
+        if code is None and not await self.nonces.first_use(key.id, nonce):
+            code = "nonce_reused"
+        return None if code is None else _deny(code, _SIGNATURE_MESSAGES[code])
 
     def _project(self, key: KeyRecord, snap: Snapshot, asked: str | None) -> str | Decision:
         org_projects = snap.org_projects.get(key.org_id, frozenset())

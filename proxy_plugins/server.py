@@ -28,6 +28,7 @@ from proxy_plugins.authz import Checker, CheckRequest, Decision
 from proxy_plugins.events import RateLimitEvents
 from proxy_plugins.ratelimit import Bucket, LimitStore, MemoryStore
 from proxy_plugins.ratelimit_redis import RedisStore
+from proxy_plugins.replay import MemoryNonces, NonceStore, RedisNonces
 from proxy_plugins.snapshot import KeyCache, Snapshot, current_version, load_key, load_snapshot
 
 log = logging.getLogger("nx.sidecar")
@@ -58,9 +59,13 @@ class Sidecar:
         self.internal_token = secrets.internal_token
         self.cache = KeyCache(settings.key_cache_ttl_seconds)
         self._snapshot: Snapshot | None = None
-        self.limits: LimitStore = RedisStore(settings.redis_url) if settings.redis_url else MemoryStore()
+        self.limits: LimitStore = MemoryStore()
+        nonces: NonceStore = MemoryNonces()
+        if settings.redis_url:
+            self.limits = RedisStore(settings.redis_url)
+            nonces = RedisNonces(self.limits.client)
         self.checker = Checker(secrets.key_pepper, secrets.internal_token, self.cache,
-                               self.snapshot, lambda h: load_key(self.engine, h), self.limits,
+                               self.snapshot, lambda h: load_key(self.engine, h), self.limits, nonces,
                                RateLimitEvents(self.engine))
         self._poller: asyncio.Task[None] | None = None
 
@@ -105,7 +110,8 @@ class Sidecar:
             decision = await self.checker.check(CheckRequest(
                 request_id=headers.get("x-request-id", ""), method=scope["method"], path=original, authorization=headers.get("authorization"),
                 client_ip=headers.get("x-nx-client-ip", ""), project=headers.get("openai-project"),
-                body=body))
+                body=body, signature=(headers.get("x-nxsig-timestamp", ""), headers.get("x-nxsig-nonce", ""),
+                                      headers.get("x-nxsig-signature", ""))))
             await _respond(send, decision)
         elif path == "/healthz":
             await _respond(send, Decision(status=200, headers=[("content-type", "application/json")],

@@ -6,6 +6,7 @@ permanent and is applied by this node's sidecars at once.
 
 from __future__ import annotations
 
+import msgspec
 from litestar import Controller, delete, get, patch, post
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -57,9 +58,34 @@ class KeysController(Controller):
     async def revoke(self, conn: AsyncConnection, state: State, org_id: str, key_id: str) -> keys.KeyView:
         return await _revoke(conn, state, org_id, key_id)
 
+    @post("/{key_id:str}/signing-secret", status_code=200)
+    async def rotate_signing(self, conn: AsyncConnection, state: State, org_id: str,
+                             key_id: str) -> SigningSecret:
+        """Require signed requests from now on (or rotate the secret); returns the secret once."""
+        return await _set_signing(conn, state, org_id, key_id, True)
+
+    @delete("/{key_id:str}/signing-secret", status_code=200)
+    async def disable_signing(self, conn: AsyncConnection, state: State, org_id: str,
+                              key_id: str) -> SigningSecret:
+        return await _set_signing(conn, state, org_id, key_id, False)
+
     @delete("/{key_id:str}", status_code=200)
     async def delete_(self, conn: AsyncConnection, state: State, org_id: str, key_id: str) -> keys.KeyView:
         return await _revoke(conn, state, org_id, key_id)
+
+
+class SigningSecret(msgspec.Struct):
+    key_id: str
+    signing_secret: str | None
+    """Shown once. Sign requests with nx_client.signing; null when signing was turned off."""
+
+
+async def _set_signing(conn: AsyncConnection, state: State, org_id: str, key_id: str,
+                       enabled: bool) -> SigningSecret:
+    secret = await keys.set_signing(conn, org_id, key_id, enabled, state.secrets.key_pepper, actor="admin")
+    await conn.commit()  # durable before the sidecars re-read the key
+    await state.notifier.invalidate(key_ids=[key_id])
+    return SigningSecret(key_id=key_id, signing_secret=secret)
 
 
 async def _revoke(conn: AsyncConnection, state: State, org_id: str, key_id: str) -> keys.KeyView:

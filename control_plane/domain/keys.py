@@ -10,12 +10,14 @@ Scope semantics (checked by the sidecar on every request):
 from __future__ import annotations
 
 import ipaddress
+import secrets
 from typing import Annotated, Literal
 
 import msgspec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from control_plane.crypto import seal
 from control_plane.db import now_ms
 from control_plane.errors import ApiError
 from control_plane.ids import new_id
@@ -28,6 +30,9 @@ Endpoint = Literal["responses", "chat", "embeddings", "models", "usage", "webhoo
 ENDPOINTS: tuple[Endpoint, ...] = ("responses", "chat", "embeddings", "models", "usage", "webhooks")
 Nanos = Annotated[int, msgspec.Meta(ge=0)]
 
+
+SIGNING_PURPOSE = "request-signing"
+"""Purpose label under which per-key signing secrets are sealed (control_plane/crypto.py)."""
 
 PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
 
@@ -50,6 +55,8 @@ class KeyScopes(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     expires_at: int | None = None
     """Unix seconds; None never expires."""
     rate_limits: RateLimits = msgspec.field(default_factory=RateLimits)
+    signed_requests: bool = False
+    """Require every request to be signed (replay protection); the secret is returned once."""
 
 
 class KeyPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -88,6 +95,8 @@ class CreatedKey(msgspec.Struct, kw_only=True):
     key: KeyView
     secret: str
     """Shown once; only its hash is stored."""
+    signing_secret: str | None = None
+    """Shown once, when the key requires signed requests."""
 
 
 def _check_scopes(ip_ranges: list[str] | None, models: list[str] | None) -> None:
@@ -137,21 +146,42 @@ async def create_key(conn: AsyncConnection, org_id: str, scopes: KeyScopes, pepp
     await _check_projects(conn, org_id, scopes.projects)
     secret = generate_key()
     key_id, now = new_id("key"), now_ms()
+    signing = new_signing_secret() if scopes.signed_requests else None
     enc = msgspec.json.encode
     await conn.execute(
         text("INSERT INTO api_keys (id, org_id, name, prefix, key_hash, projects, models, endpoints, "
-             "ip_ranges, monthly_budget_nanos, expires_at, rate_limits, created_by, created_at, updated_at) "
-             "VALUES (:id, :org, :name, :prefix, :hash, :projects, :models, :endpoints, :ips, :budget, "
-             ":expires, :limits, :actor, :now, :now)"),
+             "ip_ranges, monthly_budget_nanos, expires_at, rate_limits, signing_secret_enc, created_by, "
+             "created_at, updated_at) VALUES (:id, :org, :name, :prefix, :hash, :projects, :models, "
+             ":endpoints, :ips, :budget, :expires, :limits, :signing, :actor, :now, :now)"),
         {"id": key_id, "org": org_id, "name": scopes.name, "prefix": display_prefix(secret),
          "hash": hash_key(secret, pepper), "projects": enc(scopes.projects).decode(),
          "models": enc(scopes.models).decode(), "endpoints": enc(scopes.endpoints).decode(),
          "ips": enc(scopes.ip_ranges).decode(), "budget": scopes.monthly_budget_nanos,
          "expires": None if scopes.expires_at is None else scopes.expires_at * 1000,
-         "limits": enc(scopes.rate_limits).decode(), "actor": actor, "now": now},
+         "limits": enc(scopes.rate_limits).decode(), "actor": actor, "now": now,
+         "signing": seal(signing, pepper, SIGNING_PURPOSE) if signing else None},
     )
     await audit(conn, org_id, actor, "key.created", key_id, {"prefix": display_prefix(secret)})
-    return CreatedKey(key=await get_key(conn, org_id, key_id), secret=secret)
+    return CreatedKey(key=await get_key(conn, org_id, key_id), secret=secret, signing_secret=signing)
+
+
+def new_signing_secret() -> str:
+    return "nxsig_" + secrets.token_urlsafe(32)
+
+
+async def set_signing(conn: AsyncConnection, org_id: str, key_id: str, enabled: bool, pepper: str,
+                      actor: str) -> str | None:
+    """Enable (or rotate) signed requests and return the new secret once, or disable them."""
+    current = await get_key(conn, org_id, key_id)
+    if current.revoked:
+        raise ApiError("conflict", f"API key {key_id!r} is revoked and cannot be changed")
+    signing = new_signing_secret() if enabled else None
+    await conn.execute(text("UPDATE api_keys SET signing_secret_enc = :s, updated_at = :now "
+                            "WHERE id = :k AND org_id = :o"),
+                       {"s": seal(signing, pepper, SIGNING_PURPOSE) if signing else None, "now": now_ms(),
+                        "k": key_id, "o": org_id})
+    await audit(conn, org_id, actor, "key.signing_rotated" if enabled else "key.signing_disabled", key_id, {})
+    return signing
 
 
 async def list_keys(conn: AsyncConnection, org_id: str) -> list[KeyView]:

@@ -1,0 +1,1 @@
+"""Client-side helpers for customers of the platform: request signing, webhook verification."""
