@@ -240,3 +240,322 @@ CREATE TABLE IF NOT EXISTS webhook_attempts (
     next_attempt_at BIGINT,
     PRIMARY KEY (delivery_id, attempt)
 );
+
+-- ==== ledger (control_plane/ledger) ====================================================
+-- Double-entry, integer nano-dollars. Every organization has its own set of accounts; platform
+-- accounts (revenue, clearing, promotions, adjustments) are kept per organization too, so each
+-- tenant's books sum to zero on their own and no single platform row is a write hot spot.
+-- Sign convention: an entry's `amount` is added to its account's balance; a customer account's
+-- positive balance is credit the platform owes that customer.
+CREATE TABLE IF NOT EXISTS ledger_accounts (
+    id TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL REFERENCES organizations (id),
+    kind TEXT NOT NULL CHECK (kind IN ('wallet', 'promo', 'revenue', 'clearing', 'promotions', 'adjustments')),
+    customer INTEGER NOT NULL,
+    balance BIGINT NOT NULL DEFAULT 0,
+    -- Sum of open holds reserved against this account (pending debits, TigerBeetle-style).
+    held BIGINT NOT NULL DEFAULT 0 CHECK (held >= 0),
+    -- Number of entries posted to this account; each entry records the value it produced.
+    entry_seq BIGINT NOT NULL DEFAULT 0,
+    low_balance_nanos BIGINT CHECK (low_balance_nanos IS NULL OR low_balance_nanos >= 0),
+    created_at BIGINT NOT NULL,
+    UNIQUE (org_id, kind),
+    CHECK (customer = CASE WHEN kind IN ('wallet', 'promo') THEN 1 ELSE 0 END),
+    CHECK (customer = 1 OR held = 0),
+    -- The overdraft guard: no code path can leave a customer account negative or over-reserved.
+    CHECK (customer = 0 OR (balance >= 0 AND balance - held >= 0))
+);
+
+CREATE TABLE IF NOT EXISTS ledger_transactions (
+    id TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL REFERENCES organizations (id),
+    kind TEXT NOT NULL CHECK (kind IN ('grant', 'promo_grant', 'adjustment', 'charge', 'reversal')),
+    idempotency_key TEXT NOT NULL UNIQUE,
+    fingerprint TEXT NOT NULL,
+    amount BIGINT NOT NULL CHECK (amount > 0),
+    reverses TEXT UNIQUE REFERENCES ledger_transactions (id),
+    request_id TEXT,
+    project_id TEXT,
+    key_id TEXT,
+    period TEXT,
+    model_id TEXT,
+    price_version INTEGER,
+    reason TEXT NOT NULL DEFAULT '',
+    actor TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ledger_transactions_org ON ledger_transactions (org_id, created_at);
+CREATE INDEX IF NOT EXISTS ledger_transactions_request ON ledger_transactions (request_id);
+
+-- Entries are written before their transaction row; inserting the transaction row seals them
+-- (a trigger checks they sum to zero), hence the deferred foreign key.
+CREATE TABLE IF NOT EXISTS ledger_entries (
+    txn_id TEXT NOT NULL REFERENCES ledger_transactions (id) DEFERRABLE INITIALLY DEFERRED,
+    seq INTEGER NOT NULL,
+    account_id TEXT NOT NULL REFERENCES ledger_accounts (id),
+    amount BIGINT NOT NULL CHECK (amount <> 0),
+    account_seq BIGINT NOT NULL,
+    balance_after BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (txn_id, seq),
+    UNIQUE (account_id, account_seq)
+);
+
+-- A hold is a pending debit: it reserves `amount` (split between promo credit and the wallet)
+-- and resolves exactly once: settled (posted), released, or expired.
+CREATE TABLE IF NOT EXISTS ledger_holds (
+    id TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL REFERENCES organizations (id),
+    project_id TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    request_id TEXT NOT NULL UNIQUE,
+    model_id TEXT NOT NULL,
+    price_version INTEGER NOT NULL,
+    endpoint TEXT NOT NULL,
+    backend_id TEXT NOT NULL,
+    client_ip TEXT NOT NULL DEFAULT '',
+    amount BIGINT NOT NULL CHECK (amount >= 0),
+    promo_part BIGINT NOT NULL CHECK (promo_part >= 0 AND promo_part <= amount),
+    period TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('open', 'settled', 'released', 'expired')),
+    charged BIGINT CHECK (charged IS NULL OR (charged >= 0 AND charged <= amount)),
+    txn_id TEXT,
+    expires_at BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    resolved_at BIGINT
+);
+CREATE INDEX IF NOT EXISTS ledger_holds_open ON ledger_holds (status, expires_at);
+
+-- Monthly budget consumption (calendar month UTC) per key and per project: settled charges plus
+-- open holds, kept as counters so a conditional UPDATE enforces the budget under concurrency.
+CREATE TABLE IF NOT EXISTS budget_usage (
+    scope_id TEXT NOT NULL,
+    period TEXT NOT NULL,
+    org_id TEXT NOT NULL,
+    spent BIGINT NOT NULL DEFAULT 0 CHECK (spent >= 0),
+    held BIGINT NOT NULL DEFAULT 0 CHECK (held >= 0),
+    -- The budget in force at the latest hold (NULL: none), for threshold checks at settlement.
+    limit_nanos BIGINT,
+    PRIMARY KEY (scope_id, period)
+);
+
+-- One row per threshold crossing: the unique key makes `usage.threshold_reached` fire once.
+CREATE TABLE IF NOT EXISTS threshold_crossings (
+    org_id TEXT NOT NULL,
+    scope_kind TEXT NOT NULL CHECK (scope_kind IN ('key', 'project', 'wallet')),
+    scope_id TEXT NOT NULL,
+    period TEXT NOT NULL,
+    threshold TEXT NOT NULL,
+    txn_id TEXT NOT NULL,
+    value_nanos BIGINT NOT NULL,
+    limit_nanos BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (scope_kind, scope_id, period, threshold)
+);
+
+CREATE TABLE IF NOT EXISTS usage_records (
+    request_id TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL,
+    project_id TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    model_id TEXT NOT NULL,
+    backend_id TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    input_tokens BIGINT NOT NULL CHECK (input_tokens >= 0),
+    cached_tokens BIGINT NOT NULL CHECK (cached_tokens >= 0 AND cached_tokens <= input_tokens),
+    output_tokens BIGINT NOT NULL CHECK (output_tokens >= 0),
+    cost_nanos BIGINT NOT NULL CHECK (cost_nanos >= 0),
+    price_version INTEGER NOT NULL,
+    txn_id TEXT,
+    hold_id TEXT,
+    ttft_ms BIGINT,
+    latency_ms BIGINT,
+    cache_status TEXT,
+    client_ip TEXT NOT NULL DEFAULT '',
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS usage_records_org ON usage_records (org_id, created_at);
+CREATE INDEX IF NOT EXISTS usage_records_project ON usage_records (project_id, created_at);
+CREATE INDEX IF NOT EXISTS usage_records_key ON usage_records (key_id, created_at);
+CREATE INDEX IF NOT EXISTS usage_records_model ON usage_records (org_id, model_id, created_at);
+
+-- History is append-only; a correction is a new reversing transaction.
+-- dialect: sqlite
+CREATE TRIGGER IF NOT EXISTS ledger_entries_no_update BEFORE UPDATE ON ledger_entries
+BEGIN SELECT RAISE(ABORT, 'ledger_entries is append-only'); END;
+
+-- dialect: sqlite
+CREATE TRIGGER IF NOT EXISTS ledger_entries_no_delete BEFORE DELETE ON ledger_entries
+BEGIN SELECT RAISE(ABORT, 'ledger_entries is append-only'); END;
+
+-- dialect: sqlite
+CREATE TRIGGER IF NOT EXISTS ledger_transactions_no_update BEFORE UPDATE ON ledger_transactions
+BEGIN SELECT RAISE(ABORT, 'ledger_transactions is append-only'); END;
+
+-- dialect: sqlite
+CREATE TRIGGER IF NOT EXISTS ledger_transactions_no_delete BEFORE DELETE ON ledger_transactions
+BEGIN SELECT RAISE(ABORT, 'ledger_transactions is append-only'); END;
+
+-- dialect: sqlite
+CREATE TRIGGER IF NOT EXISTS usage_records_no_update BEFORE UPDATE ON usage_records
+BEGIN SELECT RAISE(ABORT, 'usage_records is append-only'); END;
+
+-- dialect: sqlite
+CREATE TRIGGER IF NOT EXISTS usage_records_no_delete BEFORE DELETE ON usage_records
+BEGIN SELECT RAISE(ABORT, 'usage_records is append-only'); END;
+
+-- dialect: sqlite
+CREATE TRIGGER IF NOT EXISTS threshold_crossings_no_change BEFORE UPDATE ON threshold_crossings
+BEGIN SELECT RAISE(ABORT, 'threshold_crossings is append-only'); END;
+
+-- dialect: sqlite
+CREATE TRIGGER IF NOT EXISTS threshold_crossings_no_delete BEFORE DELETE ON threshold_crossings
+BEGIN SELECT RAISE(ABORT, 'threshold_crossings is append-only'); END;
+
+-- dialect: sqlite
+CREATE TRIGGER IF NOT EXISTS ledger_accounts_no_delete BEFORE DELETE ON ledger_accounts
+BEGIN SELECT RAISE(ABORT, 'ledger_accounts cannot be deleted'); END;
+
+-- An account's identity never changes, and its balance moves only with a new entry.
+-- dialect: sqlite
+CREATE TRIGGER IF NOT EXISTS ledger_accounts_guard BEFORE UPDATE ON ledger_accounts
+WHEN NEW.id <> OLD.id OR NEW.org_id <> OLD.org_id OR NEW.kind <> OLD.kind OR NEW.customer <> OLD.customer
+  OR NEW.entry_seq <> OLD.entry_seq + (CASE WHEN NEW.balance <> OLD.balance THEN 1 ELSE 0 END)
+BEGIN SELECT RAISE(ABORT, 'ledger account: identity is fixed and a balance moves only with an entry'); END;
+
+-- An entry joins an open (unsealed) transaction and records the account state it produced.
+-- dialect: sqlite
+CREATE TRIGGER IF NOT EXISTS ledger_entries_check BEFORE INSERT ON ledger_entries
+WHEN EXISTS (SELECT 1 FROM ledger_transactions WHERE id = NEW.txn_id)
+  OR NOT EXISTS (SELECT 1 FROM ledger_accounts WHERE id = NEW.account_id
+                 AND balance = NEW.balance_after AND entry_seq = NEW.account_seq)
+BEGIN SELECT RAISE(ABORT, 'ledger entry: transaction sealed or account state mismatch'); END;
+
+-- dialect: sqlite
+CREATE TRIGGER IF NOT EXISTS ledger_transactions_balanced AFTER INSERT ON ledger_transactions
+WHEN (SELECT COUNT(*) FROM ledger_entries WHERE txn_id = NEW.id) < 2
+  OR (SELECT SUM(amount) FROM ledger_entries WHERE txn_id = NEW.id) <> 0
+  OR EXISTS (SELECT 1 FROM ledger_entries e JOIN ledger_accounts a ON a.id = e.account_id
+             WHERE e.txn_id = NEW.id AND a.org_id <> NEW.org_id)
+BEGIN SELECT RAISE(ABORT, 'ledger transaction does not balance'); END;
+
+-- dialect: sqlite
+CREATE TRIGGER IF NOT EXISTS ledger_holds_no_delete BEFORE DELETE ON ledger_holds
+BEGIN SELECT RAISE(ABORT, 'ledger_holds cannot be deleted'); END;
+
+-- dialect: sqlite
+CREATE TRIGGER IF NOT EXISTS ledger_holds_resolve_once BEFORE UPDATE ON ledger_holds
+WHEN OLD.status <> 'open' OR NEW.status = 'open' OR NEW.amount <> OLD.amount
+  OR NEW.promo_part <> OLD.promo_part OR NEW.org_id <> OLD.org_id OR NEW.request_id <> OLD.request_id
+BEGIN SELECT RAISE(ABORT, 'a hold resolves exactly once'); END;
+
+-- dialect: postgresql
+CREATE OR REPLACE FUNCTION nx_ledger_account_guard() RETURNS trigger AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        RAISE EXCEPTION 'ledger_accounts cannot be deleted';
+    END IF;
+    IF NEW.id <> OLD.id OR NEW.org_id <> OLD.org_id OR NEW.kind <> OLD.kind OR NEW.customer <> OLD.customer
+       OR NEW.entry_seq <> OLD.entry_seq + (CASE WHEN NEW.balance <> OLD.balance THEN 1 ELSE 0 END) THEN
+        RAISE EXCEPTION 'ledger account: identity is fixed and a balance moves only with an entry';
+    END IF;
+    RETURN NEW;
+END;
+$$ LANGUAGE plpgsql;
+
+-- dialect: postgresql
+CREATE OR REPLACE FUNCTION nx_ledger_entry_check() RETURNS trigger AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM ledger_transactions WHERE id = NEW.txn_id) OR NOT EXISTS (
+            SELECT 1 FROM ledger_accounts WHERE id = NEW.account_id
+            AND balance = NEW.balance_after AND entry_seq = NEW.account_seq) THEN
+        RAISE EXCEPTION 'ledger entry: transaction sealed or account state mismatch';
+    END IF;
+    RETURN NEW;
+END;
+$$ LANGUAGE plpgsql;
+
+-- dialect: postgresql
+CREATE OR REPLACE FUNCTION nx_ledger_txn_balanced() RETURNS trigger AS $$
+BEGIN
+    IF (SELECT COUNT(*) FROM ledger_entries WHERE txn_id = NEW.id) < 2
+       OR (SELECT SUM(amount) FROM ledger_entries WHERE txn_id = NEW.id) <> 0
+       OR EXISTS (SELECT 1 FROM ledger_entries e JOIN ledger_accounts a ON a.id = e.account_id
+                  WHERE e.txn_id = NEW.id AND a.org_id <> NEW.org_id) THEN
+        RAISE EXCEPTION 'ledger transaction % does not balance', NEW.id;
+    END IF;
+    RETURN NULL;
+END;
+$$ LANGUAGE plpgsql;
+
+-- dialect: postgresql
+CREATE OR REPLACE FUNCTION nx_ledger_hold_guard() RETURNS trigger AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        RAISE EXCEPTION 'ledger_holds cannot be deleted';
+    END IF;
+    IF OLD.status <> 'open' OR NEW.status = 'open' OR NEW.amount <> OLD.amount
+       OR NEW.promo_part <> OLD.promo_part OR NEW.org_id <> OLD.org_id OR NEW.request_id <> OLD.request_id THEN
+        RAISE EXCEPTION 'a hold resolves exactly once';
+    END IF;
+    RETURN NEW;
+END;
+$$ LANGUAGE plpgsql;
+
+-- dialect: postgresql
+DROP TRIGGER IF EXISTS ledger_entries_append_only ON ledger_entries;
+
+-- dialect: postgresql
+CREATE TRIGGER ledger_entries_append_only BEFORE UPDATE OR DELETE ON ledger_entries
+FOR EACH ROW EXECUTE FUNCTION nx_append_only();
+
+-- dialect: postgresql
+DROP TRIGGER IF EXISTS ledger_transactions_append_only ON ledger_transactions;
+
+-- dialect: postgresql
+CREATE TRIGGER ledger_transactions_append_only BEFORE UPDATE OR DELETE ON ledger_transactions
+FOR EACH ROW EXECUTE FUNCTION nx_append_only();
+
+-- dialect: postgresql
+DROP TRIGGER IF EXISTS usage_records_append_only ON usage_records;
+
+-- dialect: postgresql
+CREATE TRIGGER usage_records_append_only BEFORE UPDATE OR DELETE ON usage_records
+FOR EACH ROW EXECUTE FUNCTION nx_append_only();
+
+-- dialect: postgresql
+DROP TRIGGER IF EXISTS threshold_crossings_append_only ON threshold_crossings;
+
+-- dialect: postgresql
+CREATE TRIGGER threshold_crossings_append_only BEFORE UPDATE OR DELETE ON threshold_crossings
+FOR EACH ROW EXECUTE FUNCTION nx_append_only();
+
+-- dialect: postgresql
+DROP TRIGGER IF EXISTS ledger_accounts_guard ON ledger_accounts;
+
+-- dialect: postgresql
+CREATE TRIGGER ledger_accounts_guard BEFORE UPDATE OR DELETE ON ledger_accounts
+FOR EACH ROW EXECUTE FUNCTION nx_ledger_account_guard();
+
+-- dialect: postgresql
+DROP TRIGGER IF EXISTS ledger_entries_check ON ledger_entries;
+
+-- dialect: postgresql
+CREATE TRIGGER ledger_entries_check BEFORE INSERT ON ledger_entries
+FOR EACH ROW EXECUTE FUNCTION nx_ledger_entry_check();
+
+-- dialect: postgresql
+DROP TRIGGER IF EXISTS ledger_transactions_balanced ON ledger_transactions;
+
+-- dialect: postgresql
+CREATE TRIGGER ledger_transactions_balanced AFTER INSERT ON ledger_transactions
+FOR EACH ROW EXECUTE FUNCTION nx_ledger_txn_balanced();
+
+-- dialect: postgresql
+DROP TRIGGER IF EXISTS ledger_holds_guard ON ledger_holds;
+
+-- dialect: postgresql
+CREATE TRIGGER ledger_holds_guard BEFORE UPDATE OR DELETE ON ledger_holds
+FOR EACH ROW EXECUTE FUNCTION nx_ledger_hold_guard();
+-- ==== end ledger ========================================================================

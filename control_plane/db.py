@@ -89,7 +89,8 @@ def split_schema(sql: str, dialect: str) -> list[str]:
         if line.count("$$") % 2 == 1:
             in_dollar = not in_dollar
         head = current[0].lstrip().upper()
-        is_sqlite_trigger = head.startswith("CREATE TRIGGER") and dialect == "sqlite"
+        # Only a trigger SQLite will run ends at `END;`; a PostgreSQL-only one ends at its `;`.
+        is_sqlite_trigger = head.startswith("CREATE TRIGGER") and dialect == "sqlite" and only != "postgresql"
         done = stripped.endswith(";") and not in_dollar
         if done and is_sqlite_trigger:
             done = stripped.upper().endswith("END;")

@@ -46,10 +46,13 @@ ERRORS: dict[str, ErrorSpec] = {
     # 404
     "not_found": ErrorSpec(404, "invalid_request_error"),
     "model_not_found": ErrorSpec(404, "invalid_request_error"),
+    "model_not_priced": ErrorSpec(404, "invalid_request_error"),
     # 405/409/413/422/429
     "method_not_allowed": ErrorSpec(405, "invalid_request_error"),
     "conflict": ErrorSpec(409, "invalid_request_error"),
     "idempotency_key_in_use": ErrorSpec(409, "invalid_request_error"),
+    "hold_already_resolved": ErrorSpec(409, "invalid_request_error"),
+    "hold_exceeded": ErrorSpec(409, "invalid_request_error"),
     "request_too_large": ErrorSpec(413, "invalid_request_error"),
     "idempotency_key_reused": ErrorSpec(422, "invalid_request_error"),
     "unprocessable_entity": ErrorSpec(422, "invalid_request_error"),
