@@ -66,6 +66,8 @@ def children(settings: Settings) -> list[Child]:
     out = [
         Child("sidecar", [py, "-m", "proxy_plugins.server"], f"{settings.sidecar_url}/healthz"),
         Child("control-plane", [py, "-m", "control_plane.serve"], f"{settings.control_plane_url}/healthz"),
+        Child("adapter", [py, "-m", "proxy_plugins.adapter"],
+              f"http://{settings.sidecar_host}:{settings.adapter_port}/healthz"),
         Child("worker", [py, "-m", "control_plane.worker"], None),
     ]
     models_dir = settings.data_path / "models"

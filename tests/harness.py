@@ -62,7 +62,7 @@ class Platform:
     """A running platform. `env` is what its processes saw; `settings` the same, parsed."""
 
     extra_env: dict[str, str] = field(default_factory=dict)
-    names: tuple[str, ...] = ("sidecar", "control-plane", "worker", "envoy")
+    names: tuple[str, ...] = ("sidecar", "control-plane", "adapter", "worker", "envoy")
     env: dict[str, str] = field(default_factory=dict)
     settings: Settings | None = None
     boot: BootstrapResult | None = None

@@ -43,7 +43,8 @@ class RequestContext(msgspec.Struct, kw_only=True):
     received_ns: int
     """`time.monotonic_ns()` when the adapter received the request (latency accounting)."""
     usage: Usage = msgspec.field(default_factory=Usage)
-    cache_status: CacheStatus = "miss"
+    cache_status: CacheStatus = "bypass"
+    """Nothing is cached yet; the embedding cache sets hit, miss or partial."""
 
     @property
     def capabilities(self) -> dict[str, object]:

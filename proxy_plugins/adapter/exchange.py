@@ -20,7 +20,7 @@ from control_plane.errors import ApiError
 from proxy_plugins.adapter.context import RequestContext
 from proxy_plugins.adapter.metering import metadata_headers
 
-__all__ = ["Exchange", "Send", "Receive", "error_headers"]
+__all__ = ["DONE", "Exchange", "Send", "Receive", "error_headers", "sse", "stream_error"]
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -28,6 +28,19 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 _JSON = (b"content-type", b"application/json")
 _SSE = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
         (b"x-accel-buffering", b"no")]
+
+
+DONE = b"data: [DONE]\n\n"
+
+
+def sse(obj: Any) -> bytes:
+    """One data-only SSE event (Chat Completions framing)."""
+    return b"data: " + msgspec.json.encode(obj) + b"\n\n"
+
+
+def stream_error(error: ApiError) -> bytes:
+    """An error inside a started stream: `data: {"error": {...}}`, which both SDKs raise on."""
+    return sse(msgspec.to_builtins(error.body()))
 
 
 def error_headers(error: ApiError) -> list[tuple[bytes, bytes]]:

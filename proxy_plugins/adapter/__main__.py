@@ -1,0 +1,29 @@
+"""`python -m proxy_plugins.adapter`: the inference adapter on `settings.adapter_port`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import uvicorn
+
+from control_plane.settings import SettingsError, load_settings
+from proxy_plugins.adapter.app import Adapter
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="nx inference adapter")
+    parser.add_argument("--port", type=int, default=None)
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        raise SystemExit(f"nx adapter: {exc}") from None
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s adapter %(levelname)s %(message)s")
+    uvicorn.run(Adapter(settings), host=settings.sidecar_host, port=args.port or settings.adapter_port,
+                loop="uvloop", http="httptools", lifespan="on", access_log=False, log_level="warning",
+                timeout_graceful_shutdown=10)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""POST /v1/chat/completions.
+
+OpenAI-protocol backends get the client's body as it came, with `model` rewritten to the upstream
+name and, when streaming, `stream_options.include_usage` forced on so the platform can meter every
+stream; the usage chunk reaches the client only if it asked. Anthropic backends go through the
+translation in anthropic.py. Streams are relayed event by event as they arrive.
+
+A stream that ends without `[DONE]` (cut, stall) ends with `data: {"error": {...}}` and no
+`[DONE]`: both official SDKs raise on a data event carrying `error`, so a truncated answer never
+looks complete.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from control_plane.errors import ApiError
+from proxy_plugins.adapter import anthropic
+from proxy_plugins.adapter.capabilities import check_chat
+from proxy_plugins.adapter.context import RequestContext, Usage
+from proxy_plugins.adapter.exchange import DONE, Exchange, sse, stream_error
+from proxy_plugins.adapter.metering import metadata, metadata_comment
+from proxy_plugins.adapter.services import Services
+
+__all__ = ["handle", "usage_from_chat"]
+
+_encode = msgspec.json.encode
+
+
+def usage_from_chat(usage: Any) -> Usage | None:
+    """OpenAI `CompletionUsage` -> Usage; None when absent or malformed."""
+    if not isinstance(usage, dict):
+        return None
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else 0
+    try:
+        return Usage(input_tokens=int(usage.get("prompt_tokens") or 0),
+                     cached_tokens=int(cached or 0), output_tokens=int(usage.get("completion_tokens") or 0))
+    except (TypeError, ValueError):
+        return None
+
+
+def _decode(body: bytes) -> dict[str, Any]:
+    try:
+        data = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        raise ApiError("invalid_json", "We could not parse the JSON body of your request.") from None
+    if not isinstance(data, dict):
+        raise ApiError("invalid_request_error", "The request body must be a JSON object.")
+    return data
+
+
+async def handle(svc: Services, ctx: RequestContext, body: bytes, exchange: Exchange) -> None:
+    request = _decode(body)
+    check_chat(ctx, request)
+    stream = bool(request.get("stream"))
+    options = request.get("stream_options") or {}
+    client_wants_usage = bool(stream and options.get("include_usage"))
+    if ctx.backend.protocol == "anthropic":
+        await anthropic.chat(svc, ctx, request, exchange, client_wants_usage)
+        return
+    request["model"] = ctx.model.upstream_name
+    if stream:
+        request["stream_options"] = {**options, "include_usage": True}
+        await _stream(svc, ctx, _encode(request), exchange, client_wants_usage)
+        return
+    reply = await svc.backends.post(ctx.backend, "chat/completions", _encode(request))
+    try:
+        answer = msgspec.json.decode(reply.body)
+    except msgspec.DecodeError:
+        raise ApiError("upstream_error", "The model backend sent a malformed answer.") from None
+    if not isinstance(answer, dict):
+        raise ApiError("upstream_error", "The model backend sent a malformed answer.")
+    ctx.usage = usage_from_chat(answer.get("usage")) or ctx.usage
+    answer["model"] = ctx.requested_model
+    await exchange.json(_encode(answer))
+
+
+async def _stream(svc: Services, ctx: RequestContext, payload: bytes, exchange: Exchange,
+                  client_wants_usage: bool) -> None:
+    async with svc.backends.stream(ctx.backend, "chat/completions", payload) as events:
+        await exchange.start_stream()
+        try:
+            async for event in events:
+                if event.data == b"[DONE]":
+                    await exchange.finish(metadata_comment(ctx) + DONE)
+                    return
+                await _relay(ctx, event.data, exchange, client_wants_usage)
+            raise ApiError("upstream_error", "The model backend's stream ended before it was complete.")
+        except ApiError as exc:
+            await exchange.finish(stream_error(exc) + metadata_comment(ctx))
+
+
+async def _relay(ctx: RequestContext, data: bytes, exchange: Exchange, client_wants_usage: bool) -> None:
+    try:
+        chunk = msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        raise ApiError("upstream_error", "The model backend sent a malformed stream event.") from None
+    if not isinstance(chunk, dict):
+        raise ApiError("upstream_error", "The model backend sent a malformed stream event.")
+    if chunk.get("error"):
+        err = chunk["error"] if isinstance(chunk["error"], dict) else {}
+        raise ApiError("upstream_error", f"The model backend failed mid-stream: {err.get('message', '')}"[:2000])
+    usage = usage_from_chat(chunk.get("usage"))
+    if usage is not None:
+        ctx.usage = usage
+        if not client_wants_usage:
+            if not chunk.get("choices"):
+                return  # the usage-only chunk the platform asked for on its own behalf
+            chunk["usage"] = None
+        else:
+            chunk["x_nx"] = metadata(ctx)
+    chunk["model"] = ctx.requested_model
+    await exchange.event(sse(chunk))

@@ -1,0 +1,18 @@
+"""One platform wired to the provider simulator (and the local models) for the inference tests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.inference.support import SimPlatform, start_sim_platform
+
+
+@pytest.fixture(scope="session")
+async def sp() -> AsyncIterator[SimPlatform]:
+    running = await start_sim_platform()
+    try:
+        yield running
+    finally:
+        await running.stop()

@@ -1,0 +1,240 @@
+"""A platform wired to the provider simulator (and the real local models when their weights are
+here), shared by tests/inference and tests/compat.
+
+The catalog is written to a temp file and passed as NX_CATALOG_PATH; the upstream credentials
+reach the adapter only through the environment variables the catalog names.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from local_models import EMBEDDING_MODEL_FILE, EMBEDDING_TOKENIZER_FILE, TEXT_MODEL_FILE
+from tests.harness import ROOT, Platform, free_port
+from tests.simulator.server import SimulatorProcess
+
+__all__ = ["SimPlatform", "start_sim_platform", "CATALOG"]
+
+PRICE = ("price = { input_nanos_per_mtok = 1_000_000_000, cached_input_nanos_per_mtok = 500_000_000,"
+         " output_nanos_per_mtok = 2_000_000_000, effective_at = 2026-01-01 }")
+
+CATALOG = """
+[[backends]]
+id = "sim"
+protocol = "openai"
+base_url = "{sim}/v1"
+api_key_env = "NX_TEST_SIM_KEY"
+timeout_ms = 5000
+
+[[backends]]
+id = "sim_slow"
+protocol = "openai"
+base_url = "{sim}/v1"
+api_key_env = "NX_TEST_SIM_KEY"
+timeout_ms = 700
+
+[[backends]]
+id = "sim_ant"
+protocol = "anthropic"
+base_url = "{sim}/v1"
+api_key_env = "NX_TEST_SIM_ANT_KEY"
+timeout_ms = 5000
+
+[[backends]]
+id = "dead"
+protocol = "openai"
+base_url = "http://127.0.0.1:{dead_port}/v1"
+timeout_ms = 2000
+connect_timeout_ms = 500
+
+[[backends]]
+id = "nokey"
+protocol = "openai"
+base_url = "{sim}/v1"
+api_key_env = "NX_TEST_UNSET_KEY"
+
+[[backends]]
+id = "local"
+protocol = "openai_chat"
+base_url = "http://127.0.0.1:{{local_models_port}}/v1"
+timeout_ms = 120000
+
+[[models]]
+id = "sim/chat"
+display_name = "Simulated chat"
+backend = "sim"
+upstream_name = "sim-chat-upstream"
+kind = "text"
+context_window = 8192
+max_output_tokens = 1024
+aliases = ["sim-chat"]
+capabilities = {{ streaming = true, tools = true, json_schema = true, json_object = true, vision = true }}
+{price}
+
+[[models]]
+id = "sim/plain"
+display_name = "Simulated chat without extras"
+backend = "sim"
+upstream_name = "sim-plain-upstream"
+kind = "text"
+context_window = 8192
+max_output_tokens = 64
+capabilities = {{ streaming = false, tools = false, json_schema = false, json_object = false, vision = false }}
+{price}
+
+[[models]]
+id = "sim/slow"
+display_name = "Simulated chat with a short timeout"
+backend = "sim_slow"
+upstream_name = "sim-slow-upstream"
+kind = "text"
+context_window = 8192
+max_output_tokens = 1024
+{price}
+
+[[models]]
+id = "sim/claude"
+display_name = "Simulated Anthropic model"
+backend = "sim_ant"
+upstream_name = "claude-sim-upstream"
+kind = "text"
+context_window = 200000
+max_output_tokens = 4096
+capabilities = {{ streaming = true, tools = true, vision = true }}
+{price}
+
+[[models]]
+id = "sim/embed"
+display_name = "Simulated embeddings"
+backend = "sim"
+upstream_name = "sim-embed-upstream"
+kind = "embedding"
+context_window = 8192
+max_output_tokens = 0
+capabilities = {{ streaming = false, embeddings = true, dimensions = 8, custom_dimensions = true }}
+{price}
+
+[[models]]
+id = "sim/embed-fixed"
+display_name = "Simulated embeddings, fixed width"
+backend = "sim"
+upstream_name = "sim-embed-fixed"
+kind = "embedding"
+context_window = 8192
+max_output_tokens = 0
+capabilities = {{ streaming = false, embeddings = true, dimensions = 8 }}
+{price}
+
+[[models]]
+id = "dead/chat"
+display_name = "Backend that is down"
+backend = "dead"
+upstream_name = "nobody"
+kind = "text"
+context_window = 8192
+max_output_tokens = 1024
+{price}
+
+[[models]]
+id = "nokey/chat"
+display_name = "Backend whose credential is not set"
+backend = "nokey"
+upstream_name = "sim-chat-upstream"
+kind = "text"
+context_window = 8192
+max_output_tokens = 1024
+{price}
+
+[[models]]
+id = "local/gemma-3-270m"
+display_name = "Gemma 3 270M (local)"
+backend = "local"
+upstream_name = "gemma-3-270m"
+kind = "text"
+context_window = 32768
+max_output_tokens = 1024
+capabilities = {{ streaming = true }}
+price = {{ input_nanos_per_mtok = 20_000_000, cached_input_nanos_per_mtok = 10_000_000, output_nanos_per_mtok = 80_000_000, effective_at = 2026-01-01 }}
+
+[[models]]
+id = "local/all-minilm-l6-v2"
+display_name = "all-MiniLM-L6-v2 (local, int8)"
+backend = "local"
+upstream_name = "all-minilm-l6-v2"
+kind = "embedding"
+context_window = 256
+max_output_tokens = 0
+capabilities = {{ streaming = false, embeddings = true, dimensions = 384 }}
+price = {{ input_nanos_per_mtok = 5_000_000, cached_input_nanos_per_mtok = 1_000_000, output_nanos_per_mtok = 0, effective_at = 2026-01-01 }}
+"""
+
+
+def models_dir() -> Path | None:
+    """The local weights, fetched when absent; None when they cannot be had (then local tests skip)."""
+    path = Path(os.environ.get("LOCAL_MODELS_DIR", ROOT / "data" / "models"))
+    files = (TEXT_MODEL_FILE, EMBEDDING_MODEL_FILE, EMBEDDING_TOKENIZER_FILE)
+    if not all((path / f).is_file() for f in files):
+        subprocess.run([sys.executable, "-m", "local_models.fetch", "--dest", str(path)], cwd=ROOT,
+                       capture_output=True, timeout=900, check=False)
+    return path if all((path / f).is_file() for f in files) else None
+
+
+@dataclass
+class SimPlatform:
+    platform: Platform
+    sim: SimulatorProcess
+    local: subprocess.Popen[bytes] | None
+    tmp: tempfile.TemporaryDirectory[str] = field(repr=False)
+
+    async def stop(self) -> None:
+        await self.platform.stop()
+        self.sim.stop()
+        if self.local is not None:
+            self.local.terminate()
+            self.local.wait(timeout=15)
+        self.tmp.cleanup()
+
+
+def _start_local(port: int, models: Path, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "local_models.server", "--host", "127.0.0.1", "--port",
+                                 str(port), "--models-dir", str(models)], cwd=ROOT, stdout=out,
+                                stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"local model server did not start: {log.read_text()[-2000:]}")
+
+
+async def start_sim_platform() -> SimPlatform:
+    sim = SimulatorProcess().start()
+    tmp = tempfile.TemporaryDirectory(prefix="nx-sim-catalog-")
+    catalog = Path(tmp.name) / "catalog.toml"
+    catalog.write_text(CATALOG.format(sim=sim.url, dead_port=free_port(), price=PRICE))
+    local_port = free_port()
+    models = models_dir()
+    local = _start_local(local_port, models, Path(tmp.name) / "local.log") if models else None
+    platform = Platform(extra_env={
+        "NX_CATALOG_PATH": str(catalog), "NX_TEST_SIM_KEY": sim.api_key,
+        "NX_TEST_SIM_ANT_KEY": sim.anthropic_key, "NX_LOCAL_MODELS_PORT": str(local_port)})
+    try:
+        await platform.start()
+    except BaseException:
+        sim.stop()
+        if local is not None:
+            local.terminate()
+        raise
+    return SimPlatform(platform=platform, sim=sim, local=local, tmp=tmp)

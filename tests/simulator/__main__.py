@@ -1,0 +1,3 @@
+from tests.simulator.server import main
+
+main()
