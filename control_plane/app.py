@@ -18,8 +18,10 @@ from litestar.exceptions import HTTPException, NotAuthorizedException, Validatio
 
 from control_plane.api.keys import KeysController
 from control_plane.api.models import ModelsController
+from control_plane.api.responses import ResponsesController
 from control_plane.api.orgs import OrgsController, UsersController
 from control_plane.api.routing import ModelAdminController, RoutingController
+from control_plane.api.webhooks import WebhooksController
 from control_plane.db import make_engine
 from control_plane.domain.bootstrap import load_secrets
 from control_plane.errors import ApiError, error_body
@@ -80,7 +82,7 @@ def create_app(settings: Settings) -> Litestar:
 
     return Litestar(
         route_handlers=[healthz, ModelsController, KeysController, RoutingController, ModelAdminController,
-                        OrgsController, UsersController],
+                        OrgsController, UsersController, WebhooksController, ResponsesController],
         lifespan=[lifespan],
         exception_handlers={ApiError: _api_error, HTTPException: _http_error, Exception: _unexpected},
         request_max_body_size=settings.max_body_bytes,

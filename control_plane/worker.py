@@ -4,6 +4,8 @@ Jobs run in one asyncio loop, each on its own interval, each failure logged and 
 next tick. Current jobs:
 - `envoy_config`: when `config_version` moves (a routing change on any control-plane replica),
   re-render Envoy's clusters and routes on this node.
+- `webhooks`: fan out outbox events and deliver due webhooks (control_plane/events/delivery.py).
+- `responses`: run background responses (proxy_plugins/adapter/responses_worker.py).
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from control_plane.db import make_engine, write_tx
+from control_plane.domain.bootstrap import load_secrets
 from control_plane.envoy_config import write_dynamic
+from control_plane.events.delivery import Dispatcher
 from control_plane.settings import Settings, SettingsError, load_settings
+from proxy_plugins.adapter.responses_worker import BackgroundResponses
 
 log = logging.getLogger("nx.worker")
 
@@ -56,10 +61,16 @@ async def run(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    jobs = [("envoy_config", 1.0, EnvoyConfigJob(settings, engine))]
+    webhooks = Dispatcher(settings, engine, load_secrets(settings).key_pepper)
+    jobs: list[tuple[str, float, Job]] = [("envoy_config", 1.0, EnvoyConfigJob(settings, engine)),
+                                          ("webhooks", 0.25, webhooks)]
+    responses = BackgroundResponses(engine)
+    jobs.append(("responses", 0.25, responses))
     try:
         await asyncio.gather(*(_every(name, secs, job, stop) for name, secs, job in jobs))
     finally:
+        await webhooks.aclose()  # let in-flight attempts finish and record, within the timeout
+        await responses.aclose()  # abandoned runs are re-claimed when their lease expires
         await engine.dispose()
 
 

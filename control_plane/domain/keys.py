@@ -20,6 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from control_plane.crypto import seal
 from control_plane.db import now_ms
 from control_plane.errors import ApiError
+from control_plane.events import record_event
+from control_plane.events.catalog import KeyRevoked
 from control_plane.ids import new_id
 from control_plane.keys import display_prefix, generate_key, hash_key
 
@@ -233,10 +235,15 @@ async def revoke_key(conn: AsyncConnection, org_id: str, key_id: str, actor: str
     """Revocation is permanent and idempotent; the caller tells the sidecars to drop the key."""
     current = await get_key(conn, org_id, key_id)
     if not current.revoked:
-        await conn.execute(text("UPDATE api_keys SET revoked_at = :now, updated_at = :now "
-                                "WHERE id = :k AND org_id = :o AND revoked_at IS NULL"),
-                           {"now": now_ms(), "k": key_id, "o": org_id})
+        now = now_ms()
+        result = await conn.execute(text("UPDATE api_keys SET revoked_at = :now, updated_at = :now "
+                                         "WHERE id = :k AND org_id = :o AND revoked_at IS NULL"),
+                                    {"now": now, "k": key_id, "o": org_id})
         await audit(conn, org_id, actor, "key.revoked", key_id, {"prefix": current.prefix})
+        if result.rowcount == 1:  # same transaction as the revocation: no revocation, no event
+            await record_event(conn, org_id, "key.revoked", KeyRevoked(
+                key_id=key_id, prefix=current.prefix, name=current.name, revoked_at=now // 1000,
+                revoked_by=actor))
     return await get_key(conn, org_id, key_id)
 
 

@@ -15,10 +15,24 @@ from typing import Literal
 import msgspec
 
 __all__ = [
-    "EVENT_TYPES", "OPT_IN_TYPES", "SCHEMA_VERSION", "Envelope", "EventData",
-    "InvoicePaid", "WalletRecharged", "KeyRevoked", "UsageThresholdReached", "RequestCompleted",
-    "RequestRateLimited", "ResponseUsage", "EventError", "ResponseQueued", "ResponseCompleted",
-    "ResponseFailed", "ResponseCancelled", "WebhookTest",
+    "EVENT_TYPES",
+    "OPT_IN_TYPES",
+    "SCHEMA_VERSION",
+    "Envelope",
+    "EventData",
+    "EventError",
+    "InvoicePaid",
+    "KeyRevoked",
+    "RequestCompleted",
+    "RequestRateLimited",
+    "ResponseCancelled",
+    "ResponseCompleted",
+    "ResponseFailed",
+    "ResponseQueued",
+    "ResponseUsage",
+    "UsageThresholdReached",
+    "WalletRecharged",
+    "WebhookTest",
 ]
 
 

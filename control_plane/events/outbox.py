@@ -17,7 +17,7 @@ from control_plane.db import now_ms
 from control_plane.events.catalog import EVENT_TYPES, OPT_IN_TYPES, SCHEMA_VERSION, Envelope, EventData
 from control_plane.ids import new_id
 
-__all__ = ["record_event", "encode_envelope"]
+__all__ = ["encode_envelope", "insert_event", "record_event"]
 
 
 def encode_envelope(event_id: str, org_id: str, project_id: str | None, event_type: str,
@@ -45,14 +45,20 @@ async def record_event(conn: AsyncConnection, org_id: str, event_type: str, data
         raise TypeError(f"{event_type} takes {expected.__name__}, got {type(data).__name__}")
     if event_type in OPT_IN_TYPES and not await _anyone_subscribed(conn, org_id, event_type):
         return None
+    return await insert_event(conn, org_id, event_type, data, project_id, dedup_key, fanned_out=False)
+
+
+async def insert_event(conn: AsyncConnection, org_id: str, event_type: str, data: EventData,
+                       project_id: str | None, dedup_key: str | None, fanned_out: bool) -> str | None:
+    """`fanned_out=True` is for events addressed to one endpoint (tests), which the caller enqueues."""
     event_id, created = new_id("evt"), now_ms()
     body = encode_envelope(event_id, org_id, project_id, event_type, data, created)
     result = await conn.execute(
         text("INSERT INTO events (id, org_id, project_id, type, payload, dedup_key, fanned_out, created_at) "
-             "VALUES (:id, :o, :p, :t, :body, :dedup, 0, :now) "
+             "VALUES (:id, :o, :p, :t, :body, :dedup, :fanned, :now) "
              "ON CONFLICT (org_id, dedup_key) DO NOTHING"),
         {"id": event_id, "o": org_id, "p": project_id, "t": event_type, "body": body.decode(),
-         "dedup": dedup_key, "now": created})
+         "dedup": dedup_key, "fanned": int(fanned_out), "now": created})
     return event_id if result.rowcount == 1 else None
 
 

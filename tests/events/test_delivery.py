@@ -1,0 +1,252 @@
+"""The delivery job in-process, with an injected clock, a real database and real HTTP receivers."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+import standardwebhooks
+from sqlalchemy import text
+
+from control_plane.db import now_ms, write_tx
+from control_plane.events import backoff, record_event
+from control_plane.events.catalog import KeyRevoked
+from control_plane.events.delivery import Dispatcher
+from control_plane.events.endpoints import EndpointCreate, Scope, create_endpoint, rotate_secret
+from control_plane.events.log import ReplayRequest, replay
+from tests.events.conftest import Db
+from tests.events.receiver import Received, Receiver, Reply
+
+PEPPER = "test-pepper"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = now_ms()
+
+    def __call__(self) -> int:
+        return self.now
+
+
+@dataclass
+class Rig:
+    db: Db
+    clock: Clock
+    dispatcher: Dispatcher
+
+    async def endpoint(self, url: str, types: list[str] | None = None) -> tuple[str, str]:
+        view = await create_endpoint(self.db.engine, self.db.settings, PEPPER, Scope(self.db.org_id),
+                                     EndpointCreate(url=url, event_types=types or ["*"]), "test")
+        assert isinstance(view.secret, str)
+        return view.id, view.secret
+
+    async def event(self, key_id: str = "key_1", name: str = "ci") -> str:
+        async with write_tx(self.db.engine) as conn:
+            event_id = await record_event(conn, self.db.org_id, "key.revoked", KeyRevoked(
+                key_id=key_id, prefix="nx-abc", name=name, revoked_at=1, revoked_by="admin"))
+        assert event_id is not None
+        return event_id
+
+    async def tick(self) -> None:
+        await self.dispatcher()
+        await self.dispatcher.drain()
+
+    async def delivery(self, endpoint_id: str) -> tuple[str, int, int | None, str | None]:
+        async with self.db.engine.connect() as conn:
+            row = (await conn.execute(text("SELECT status, attempts, next_attempt_at, last_error FROM "
+                                           "webhook_deliveries WHERE endpoint_id = :e"), {"e": endpoint_id})).one()
+        return str(row[0]), int(row[1]), row[2], row[3]
+
+    async def endpoint_state(self, endpoint_id: str) -> tuple[int, str | None]:
+        async with self.db.engine.connect() as conn:
+            row = (await conn.execute(text("SELECT enabled, disabled_reason FROM webhook_endpoints WHERE id = :e"),
+                                      {"e": endpoint_id})).one()
+        return int(row[0]), row[1]
+
+
+@pytest.fixture
+async def rig(db: Db) -> AsyncIterator[Rig]:
+    clock = Clock()
+    dispatcher = Dispatcher(db.settings, db.engine, PEPPER, clock=clock, rng=random.Random(7))
+    try:
+        yield Rig(db, clock, dispatcher)
+    finally:
+        await dispatcher.aclose()
+
+
+def failing_first(k: int, status: int = 500) -> object:
+    async def reply(n: int, _: Received) -> Reply:
+        return Reply(status=status) if n <= k else Reply()
+    return reply
+
+
+async def test_recovery_after_k_failures_delivers_once_more_same_id(rig: Rig) -> None:
+    k = 3
+    async with Receiver(failing_first(k)) as rx:  # type: ignore[arg-type]
+        endpoint_id, secret = await rig.endpoint(rx.url)
+        event_id = await rig.event()
+        await rig.tick()
+        for _ in range(k):
+            status, _, next_at, _ = await rig.delivery(endpoint_id)
+            assert status == "pending" and next_at is not None
+            rig.clock.now = int(next_at)
+            await rig.tick()
+        assert (await rig.delivery(endpoint_id))[:2] == ("succeeded", k + 1)
+        rig.clock.now += 7 * 24 * 3600 * 1000  # nothing more, however long we wait
+        await rig.tick()
+    assert len(rx.received) == k + 1
+    assert {r.headers["webhook-id"] for r in rx.received} == {event_id}
+    assert len({r.headers["webhook-timestamp"] for r in rx.received}) == k + 1  # new timestamp per attempt
+    assert len({r.body for r in rx.received}) == 1
+    last = rx.received[-1]
+    wh = standardwebhooks.Webhook(secret)
+    # The signature covers the attempt's own (injected-clock) timestamp: recompute it with the library.
+    assert wh.sign(event_id, _ts(last.headers), last.body.decode()) in last.headers["webhook-signature"].split(" ")
+
+
+def _ts(headers: dict[str, str]) -> object:
+    import datetime as dt
+    return dt.datetime.fromtimestamp(int(headers["webhook-timestamp"]), tz=dt.UTC)
+
+
+async def test_backoff_follows_documented_schedule_then_gives_up(rig: Rig) -> None:
+    async with Receiver(failing_first(10**6, status=503)) as rx:  # type: ignore[arg-type]
+        endpoint_id, _ = await rig.endpoint(rx.url)
+        await rig.event()
+        await rig.tick()
+        for expected in backoff.SCHEDULE_S:
+            status, _, next_at, _ = await rig.delivery(endpoint_id)
+            assert status == "pending" and next_at is not None
+            gap = int(next_at) - rig.clock.now
+            assert expected * 1000 <= gap <= expected * 1000 * (1 + backoff.JITTER) + 1
+            rig.clock.now = int(next_at) - 1
+            await rig.tick()  # not due yet: no attempt
+            rig.clock.now = int(next_at)
+            await rig.tick()
+        status, attempts, next_at, error = await rig.delivery(endpoint_id)
+    assert (status, attempts, next_at) == ("failed", backoff.MAX_ATTEMPTS, None)
+    assert error is not None and "HTTP 503" in error
+    assert len(rx.received) == backoff.MAX_ATTEMPTS
+    async with rig.db.engine.connect() as conn:
+        rows = (await conn.execute(text("SELECT attempt, status_code, response_excerpt FROM webhook_attempts "
+                                        "ORDER BY attempt"))).all()
+    assert [r[0] for r in rows] == list(range(1, backoff.MAX_ATTEMPTS + 1))
+    assert {r[1] for r in rows} == {503} and rows[0][2] == "ok"
+
+
+async def test_retry_after_is_honoured(rig: Rig) -> None:
+    async def reply(n: int, _: Received) -> Reply:
+        return Reply(status=429, headers={"retry-after": "3600"}) if n == 1 else Reply()
+    async with Receiver(reply) as rx:
+        endpoint_id, _ = await rig.endpoint(rx.url)
+        await rig.event()
+        await rig.tick()
+        _, _, next_at, _ = await rig.delivery(endpoint_id)
+        assert next_at is not None and int(next_at) - rig.clock.now >= 3600 * 1000
+        rig.clock.now += 60 * 1000  # the schedule alone would have retried by now
+        await rig.tick()
+        assert len(rx.received) == 1
+
+
+async def test_410_disables_endpoint_at_once(rig: Rig) -> None:
+    async with Receiver(failing_first(10**6, status=410)) as rx:  # type: ignore[arg-type]
+        endpoint_id, _ = await rig.endpoint(rx.url)
+        await rig.event()
+        await rig.tick()
+        assert (await rig.delivery(endpoint_id))[0] == "failed"
+        enabled, reason = await rig.endpoint_state(endpoint_id)
+        assert enabled == 0 and reason is not None and "410" in reason
+        await rig.event("key_2")
+        rig.clock.now += 3600 * 1000
+        await rig.tick()
+    assert len(rx.received) == 1
+    async with rig.db.engine.connect() as conn:
+        audited = (await conn.execute(text("SELECT COUNT(*) FROM audit_log WHERE action = "
+                                           "'webhook_endpoint.disabled' AND target = :e"), {"e": endpoint_id}))
+        assert audited.scalar_one() == 1
+
+
+async def test_redirect_is_a_failure_and_not_followed(rig: Rig) -> None:
+    async with Receiver() as target:
+        async def reply(_: int, __: Received) -> Reply:
+            return Reply(status=302, headers={"location": target.url})
+        async with Receiver(reply) as rx:
+            endpoint_id, _ = await rig.endpoint(rx.url)
+            await rig.event()
+            await rig.tick()
+            status, attempts, _, error = await rig.delivery(endpoint_id)
+    assert (status, attempts, error) == ("pending", 1, "HTTP 302")
+    assert len(rx.received) == 1 and target.received == []
+
+
+async def test_continued_failure_disables_after_window(rig: Rig) -> None:
+    async with Receiver(failing_first(10**6)) as rx:  # type: ignore[arg-type]
+        endpoint_id, _ = await rig.endpoint(rx.url)
+        start = rig.clock.now
+        while rig.clock.now - start < backoff.DISABLE_AFTER_S * 1000:
+            await rig.event(f"key_{rig.clock.now}")
+            await rig.tick()
+            assert (await rig.endpoint_state(endpoint_id))[0] == 1
+            rig.clock.now += 12 * 3600 * 1000
+        await rig.event("key_last")
+        await rig.tick()
+        enabled, reason = await rig.endpoint_state(endpoint_id)
+    assert enabled == 0 and reason == "every delivery attempt failed for 5 days"
+
+
+async def test_slow_endpoint_does_not_hold_up_another(rig: Rig) -> None:
+    release = asyncio.Event()
+
+    async def stuck(_: int, __: Received) -> Reply:
+        await release.wait()
+        return Reply()
+    async with Receiver(stuck) as slow, Receiver() as fast:
+        slow_id, _ = await rig.endpoint(slow.url)
+        await rig.endpoint(fast.url)
+        for i in range(10):
+            await rig.event(f"key_{i}")
+        async def ticks() -> None:  # like the worker: a tick starts sends and does not wait for them
+            while True:
+                await rig.dispatcher()
+                await asyncio.sleep(0.05)
+        ticking = asyncio.create_task(ticks())
+        try:
+            await fast.wait_for(10)  # every fast delivery arrives while the slow ones are held open
+        finally:
+            ticking.cancel()
+        assert slow.in_flight == rig.dispatcher.per_endpoint and slow.max_in_flight == rig.dispatcher.per_endpoint
+        release.set()
+        await rig.dispatcher.drain()
+        while len(slow.received) < 10:
+            await rig.tick()
+    assert len(fast.received) == 10 and len(slow.received) == 10
+    async with rig.db.engine.connect() as conn:
+        left = (await conn.execute(text("SELECT COUNT(*) FROM webhook_deliveries WHERE status <> 'succeeded'")))
+        assert left.scalar_one() == 0
+
+
+async def test_replay_sends_stored_payload_and_rotation_signs_twice(rig: Rig) -> None:
+    async with Receiver() as rx:
+        endpoint_id, old_secret = await rig.endpoint(rx.url)
+        event_id = await rig.event(name="before")
+        await rig.tick()
+        # The key is renamed afterwards; a replay must still carry the historical payload.
+        async with write_tx(rig.db.engine) as conn:
+            scope = Scope(rig.db.org_id)
+            rotated = await rotate_secret(conn, PEPPER, scope, endpoint_id, "test")
+            result = await replay(conn, scope, endpoint_id, ReplayRequest(event_id=event_id))
+        assert len(result.deliveries) == 1
+        rig.clock.now = now_ms()
+        await rig.tick()
+    first, again = rx.received
+    assert again.body == first.body and b'"name":"before"' in again.body
+    assert again.headers["webhook-id"] == first.headers["webhook-id"] == event_id
+    assert again.headers["webhook-signature"].count("v1,") == 2
+    assert isinstance(rotated.secret, str) and rotated.previous_secret_expires_at is not None
+    for secret in (old_secret, rotated.secret):
+        standardwebhooks.Webhook(secret).verify(again.body, again.headers)
+    assert abs(int(again.headers["webhook-timestamp"]) - time.time()) < 300
