@@ -52,56 +52,56 @@ def _actor(request: Request[Any, Any, Any]) -> str:
 class WebhooksController(Controller):
     path = "/v1/webhooks/endpoints"
     guards = [edge_guard]
-    dependencies = {"scope": Provide(_scope), "conn": Provide(provide_tx)}
+    dependencies = {"tenant": Provide(_scope), "conn": Provide(provide_tx)}
 
     @post("/", status_code=200)
-    async def create(self, request: Request[Any, Any, Any], state: State, scope: ep.Scope,
+    async def create(self, request: Request[Any, Any, Any], state: State, tenant: ep.Scope,
                      data: ep.EndpointCreate) -> ep.EndpointView:
-        return await ep.create_endpoint(state.engine, state.settings, state.secrets.key_pepper, scope, data,
+        return await ep.create_endpoint(state.engine, state.settings, state.secrets.key_pepper, tenant, data,
                                         _actor(request))
 
     @get("/")
-    async def list_(self, conn: AsyncConnection, scope: ep.Scope, limit: Limit = 20,
+    async def list_(self, conn: AsyncConnection, tenant: ep.Scope, limit: Limit = 20,
                     after: str | None = None) -> dict[str, object]:
-        return _page(*await ep.list_endpoints(conn, scope, limit, after))
+        return _page(*await ep.list_endpoints(conn, tenant, limit, after))
 
     @get("/{endpoint_id:str}")
-    async def retrieve(self, conn: AsyncConnection, scope: ep.Scope, endpoint_id: str) -> ep.EndpointView:
-        return await ep.get_endpoint(conn, scope, endpoint_id)
+    async def retrieve(self, conn: AsyncConnection, tenant: ep.Scope, endpoint_id: str) -> ep.EndpointView:
+        return await ep.get_endpoint(conn, tenant, endpoint_id)
 
     @post("/{endpoint_id:str}", status_code=200)
-    async def update(self, request: Request[Any, Any, Any], state: State, scope: ep.Scope, endpoint_id: str,
+    async def update(self, request: Request[Any, Any, Any], state: State, tenant: ep.Scope, endpoint_id: str,
                      data: ep.EndpointUpdate) -> ep.EndpointView:
-        return await ep.update_endpoint(state.engine, state.settings, scope, endpoint_id, data,
+        return await ep.update_endpoint(state.engine, state.settings, tenant, endpoint_id, data,
                                         _actor(request))
 
     @patch("/{endpoint_id:str}")
-    async def patch_(self, request: Request[Any, Any, Any], state: State, scope: ep.Scope, endpoint_id: str,
+    async def patch_(self, request: Request[Any, Any, Any], state: State, tenant: ep.Scope, endpoint_id: str,
                      data: ep.EndpointUpdate) -> ep.EndpointView:
-        return await ep.update_endpoint(state.engine, state.settings, scope, endpoint_id, data,
+        return await ep.update_endpoint(state.engine, state.settings, tenant, endpoint_id, data,
                                         _actor(request))
 
     @delete("/{endpoint_id:str}", status_code=200)
-    async def delete_(self, request: Request[Any, Any, Any], conn: AsyncConnection, scope: ep.Scope,
+    async def delete_(self, request: Request[Any, Any, Any], conn: AsyncConnection, tenant: ep.Scope,
                       endpoint_id: str) -> dict[str, object]:
-        await ep.delete_endpoint(conn, scope, endpoint_id, _actor(request))
+        await ep.delete_endpoint(conn, tenant, endpoint_id, _actor(request))
         return {"id": endpoint_id, "object": "webhook_endpoint.deleted", "deleted": True}
 
     @post("/{endpoint_id:str}/rotate_secret", status_code=200)
     async def rotate(self, request: Request[Any, Any, Any], conn: AsyncConnection, state: State,
-                     scope: ep.Scope, endpoint_id: str) -> ep.EndpointView:
-        return await ep.rotate_secret(conn, state.secrets.key_pepper, scope, endpoint_id, _actor(request))
+                     tenant: ep.Scope, endpoint_id: str) -> ep.EndpointView:
+        return await ep.rotate_secret(conn, state.secrets.key_pepper, tenant, endpoint_id, _actor(request))
 
     @post("/{endpoint_id:str}/test", status_code=200)
-    async def test(self, conn: AsyncConnection, scope: ep.Scope, endpoint_id: str) -> log.DeliveryView:
-        return await log.send_test(conn, scope, endpoint_id)
+    async def test(self, conn: AsyncConnection, tenant: ep.Scope, endpoint_id: str) -> log.DeliveryView:
+        return await log.send_test(conn, tenant, endpoint_id)
 
     @get("/{endpoint_id:str}/deliveries")
-    async def deliveries(self, conn: AsyncConnection, scope: ep.Scope, endpoint_id: str, limit: Limit = 20,
+    async def deliveries(self, conn: AsyncConnection, tenant: ep.Scope, endpoint_id: str, limit: Limit = 20,
                          after: str | None = None, event_id: str | None = None) -> dict[str, object]:
-        return _page(*await log.list_deliveries(conn, scope, endpoint_id, limit, after, event_id))
+        return _page(*await log.list_deliveries(conn, tenant, endpoint_id, limit, after, event_id))
 
     @post("/{endpoint_id:str}/replay", status_code=200)
-    async def replay(self, conn: AsyncConnection, scope: ep.Scope, endpoint_id: str,
+    async def replay(self, conn: AsyncConnection, tenant: ep.Scope, endpoint_id: str,
                      data: log.ReplayRequest) -> log.ReplayResult:
-        return await log.replay(conn, scope, endpoint_id, data)
+        return await log.replay(conn, tenant, endpoint_id, data)
