@@ -17,6 +17,7 @@ from litestar import Litestar, Request, Response, get
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 
 from control_plane.api.keys import KeysController
+from control_plane.api.ledger import LedgerController
 from control_plane.api.models import ModelsController
 from control_plane.api.responses import ResponsesController
 from control_plane.api.orgs import OrgsController, UsersController
@@ -81,7 +82,8 @@ def create_app(settings: Settings) -> Litestar:
             await app.state.engine.dispose()
 
     return Litestar(
-        route_handlers=[healthz, ModelsController, KeysController, RoutingController, ModelAdminController,
+        route_handlers=[healthz, LedgerController, ModelsController, KeysController, RoutingController,
+                        ModelAdminController,
                         OrgsController, UsersController, WebhooksController, ResponsesController],
         lifespan=[lifespan],
         exception_handlers={ApiError: _api_error, HTTPException: _http_error, Exception: _unexpected},

@@ -3,6 +3,7 @@
     nx up                 start the whole platform on embedded defaults
     nx init               create/upgrade the database, sync the catalog, bootstrap; print the key
     nx keys ...           manage API keys (see `nx keys --help`)
+    nx ledger ...         credit, balances, statements, reconciliation (see `nx ledger --help`)
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ def main(argv: list[str] | None = None) -> None:
     from control_plane.cli_admin import add_admin_commands
 
     admin = add_admin_commands(sub)
+    from control_plane.cli_ledger import add_ledger_commands
+
+    ledger = add_ledger_commands(sub)
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
@@ -60,6 +64,8 @@ def main(argv: list[str] | None = None) -> None:
             status = cmd_up(settings)
         elif args.command == "init":
             status = cmd_init(settings)
+        elif args.command == "ledger":
+            status = ledger(args, settings)
         else:
             status = admin(args, settings)
     except (SettingsError, CatalogError) as exc:
