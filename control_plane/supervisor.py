@@ -77,7 +77,10 @@ def children(settings: Settings) -> list[Child]:
                          f"http://127.0.0.1:{settings.local_models_port}/health", required=False))
     out.append(Child("envoy", [envoy_binary(), "-c", str(settings.envoy_dir / "bootstrap.json"),
                                "--concurrency", str(settings.envoy_concurrency), "--log-level", "warn",
-                               "--drain-time-s", "5", "--parent-shutdown-time-s", "10"],
+                               "--drain-time-s", "5", "--parent-shutdown-time-s", "10",
+                               # Two platforms on one machine (tests, nx up beside a test run) would
+                               # otherwise fight over Envoy's hot-restart socket (base id 0).
+                               "--use-dynamic-base-id"],
                      f"http://127.0.0.1:{settings.envoy_admin_port}/ready"))
     return out
 
