@@ -62,5 +62,8 @@ def charge_for(card: PriceCard, input_tokens: int, cached_tokens: int, output_to
 
 
 def max_cost(card: PriceCard, max_input_tokens: int, max_output_tokens: int) -> int:
-    """The most a request can cost: every input token uncached, every allowed output token produced."""
-    return charge_for(card, max_input_tokens, 0, max_output_tokens)
+    """The most a request can cost: every allowed output token produced, and the input all uncached
+    or all cached, whichever is dearer (cost is linear in the cached count, so an extreme is the
+    maximum; a card may price cached input above fresh input)."""
+    return max(charge_for(card, max_input_tokens, 0, max_output_tokens),
+               charge_for(card, max_input_tokens, max_input_tokens, max_output_tokens))
