@@ -39,7 +39,8 @@ async def db() -> AsyncIterator[Db]:
     async with write_tx(engine) as conn:
         await conn.execute(text("INSERT INTO organizations (id, name, created_at) VALUES (:o, 'acme', :n)"),
                            {"o": org, "n": now_ms()})
-        await conn.execute(text("INSERT INTO projects (id, org_id, name, created_at) VALUES (:p, :o, 'p', :n)"),
+        await conn.execute(text("INSERT INTO projects (id, org_id, name, created_at) "
+                                "VALUES (:p, :o, 'p', :n)"),
                            {"p": proj, "o": org, "n": now_ms()})
     try:
         yield Db(engine, settings, org, proj)

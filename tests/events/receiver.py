@@ -66,7 +66,8 @@ class Receiver:
             head = await reader.readuntil(b"\r\n\r\n")
             lines = head.decode("latin-1").split("\r\n")
             method, path, _ = lines[0].split(" ", 2)
-            headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
+            pairs = (ln.partition(":") for ln in lines[1:] if ln)
+            headers = {k.strip().lower(): v.strip() for k, _, v in pairs}
             body = await reader.readexactly(int(headers.get("content-length", "0")))
             request = Received(method, path, headers, body)
             async with self.arrived:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import random
 import time
 from collections.abc import AsyncIterator
@@ -58,12 +59,14 @@ class Rig:
     async def delivery(self, endpoint_id: str) -> tuple[str, int, int | None, str | None]:
         async with self.db.engine.connect() as conn:
             row = (await conn.execute(text("SELECT status, attempts, next_attempt_at, last_error FROM "
-                                           "webhook_deliveries WHERE endpoint_id = :e"), {"e": endpoint_id})).one()
+                                           "webhook_deliveries WHERE endpoint_id = :e"),
+                                      {"e": endpoint_id})).one()
         return str(row[0]), int(row[1]), row[2], row[3]
 
     async def endpoint_state(self, endpoint_id: str) -> tuple[int, str | None]:
         async with self.db.engine.connect() as conn:
-            row = (await conn.execute(text("SELECT enabled, disabled_reason FROM webhook_endpoints WHERE id = :e"),
+            row = (await conn.execute(text("SELECT enabled, disabled_reason FROM webhook_endpoints "
+                                           "WHERE id = :e"),
                                       {"e": endpoint_id})).one()
         return int(row[0]), row[1]
 
@@ -105,12 +108,12 @@ async def test_recovery_after_k_failures_delivers_once_more_same_id(rig: Rig) ->
     last = rx.received[-1]
     wh = standardwebhooks.Webhook(secret)
     # The signature covers the attempt's own (injected-clock) timestamp: recompute it with the library.
-    assert wh.sign(event_id, _ts(last.headers), last.body.decode()) in last.headers["webhook-signature"].split(" ")
+    expected = wh.sign(event_id, _ts(last.headers), last.body.decode())
+    assert expected in last.headers["webhook-signature"].split(" ")
 
 
-def _ts(headers: dict[str, str]) -> object:
-    import datetime as dt
-    return dt.datetime.fromtimestamp(int(headers["webhook-timestamp"]), tz=dt.UTC)
+def _ts(headers: dict[str, str]) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(int(headers["webhook-timestamp"]), tz=datetime.UTC)
 
 
 async def test_backoff_follows_documented_schedule_then_gives_up(rig: Rig) -> None:
@@ -166,7 +169,8 @@ async def test_410_disables_endpoint_at_once(rig: Rig) -> None:
     assert len(rx.received) == 1
     async with rig.db.engine.connect() as conn:
         audited = (await conn.execute(text("SELECT COUNT(*) FROM audit_log WHERE action = "
-                                           "'webhook_endpoint.disabled' AND target = :e"), {"e": endpoint_id}))
+                                           "'webhook_endpoint.disabled' AND target = :e"),
+                                      {"e": endpoint_id}))
         assert audited.scalar_one() == 1
 
 
@@ -205,7 +209,7 @@ async def test_slow_endpoint_does_not_hold_up_another(rig: Rig) -> None:
         await release.wait()
         return Reply()
     async with Receiver(stuck) as slow, Receiver() as fast:
-        slow_id, _ = await rig.endpoint(slow.url)
+        await rig.endpoint(slow.url)
         await rig.endpoint(fast.url)
         for i in range(10):
             await rig.event(f"key_{i}")
@@ -218,14 +222,16 @@ async def test_slow_endpoint_does_not_hold_up_another(rig: Rig) -> None:
             await fast.wait_for(10)  # every fast delivery arrives while the slow ones are held open
         finally:
             ticking.cancel()
-        assert slow.in_flight == rig.dispatcher.per_endpoint and slow.max_in_flight == rig.dispatcher.per_endpoint
+        bound = rig.dispatcher.per_endpoint
+        assert slow.in_flight == bound and slow.max_in_flight == bound
         release.set()
         await rig.dispatcher.drain()
         while len(slow.received) < 10:
             await rig.tick()
     assert len(fast.received) == 10 and len(slow.received) == 10
     async with rig.db.engine.connect() as conn:
-        left = (await conn.execute(text("SELECT COUNT(*) FROM webhook_deliveries WHERE status <> 'succeeded'")))
+        left = await conn.execute(text("SELECT COUNT(*) FROM webhook_deliveries "
+                                       "WHERE status <> 'succeeded'"))
         assert left.scalar_one() == 0
 
 
