@@ -39,7 +39,7 @@ async def _scope(request: Request[Any, Any, Any]) -> ep.Scope:
     return ep.Scope(org_id=caller.org_id, projects=projects)
 
 
-def _page(items: Sequence[msgspec.Struct], has_more: bool) -> dict[str, object]:
+def _page(items: Sequence[ep.EndpointView | log.DeliveryView], has_more: bool) -> dict[str, object]:
     ids = [i.id for i in items]
     return {"object": "list", "data": items, "first_id": ids[0] if ids else None,
             "last_id": ids[-1] if ids else None, "has_more": has_more}
