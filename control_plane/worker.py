@@ -6,6 +6,7 @@ next tick. Current jobs:
   re-render Envoy's clusters and routes on this node.
 - `webhooks`: fan out outbox events and deliver due webhooks (control_plane/events/delivery.py).
 - `responses`: run background responses (proxy_plugins/adapter/responses_worker.py).
+- `expire_holds`: release ledger holds whose request never settled (control_plane/ledger/jobs.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from control_plane.db import make_engine, write_tx
 from control_plane.domain.bootstrap import load_secrets
 from control_plane.envoy_config import write_dynamic
 from control_plane.events.delivery import Dispatcher
+from control_plane.ledger.jobs import ExpireHoldsJob
 from control_plane.settings import Settings, SettingsError, load_settings
 from proxy_plugins.adapter.responses_worker import BackgroundResponses
 
@@ -66,6 +68,7 @@ async def run(settings: Settings) -> None:
                                           ("webhooks", 0.25, webhooks)]
     responses = BackgroundResponses(engine)
     jobs.append(("responses", 0.25, responses))
+    jobs.append(("expire_holds", 2.0, ExpireHoldsJob(engine)))
     try:
         await asyncio.gather(*(_every(name, secs, job, stop) for name, secs, job in jobs))
     finally:
