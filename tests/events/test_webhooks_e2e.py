@@ -12,31 +12,16 @@ import httpx
 import pytest
 import standardwebhooks
 
-from control_plane.settings import Settings
-from control_plane.supervisor import Child, children
-from tests import harness
 from tests.events.receiver import Receiver
 from tests.harness import Platform
 
 pytestmark = pytest.mark.slow
 
 
-def _children_beside_others(settings: Settings) -> list[Child]:
-    """The harness's children, with Envoy on its own shared-memory base id so that this platform can
-    run while the session platform's Envoy holds the default one."""
-    out = children(settings)
-    for child in out:
-        if child.name == "envoy":
-            child.argv.append("--use-dynamic-base-id")
-    return out
-
-
 @pytest.fixture(scope="module")
 async def dev() -> AsyncIterator[Platform]:
     env = {"NX_WEBHOOKS_ALLOW_HTTP": "true", "NX_WEBHOOKS_ALLOW_PRIVATE": "true"}
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(harness, "children", _children_beside_others)
-        p = await Platform(extra_env=env).start()
+    p = await Platform(extra_env=env).start()  # Envoy takes a dynamic base id beside the session's
     try:
         yield p
     finally:
