@@ -42,6 +42,20 @@ def usage_from_chat(usage: Any) -> Usage | None:
         return None
 
 
+def _tidy(obj: dict[str, Any], model: str) -> None:
+    """Echo the client's model name; drop nulls some OpenAI-compatible servers send where the
+    official schema wants a string or nothing (llama.cpp-style servers: `system_fingerprint`)."""
+    obj["model"] = model
+    for key in ("system_fingerprint", "service_tier"):
+        if key in obj and obj[key] is None:
+            del obj[key]
+    for choice in obj.get("choices") or ():
+        part = choice.get("message") or choice.get("delta") if isinstance(choice, dict) else None
+        if isinstance(part, dict):
+            for key in [k for k, v in part.items() if v is None and k not in ("content", "refusal")]:
+                del part[key]  # e.g. `tool_calls: null`, which the schema does not allow
+
+
 def _decode(body: bytes) -> dict[str, Any]:
     try:
         data = msgspec.json.decode(body)
@@ -74,7 +88,7 @@ async def handle(svc: Services, ctx: RequestContext, body: bytes, exchange: Exch
     if not isinstance(answer, dict):
         raise ApiError("upstream_error", "The model backend sent a malformed answer.")
     ctx.usage = usage_from_chat(answer.get("usage")) or ctx.usage
-    answer["model"] = ctx.requested_model
+    _tidy(answer, ctx.requested_model)
     await exchange.json(_encode(answer))
 
 
@@ -112,5 +126,5 @@ async def _relay(ctx: RequestContext, data: bytes, exchange: Exchange, client_wa
             chunk["usage"] = None
         else:
             chunk["x_nx"] = metadata(ctx)
-    chunk["model"] = ctx.requested_model
+    _tidy(chunk, ctx.requested_model)
     await exchange.event(sse(chunk))

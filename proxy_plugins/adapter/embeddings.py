@@ -27,7 +27,8 @@ _encode = msgspec.json.encode
 
 
 class _Request(msgspec.Struct):
-    input: str | list[str] | list[int] | list[list[int]] | None = None
+    input: Any = None
+    """A string, or an array of strings, of token ids, or of token-id arrays (checked in _inputs)."""
     encoding_format: str | None = None
     dimensions: int | None = None
 
@@ -58,30 +59,40 @@ def from_base64(text: str) -> list[float]:
     return list(struct.unpack(f"<{len(raw) // 4}f", raw))
 
 
+def _is_tokens(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in value)
+
+
+def _inputs(items: Any) -> None:
+    if items is None:
+        raise ApiError("missing_required_parameter", "Missing required parameter: 'input'.", "input")
+    if isinstance(items, str):
+        if not items:
+            raise ApiError("invalid_request_error", "'input' must not be an empty string.", "input")
+        return
+    if not isinstance(items, list) or not items:
+        raise ApiError("invalid_request_error", "'input' must be a string or a non-empty array.", "input")
+    if len(items) > MAX_INPUTS:
+        raise ApiError("invalid_request_error",
+                       f"'input' has {len(items)} items; at most {MAX_INPUTS} are allowed per request.", "input")
+    if _is_tokens(items) or all(isinstance(i, str) and i for i in items) \
+            or all(_is_tokens(i) and i for i in items):
+        return
+    raise ApiError("invalid_request_error", "'input' must be a string, an array of non-empty strings, an "
+                   "array of token ids or an array of token-id arrays.", "input")
+
+
 def _validate(ctx: RequestContext, body: bytes) -> tuple[dict[str, Any], _Request]:
     try:
         raw = msgspec.json.decode(body)
         request = msgspec.convert(raw, _Request)
-    except msgspec.DecodeError:
-        raise ApiError("invalid_json", "We could not parse the JSON body of your request.") from None
-    except msgspec.ValidationError as exc:
+    except msgspec.ValidationError as exc:  # a subclass of DecodeError: caught first
         param = "dimensions" if "dimensions" in str(exc) else "encoding_format" \
             if "encoding_format" in str(exc) else "input"
         raise ApiError("invalid_request_error", f"Invalid '{param}': {exc}.", param) from None
-    items = request.input
-    if items is None:
-        raise ApiError("missing_required_parameter", "Missing required parameter: 'input'.", "input")
-    if isinstance(items, list):
-        if not items:
-            raise ApiError("invalid_request_error", "'input' must not be an empty array.", "input")
-        if len(items) > MAX_INPUTS:
-            raise ApiError("invalid_request_error",
-                           f"'input' has {len(items)} items; at most {MAX_INPUTS} are allowed per request.",
-                           "input")
-        if any(i == "" or i == [] for i in items):
-            raise ApiError("invalid_request_error", "'input' must not contain empty strings.", "input")
-    elif items == "":
-        raise ApiError("invalid_request_error", "'input' must not be an empty string.", "input")
+    except msgspec.DecodeError:
+        raise ApiError("invalid_json", "We could not parse the JSON body of your request.") from None
+    _inputs(request.input)
     if request.encoding_format not in (None, "float", "base64"):
         raise ApiError("invalid_request_error", "'encoding_format' must be 'float' or 'base64'.",
                        "encoding_format")

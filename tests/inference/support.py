@@ -161,6 +161,7 @@ upstream_name = "gemma-3-270m"
 kind = "text"
 context_window = 32768
 max_output_tokens = 1024
+aliases = ["orion-reason"]
 capabilities = {{ streaming = true }}
 price = {{ input_nanos_per_mtok = 20_000_000, cached_input_nanos_per_mtok = 10_000_000, output_nanos_per_mtok = 80_000_000, effective_at = 2026-01-01 }}
 

@@ -1,0 +1,63 @@
+"""Validate bodies and stream events against OpenAI's official OpenAPI document.
+
+`validate(obj, "CreateChatCompletionResponse")` raises `jsonschema.ValidationError` naming the
+failing path. The document (shared/reference/openai-openapi.yaml, OpenAPI 3.1 = JSON Schema
+2020-12) is parsed once per process; `$ref`s resolve inside it. The 3.0-style `nullable: true`
+that the document still uses in places is honoured by widening the type to include null.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+__all__ = ["SPEC_PATH", "validate", "validator"]
+
+ROOT = Path(__file__).resolve().parents[2]
+SPEC_PATH = Path(os.environ.get("NX_OPENAI_OPENAPI", ROOT.parent / "shared" / "reference" / "openai-openapi.yaml"))
+_URI = "urn:openai-openapi"
+
+
+def _nullable(node: Any) -> Any:
+    if isinstance(node, dict):
+        out = {k: _nullable(v) for k, v in node.items()}
+        if out.pop("nullable", False):
+            kind = out.get("type")
+            if isinstance(kind, str):
+                out["type"] = [kind, "null"]
+            elif isinstance(kind, list) and "null" not in kind:
+                out["type"] = [*kind, "null"]
+            elif "type" not in out:
+                out = {"anyOf": [out, {"type": "null"}]}
+            if isinstance(out.get("enum"), list) and None not in out["enum"]:
+                out["enum"] = [*out["enum"], None]
+        return out
+    if isinstance(node, list):
+        return [_nullable(v) for v in node]
+    return node
+
+
+@functools.cache
+def _registry() -> Registry:
+    with SPEC_PATH.open() as f:
+        doc = _nullable(yaml.load(f, Loader=yaml.CSafeLoader))
+    return Registry().with_resource(_URI, Resource(contents=doc, specification=DRAFT202012))
+
+
+@functools.cache
+def validator(schema_name: str) -> jsonschema.Draft202012Validator:
+    schema = {"$ref": f"{_URI}#/components/schemas/{schema_name}"}
+    return jsonschema.Draft202012Validator(schema, registry=_registry())
+
+
+def validate(obj: Any, schema_name: str) -> None:
+    error = jsonschema.exceptions.best_match(validator(schema_name).iter_errors(obj))
+    if error is not None:
+        raise error
