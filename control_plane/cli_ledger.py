@@ -64,7 +64,8 @@ def add_ledger_commands(sub: Any) -> Dispatcher:
     mark.add_argument("--off", action="store_true")
     for p in (grant, adjust, rev, cmds.choices["balance"], st, alert):
         p.add_argument("--org", required=True)
-    cmds.add_parser("reconcile", help="recompute balances from entries; exit 1 on drift").add_argument("--org")
+    rec = cmds.add_parser("reconcile", help="recompute balances from entries; exit 1 on drift")
+    rec.add_argument("--org")
 
     def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return asyncio.run(_run(args, settings))
@@ -87,12 +88,12 @@ def _operation(args: argparse.Namespace) -> Callable[[AsyncConnection], Awaitabl
     a = args.action
     if a == "grant":
         amount, key = _amount(args), _key(args)
-        return lambda c: ledger.grant(c, args.org, amount, idempotency_key=key, actor="cli", reason=args.reason,
-                                      promotional=args.promo)
+        return lambda c: ledger.grant(c, args.org, amount, idempotency_key=key, actor="cli",
+                                      reason=args.reason, promotional=args.promo)
     if a == "adjust":
         amount, key = _amount(args), _key(args)
-        return lambda c: ledger.adjust(c, args.org, amount, reason=args.reason, idempotency_key=key, actor="cli",
-                                       account=args.account)
+        return lambda c: ledger.adjust(c, args.org, amount, reason=args.reason, idempotency_key=key,
+                                       actor="cli", account=args.account)
     if a == "reverse":
         key = _key(args)
         return lambda c: ledger.reverse(c, args.org, args.txn_id, reason=args.reason, idempotency_key=key,
@@ -135,4 +136,5 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
 async def _org_exists(conn: AsyncConnection, org_id: str) -> bool:
     from sqlalchemy import text
 
-    return (await conn.execute(text("SELECT 1 FROM organizations WHERE id = :o"), {"o": org_id})).first() is not None
+    row = (await conn.execute(text("SELECT 1 FROM organizations WHERE id = :o"), {"o": org_id})).first()
+    return row is not None

@@ -24,7 +24,7 @@ from control_plane.api.guards import admin_guard
 from control_plane.errors import ApiError
 from control_plane.money import parse_usd
 
-__all__ = ["LedgerController", "GrantBody", "AdjustBody", "ReverseBody", "AlertBody"]
+__all__ = ["AdjustBody", "AlertBody", "GrantBody", "LedgerController", "ReverseBody"]
 
 
 class GrantBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -89,7 +89,8 @@ class LedgerController(Controller):
     async def grant(self, conn: AsyncConnection, request: Request[Any, Any, Any], org_id: str,
                     data: GrantBody) -> ledger.TransactionView:
         key = idempotency_key(request)
-        return await ledger.grant(conn, await _org(conn, org_id), amount_of(data.amount_nanos, data.amount_usd),
+        amount = amount_of(data.amount_nanos, data.amount_usd)
+        return await ledger.grant(conn, await _org(conn, org_id), amount,
                                   idempotency_key=key, actor="admin", reason=data.reason,
                                   promotional=data.promotional)
 
@@ -97,8 +98,9 @@ class LedgerController(Controller):
     async def adjust(self, conn: AsyncConnection, request: Request[Any, Any, Any], org_id: str,
                      data: AdjustBody) -> ledger.TransactionView:
         key = idempotency_key(request)
-        return await ledger.adjust(conn, await _org(conn, org_id), amount_of(data.amount_nanos, data.amount_usd),
-                                   reason=data.reason, idempotency_key=key, actor="admin", account=data.account)
+        amount = amount_of(data.amount_nanos, data.amount_usd)
+        return await ledger.adjust(conn, await _org(conn, org_id), amount, reason=data.reason,
+                                   idempotency_key=key, actor="admin", account=data.account)
 
     @post("/orgs/{org_id:str}/ledger/transactions/{txn_id:str}/reverse", status_code=201)
     async def reverse(self, conn: AsyncConnection, request: Request[Any, Any, Any], org_id: str, txn_id: str,
@@ -123,7 +125,8 @@ class LedgerController(Controller):
         return await ledger.set_low_balance(conn, await _org(conn, org_id), data.low_balance_nanos)
 
     @get("/orgs/{org_id:str}/ledger/statement")
-    async def statement(self, conn: AsyncConnection, org_id: str, account: Literal["wallet", "promo"] = "wallet",
+    async def statement(self, conn: AsyncConnection, org_id: str,
+                        account: Literal["wallet", "promo"] = "wallet",
                         after: Annotated[int, Parameter(ge=0)] = 0,
                         limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
                         since: Annotated[int | None, Parameter(ge=0)] = None,

@@ -13,8 +13,7 @@ resolves once.
 
 from control_plane.ledger.core import ensure_accounts, get_transaction
 from control_plane.ledger.holds import expire_holds, load_hold, place_hold, release_hold
-from control_plane.ledger.model import (BalanceView, Hold, Settlement, StatementPage, TransactionView,
-                                        Usage)
+from control_plane.ledger.model import BalanceView, Hold, Settlement, StatementPage, TransactionView, Usage
 from control_plane.ledger.ops import adjust, balance, grant, reverse, set_low_balance, statement
 from control_plane.ledger.pricing import PriceCard, card_in_force, charge_for, max_cost
 from control_plane.ledger.reconcile import ReconcileReport, reconcile

@@ -21,8 +21,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from control_plane.events import record_event
 from control_plane.events.catalog import UsageThresholdReached
 
-__all__ = ["BUDGET_PERCENTS", "period_of", "budget_of", "reserve", "consume", "record_budget_crossings",
-           "record_wallet_crossing"]
+__all__ = [
+    "BUDGET_PERCENTS",
+    "budget_of",
+    "consume",
+    "period_of",
+    "record_budget_crossings",
+    "record_wallet_crossing",
+    "reserve",
+]
 
 BUDGET_PERCENTS = (50, 80, 100)
 
@@ -47,7 +54,8 @@ async def reserve(conn: AsyncConnection, org_id: str, scope_id: str, period: str
     guard = "" if budget is None else " AND spent + held + :a <= :b"
     # The budget seen here is remembered, so settling needs no second read to evaluate thresholds.
     result = await conn.execute(text(
-        f"UPDATE budget_usage SET held = held + :a, limit_nanos = :b WHERE scope_id = :s AND period = :p{guard}"),
+        "UPDATE budget_usage SET held = held + :a, limit_nanos = :b"
+        f" WHERE scope_id = :s AND period = :p{guard}"),
         {"a": amount, "s": scope_id, "p": period, "b": budget})
     return result.rowcount == 1
 
@@ -104,7 +112,8 @@ async def record_budget_crossings(conn: AsyncConnection, org_id: str, scope_kind
 
 
 async def record_wallet_crossing(conn: AsyncConnection, org_id: str, wallet_id: str, period: str,
-                                 before: int, after: int, low_mark: int | None, txn_id: str, now: int) -> bool:
+                                 before: int, after: int, low_mark: int | None, txn_id: str,
+                                 now: int) -> bool:
     """The spendable balance (wallet + promo) fell below the organization's low-balance mark."""
     if low_mark is None or not (after < low_mark <= before):
         return False

@@ -26,7 +26,7 @@ from control_plane.errors import ApiError
 from control_plane.ids import new_id
 from control_plane.ledger.model import CUSTOMER_KINDS, KIND_ORDER, EntryView, Leg, TransactionView
 
-__all__ = ["ensure_accounts", "post", "get_transaction", "release_held", "is_postgres", "TxnMeta"]
+__all__ = ["TxnMeta", "ensure_accounts", "get_transaction", "is_postgres", "post", "release_held"]
 
 
 def is_postgres(conn: AsyncConnection) -> bool:
@@ -67,8 +67,9 @@ def _fingerprint(org_id: str, legs: Sequence[Leg], meta: TxnMeta) -> str:
 async def release_held(conn: AsyncConnection, org_id: str, kind: str, amount: int) -> None:
     """Return `amount` of an account's held reservation to its available balance."""
     if amount:
-        await conn.execute(text("UPDATE ledger_accounts SET held = held - :a WHERE org_id = :o AND kind = :k"),
-                           {"a": amount, "o": org_id, "k": kind})
+        await conn.execute(text(
+            "UPDATE ledger_accounts SET held = held - :a WHERE org_id = :o AND kind = :k"),
+            {"a": amount, "o": org_id, "k": kind})
 
 
 async def _apply(conn: AsyncConnection, org_id: str, leg: Leg) -> tuple[str, int, int] | None:
@@ -151,7 +152,8 @@ async def get_transaction(conn: AsyncConnection, org_id: str, txn_id: str) -> Tr
     """One transaction of this organization; another tenant's id behaves like a missing one."""
     r = (await conn.execute(text(
         "SELECT id, org_id, kind, amount, reason, reverses, request_id, model_id, price_version, actor,"
-        " created_at FROM ledger_transactions WHERE id = :t AND org_id = :o"), {"t": txn_id, "o": org_id})).first()
+        " created_at FROM ledger_transactions WHERE id = :t AND org_id = :o"),
+        {"t": txn_id, "o": org_id})).first()
     if r is None:
         return None
     return TransactionView(

@@ -24,7 +24,8 @@ from control_plane.ledger.core import is_postgres, release_held
 from control_plane.ledger.model import KIND_ORDER, Hold
 from control_plane.ledger.pricing import card_in_force, max_cost
 
-__all__ = ["place_hold", "release_hold", "expire_holds", "load_hold", "unreserve", "hold_from_row", "HOLD_COLUMNS"]
+__all__ = ["HOLD_COLUMNS", "expire_holds", "hold_from_row", "load_hold", "place_hold", "release_hold",
+           "unreserve"]
 
 HOLD_COLUMNS = ("id, org_id, project_id, key_id, request_id, model_id, price_version, endpoint, backend_id,"
                 " client_ip, amount, promo_part, period, status, charged, txn_id, expires_at, created_at")
@@ -66,10 +67,10 @@ async def place_hold(conn: AsyncConnection, *, org_id: str, project_id: str, key
     amount = max_cost(card, max_input_tokens, max_output_tokens)
     existing = await load_hold(conn, request_id)
     if existing is not None:
-        same = (existing.org_id, existing.project_id, existing.key_id, existing.model_id, existing.amount) == (
-            org_id, project_id, key_id, model_id, amount)
-        if not same:
-            raise ApiError("idempotency_key_reused", f"Request {request_id} already holds a different amount.")
+        was = (existing.org_id, existing.project_id, existing.key_id, existing.model_id, existing.amount)
+        if was != (org_id, project_id, key_id, model_id, amount):
+            raise ApiError("idempotency_key_reused",
+                           f"Request {request_id} already holds a different amount.")
         return existing
     period = budgets.period_of(now)
     for kind, scope in (("key", key_id), ("project", project_id)):
@@ -84,16 +85,16 @@ async def place_hold(conn: AsyncConnection, *, org_id: str, project_id: str, key
             "UPDATE ledger_accounts SET held = held + :x WHERE org_id = :o AND kind = 'wallet'"
             " AND balance - held >= :x"), {"x": rest, "o": org_id})
         if moved.rowcount != 1:
-            raise ApiError("insufficient_quota", f"This request could cost up to {amount} nano-dollars, more than "
-                           "the available balance. Add credit to continue.")
+            raise ApiError("insufficient_quota", f"This request could cost up to {amount} nano-dollars, "
+                           "more than the available balance. Add credit to continue.")
     hold = Hold(id=new_id("hold"), org_id=org_id, project_id=project_id, key_id=key_id, request_id=request_id,
                 model_id=model_id, price_version=card.version, endpoint=endpoint, backend_id=backend_id,
                 client_ip=client_ip, amount=amount, promo_part=promo_part, period=period, status="open",
                 charged=None, txn_id=None, expires_at=expires_at_ms, created_at=now)
     await conn.execute(text(
-        "INSERT INTO ledger_holds (id, org_id, project_id, key_id, request_id, model_id, price_version, endpoint,"
-        " backend_id, client_ip, amount, promo_part, period, status, expires_at, created_at) VALUES (:id, :o,"
-        " :p, :k, :r, :m, :pv, :e, :b, :ip, :a, :pp, :period, 'open', :exp, :now)"),
+        "INSERT INTO ledger_holds (id, org_id, project_id, key_id, request_id, model_id, price_version,"
+        " endpoint, backend_id, client_ip, amount, promo_part, period, status, expires_at, created_at)"
+        " VALUES (:id, :o, :p, :k, :r, :m, :pv, :e, :b, :ip, :a, :pp, :period, 'open', :exp, :now)"),
         {"id": hold.id, "o": org_id, "p": project_id, "k": key_id, "r": request_id, "m": model_id,
          "pv": card.version, "e": endpoint, "b": backend_id, "ip": client_ip, "a": amount, "pp": promo_part,
          "period": period, "exp": expires_at_ms, "now": now})
@@ -108,8 +109,9 @@ async def _reserve_promo(conn: AsyncConnection, org_id: str, amount: int) -> int
         {"o": org_id})).first()
     take = 0 if r is None else min(amount, max(0, int(r[0])))
     if take:
-        await conn.execute(text("UPDATE ledger_accounts SET held = held + :x WHERE org_id = :o AND kind = 'promo'"
-                                " AND balance - held >= :x"), {"x": take, "o": org_id})
+        await conn.execute(text(
+            "UPDATE ledger_accounts SET held = held + :x WHERE org_id = :o AND kind = 'promo'"
+            " AND balance - held >= :x"), {"x": take, "o": org_id})
     return take
 
 

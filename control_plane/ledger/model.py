@@ -9,8 +9,20 @@ from typing import Annotated, Literal
 
 import msgspec
 
-__all__ = ["AccountKind", "CUSTOMER_KINDS", "KIND_ORDER", "Leg", "Hold", "Usage", "Settlement",
-           "EntryView", "TransactionView", "BalanceView", "StatementLine", "StatementPage"]
+__all__ = [
+    "CUSTOMER_KINDS",
+    "KIND_ORDER",
+    "AccountKind",
+    "BalanceView",
+    "EntryView",
+    "Hold",
+    "Leg",
+    "Settlement",
+    "StatementLine",
+    "StatementPage",
+    "TransactionView",
+    "Usage",
+]
 
 AccountKind = Literal["wallet", "promo", "revenue", "clearing", "promotions", "adjustments"]
 CUSTOMER_KINDS: frozenset[str] = frozenset({"wallet", "promo"})

@@ -19,7 +19,7 @@ from control_plane.events.catalog import WalletRecharged
 from control_plane.ledger.core import TxnMeta, ensure_accounts, get_transaction, post
 from control_plane.ledger.model import BalanceView, Leg, StatementLine, StatementPage, TransactionView
 
-__all__ = ["grant", "adjust", "reverse", "balance", "statement", "set_low_balance"]
+__all__ = ["adjust", "balance", "grant", "reverse", "set_low_balance", "statement"]
 
 MAX_NANOS = 10**18  # a trillion dollars: far beyond any real figure, far below BIGINT's limit
 
@@ -79,14 +79,15 @@ async def reverse(conn: AsyncConnection, org_id: str, txn_id: str, *, reason: st
         raise ApiError("conflict", f"Transaction {txn_id} is already reversed.")
     r = (await conn.execute(text("SELECT project_id, key_id, period FROM ledger_transactions WHERE id = :t"),
                             {"t": txn_id})).one()
-    meta = TxnMeta(kind="reversal", reason=reason, actor=actor, reverses=txn_id, request_id=original.request_id,
-                   project_id=r[0], key_id=r[1], period=r[2], model_id=original.model_id,
-                   price_version=original.price_version)
+    meta = TxnMeta(kind="reversal", reason=reason, actor=actor, reverses=txn_id,
+                   request_id=original.request_id, project_id=r[0], key_id=r[1], period=r[2],
+                   model_id=original.model_id, price_version=original.price_version)
     legs = [Leg(e.account, -e.amount) for e in original.entries]  # type: ignore[arg-type]
     if prior is None and original.kind == "charge" and r[2] is not None:
         for scope in sorted(s for s in (r[0], r[1]) if s):
-            await conn.execute(text("UPDATE budget_usage SET spent = spent - :a WHERE scope_id = :s AND period = :p"),
-                               {"a": original.amount, "s": scope, "p": r[2]})
+            await conn.execute(text(
+                "UPDATE budget_usage SET spent = spent - :a WHERE scope_id = :s AND period = :p"),
+                {"a": original.amount, "s": scope, "p": r[2]})
     return await post(conn, org_id, legs, meta, key)
 
 
@@ -108,8 +109,9 @@ async def set_low_balance(conn: AsyncConnection, org_id: str, low_balance_nanos:
         raise ApiError("invalid_request_error", "low_balance_nanos must be between 0 and 10^18.",
                        param="low_balance_nanos")
     await ensure_accounts(conn, org_id)
-    await conn.execute(text("UPDATE ledger_accounts SET low_balance_nanos = :l WHERE org_id = :o AND kind = 'wallet'"),
-                       {"l": low_balance_nanos, "o": org_id})
+    await conn.execute(text(
+        "UPDATE ledger_accounts SET low_balance_nanos = :l WHERE org_id = :o AND kind = 'wallet'"),
+        {"l": low_balance_nanos, "o": org_id})
     return await balance(conn, org_id)
 
 

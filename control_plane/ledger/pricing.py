@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from control_plane.errors import ApiError
 from control_plane.money import request_cost
 
-__all__ = ["PriceCard", "card_in_force", "card_version", "max_cost", "charge_for"]
+__all__ = ["PriceCard", "card_in_force", "card_version", "charge_for", "max_cost"]
 
 
 class PriceCard(msgspec.Struct, frozen=True, kw_only=True):

@@ -50,7 +50,8 @@ async def reconcile(conn: AsyncConnection, org_id: str | None = None) -> Reconci
         accounts += 1
         subject, cached = str(r[0]), int(r[1])
         if int(r[6]) != cached:
-            drift.append(Drift(check="balance_vs_entries", subject=subject, expected=int(r[6]), actual=cached))
+            drift.append(Drift(check="balance_vs_entries", subject=subject, expected=int(r[6]),
+                               actual=cached))
         last = 0 if r[7] is None else int(r[7])
         if last != cached:
             drift.append(Drift(check="balance_vs_last_entry", subject=subject, expected=last, actual=cached))
@@ -72,7 +73,8 @@ async def reconcile(conn: AsyncConnection, org_id: str | None = None) -> Reconci
     transactions = int((await conn.execute(text(
         "SELECT COUNT(*) FROM ledger_transactions WHERE (:all OR org_id = :o)"), scope)).scalar_one())
     journal_sum = int((await conn.execute(text(
-        "SELECT COALESCE(SUM(e.amount), 0) FROM ledger_entries e JOIN ledger_accounts a ON a.id = e.account_id"
+        "SELECT COALESCE(SUM(e.amount), 0) FROM ledger_entries e"
+        " JOIN ledger_accounts a ON a.id = e.account_id"
         f" WHERE {where_a}"), scope)).scalar_one())
     drift += await _budget_drift(conn, scope)
     return ReconcileReport(organization=org_id, accounts=accounts, transactions=transactions,

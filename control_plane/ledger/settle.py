@@ -28,7 +28,7 @@ from control_plane.events import record_event
 from control_plane.events.catalog import RequestCompleted
 from control_plane.ids import new_id
 from control_plane.ledger import budgets
-from control_plane.ledger.core import post, release_held, TxnMeta
+from control_plane.ledger.core import TxnMeta, post, release_held
 from control_plane.ledger.holds import load_hold
 from control_plane.ledger.model import Hold, Leg, Settlement, Usage
 from control_plane.ledger.pricing import PriceCard, card_version, charge_for
@@ -79,7 +79,8 @@ async def settle_many(conn: AsyncConnection, items: Sequence[tuple[str, Usage]],
 async def _claim(conn: AsyncConnection, index: int, ref: str, usage: Usage,
                  cards: dict[tuple[str, int], PriceCard], now: int) -> _Claimed:
     if usage.cached_tokens > usage.input_tokens:
-        raise ApiError("invalid_request_error", "cached_tokens cannot exceed input_tokens", param="cached_tokens")
+        raise ApiError("invalid_request_error", "cached_tokens cannot exceed input_tokens",
+                       param="cached_tokens")
     hold = await load_hold(conn, ref)
     if hold is None:
         raise ApiError("not_found", f"No hold {ref!r}.")
@@ -129,8 +130,9 @@ async def _post_org(conn: AsyncConnection, org_id: str, group: list[_Claimed], n
             for leg in legs:
                 await release_held(conn, org_id, leg.kind, leg.release)
         else:
-            meta = TxnMeta(kind="charge", actor="system", request_id=h.request_id, project_id=h.project_id,
-                           key_id=h.key_id, period=h.period, model_id=h.model_id, price_version=h.price_version)
+            meta = TxnMeta(kind="charge", actor="system", request_id=h.request_id,
+                           project_id=h.project_id, key_id=h.key_id, period=h.period, model_id=h.model_id,
+                           price_version=h.price_version)
             await post(conn, org_id, [*legs, Leg("revenue", c.cost)], meta, f"charge:{h.id}", txn_id=c.txn_id)
             charged, last_txn = charged + c.cost, c.txn_id
         await _usage_record(conn, c, now)
@@ -151,8 +153,9 @@ async def _usage_record(conn: AsyncConnection, c: _Claimed, now: int) -> None:
         " status, input_tokens, cached_tokens, output_tokens, cost_nanos, price_version, txn_id, hold_id,"
         " ttft_ms, latency_ms, cache_status, client_ip, created_at) VALUES (:r, :o, :p, :k, :m, :b, :e, :s,"
         " :it, :ct, :ot, :cost, :pv, :t, :h, :ttft, :lat, :cache, :ip, :now)"),
-        {"r": h.request_id, "o": h.org_id, "p": h.project_id, "k": h.key_id, "m": h.model_id, "b": h.backend_id,
-         "e": h.endpoint, "s": u.status, "it": u.input_tokens, "ct": u.cached_tokens, "ot": u.output_tokens,
+        {"r": h.request_id, "o": h.org_id, "p": h.project_id, "k": h.key_id, "m": h.model_id,
+         "b": h.backend_id, "e": h.endpoint, "s": u.status, "it": u.input_tokens, "ct": u.cached_tokens,
+         "ot": u.output_tokens,
          "cost": c.cost, "pv": h.price_version, "t": c.txn_id, "h": h.id, "ttft": u.ttft_ms,
          "lat": u.latency_ms, "cache": u.cache_status, "ip": h.client_ip, "now": now})
     if h.endpoint in ("responses", "chat", "embeddings"):

@@ -20,7 +20,6 @@ from control_plane.ids import new_id
 from tests.money.conftest import Tenant
 from tests.money.helpers import assert_books_balance, balance, grant, hold, settle
 
-
 APPEND_ONLY = "append-only|resolves exactly once|cannot be deleted"
 CHECK = "(?i)check constraint"
 ENTRY_ONLY = "a balance moves only with an entry"
