@@ -13,9 +13,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-import jsonschema
-import yaml
-from referencing import Registry, Resource
+import jsonschema  # type: ignore[import-untyped]
+import yaml  # type: ignore[import-untyped]
+from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
 __all__ = ["SPEC_PATH", "validate", "validator"]
@@ -45,14 +45,15 @@ def _nullable(node: Any) -> Any:
 
 
 @functools.cache
-def _registry() -> Registry:
+def _registry() -> Registry[Any]:
     with SPEC_PATH.open() as f:
         doc = _nullable(yaml.load(f, Loader=yaml.CSafeLoader))
-    return Registry().with_resource(_URI, Resource(contents=doc, specification=DRAFT202012))
+    registry: Registry[Any] = Registry().with_resource(_URI, DRAFT202012.create_resource(doc))
+    return registry
 
 
 @functools.cache
-def validator(schema_name: str) -> jsonschema.Draft202012Validator:
+def validator(schema_name: str) -> Any:
     schema = {"$ref": f"{_URI}#/components/schemas/{schema_name}"}
     return jsonschema.Draft202012Validator(schema, registry=_registry())
 

@@ -74,4 +74,4 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--anthropic-key", default="sk-ant-sim-upstream-secret-0002")
     args = parser.parse_args(argv)
     uvicorn.run(Simulator(args.api_key, args.anthropic_key), host="127.0.0.1", port=args.port, loop="uvloop",
-                http="httptools", lifespan="on", access_log=False, log_level="error")
+                http="httptools", lifespan="on", access_log=False, log_level="critical")
