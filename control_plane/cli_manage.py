@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from control_plane.domain import model_admin, orgs, routing
+from control_plane.domain import model_admin, orgs, projects, routing
 
 __all__ = ["OPS", "Op", "add_manage_commands", "body_from_args"]
 
@@ -43,7 +43,8 @@ OPS: dict[str, dict[str, Op]] = {
     "backends": {
         "list": Op(lambda c, a, b, s: routing.list_backends(c)),
         "get": Op(lambda c, a, b, s: routing.get_backend(c, a.target), target="backend_id"),
-        "create": Op(lambda c, a, b, s: routing.create_backend(c, s, b, A), routing.BackendCreate, effect="routing"),
+        "create": Op(lambda c, a, b, s: routing.create_backend(c, s, b, A), routing.BackendCreate,
+                     effect="routing"),
         "update": Op(lambda c, a, b, s: routing.update_backend(c, s, a.target, b, A), routing.BackendPatch,
                      target="backend_id", effect="routing"),
         "disable": Op(lambda c, a, b, s: routing.disable_backend(c, s, a.target, A), target="backend_id",
@@ -52,19 +53,23 @@ OPS: dict[str, dict[str, Op]] = {
     "models": {
         "list": Op(lambda c, a, b, s: model_admin.list_models(c)),
         "get": Op(lambda c, a, b, s: model_admin.get_model(c, a.target), target="model_id"),
-        "create": Op(lambda c, a, b, s: model_admin.create_model(c, b, A), model_admin.ModelCreate, effect="routing"),
+        "create": Op(lambda c, a, b, s: model_admin.create_model(c, b, A), model_admin.ModelCreate,
+                     effect="routing"),
         "update": Op(lambda c, a, b, s: model_admin.update_model(c, a.target, b, A), model_admin.ModelPatch,
                      target="model_id", effect="routing"),
     },
     "prices": {
         "list": Op(lambda c, a, b, s: model_admin.list_prices(c, a.model), extra=("model",)),
-        "add": Op(lambda c, a, b, s: model_admin.add_price(c, b, A), model_admin.PriceCreate, effect="routing"),
+        "add": Op(lambda c, a, b, s: model_admin.add_price(c, b, A), model_admin.PriceCreate,
+                  effect="routing"),
     },
     "routes": {
         "list": Op(lambda c, a, b, s: routing.list_routes(c)),
-        "set": Op(lambda c, a, b, s: routing.set_route(c, a.target, a.model, A), target="alias", extra=("model",),
+        "set": Op(lambda c, a, b, s: routing.set_route(c, a.target, a.model, A), target="alias",
+                  extra=("model",),
                   effect="routing"),
-        "delete": Op(lambda c, a, b, s: routing.delete_route(c, a.target, A), target="alias", effect="routing"),
+        "delete": Op(lambda c, a, b, s: routing.delete_route(c, a.target, A), target="alias",
+                     effect="routing"),
     },
     "orgs": {
         "list": Op(lambda c, a, b, s: orgs.list_orgs(c)),
@@ -73,19 +78,20 @@ OPS: dict[str, dict[str, Op]] = {
         "update": Op(lambda c, a, b, s: orgs.update_org(c, a.target, b, A), orgs.OrgPatch, target="org_id"),
     },
     "projects": {
-        "list": Op(lambda c, a, b, s: orgs.list_projects(c, a.org), org=True),
-        "get": Op(lambda c, a, b, s: orgs.get_project(c, a.org, a.target), target="project_id", org=True),
-        "create": Op(lambda c, a, b, s: orgs.create_project(c, a.org, b, A), orgs.ProjectCreate, org=True,
-                     effect="projects"),
-        "update": Op(lambda c, a, b, s: orgs.update_project(c, a.org, a.target, b, A), orgs.ProjectPatch,
-                     target="project_id", org=True, effect="projects"),
+        "list": Op(lambda c, a, b, s: projects.list_projects(c, a.org), org=True),
+        "get": Op(lambda c, a, b, s: projects.get_project(c, a.org, a.target), target="project_id", org=True),
+        "create": Op(lambda c, a, b, s: projects.create_project(c, a.org, b, A), projects.ProjectCreate,
+                     org=True, effect="projects"),
+        "update": Op(lambda c, a, b, s: projects.update_project(c, a.org, a.target, b, A),
+                     projects.ProjectPatch, target="project_id", org=True, effect="projects"),
     },
     "members": {
         "list": Op(lambda c, a, b, s: orgs.list_members(c, a.org), org=True),
         "add": Op(lambda c, a, b, s: orgs.add_member(c, a.org, b, A), orgs.MemberCreate, org=True),
         "update": Op(lambda c, a, b, s: orgs.update_member(c, a.org, a.target, b, A), orgs.MemberPatch,
                      target="user_id", org=True),
-        "remove": Op(lambda c, a, b, s: orgs.remove_member(c, a.org, a.target, A), target="user_id", org=True),
+        "remove": Op(lambda c, a, b, s: orgs.remove_member(c, a.org, a.target, A), target="user_id",
+                     org=True),
     },
     "users": {
         "list": Op(lambda c, a, b, s: orgs.list_users(c)),
@@ -94,7 +100,8 @@ OPS: dict[str, dict[str, Op]] = {
     },
 }
 
-HELP = {"backends": "manage model backends", "models": "manage models", "prices": "append and list price cards",
+HELP = {"backends": "manage model backends", "models": "manage models",
+        "prices": "append and list price cards",
         "routes": "manage aliases (platform-branded model names)", "orgs": "manage organizations",
         "projects": "manage an organization's projects", "members": "manage an organization's members",
         "users": "manage users"}

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from control_plane.api.deps import provide_tx
 from control_plane.api.guards import admin_guard
-from control_plane.domain import orgs
+from control_plane.domain import orgs, projects
 
 __all__ = ["OrgsController", "UsersController"]
 
@@ -55,23 +55,23 @@ class OrgsController(Controller):
 
     @get("/{org_id:str}/projects")
     async def list_projects(self, conn: AsyncConnection, org_id: str) -> dict[str, object]:
-        return _list(await orgs.list_projects(conn, org_id))
+        return _list(await projects.list_projects(conn, org_id))
 
     @post("/{org_id:str}/projects", status_code=201)
     async def create_project(self, conn: AsyncConnection, state: State, org_id: str,
-                             data: orgs.ProjectCreate) -> orgs.ProjectView:
-        view = await orgs.create_project(conn, org_id, data, ACTOR)
+                             data: projects.ProjectCreate) -> projects.ProjectView:
+        view = await projects.create_project(conn, org_id, data, ACTOR)
         await _refresh_sidecar(conn, state)
         return view
 
     @get("/{org_id:str}/projects/{project_id:str}")
-    async def get_project(self, conn: AsyncConnection, org_id: str, project_id: str) -> orgs.ProjectView:
-        return await orgs.get_project(conn, org_id, project_id)
+    async def get_project(self, conn: AsyncConnection, org_id: str, project_id: str) -> projects.ProjectView:
+        return await projects.get_project(conn, org_id, project_id)
 
     @patch("/{org_id:str}/projects/{project_id:str}")
     async def update_project(self, conn: AsyncConnection, state: State, org_id: str, project_id: str,
-                             data: orgs.ProjectPatch) -> orgs.ProjectView:
-        view = await orgs.update_project(conn, org_id, project_id, data, ACTOR)
+                             data: projects.ProjectPatch) -> projects.ProjectView:
+        view = await projects.update_project(conn, org_id, project_id, data, ACTOR)
         await _refresh_sidecar(conn, state)
         return view
 
@@ -80,7 +80,8 @@ class OrgsController(Controller):
         return _list(await orgs.list_members(conn, org_id))
 
     @post("/{org_id:str}/members", status_code=201)
-    async def add_member(self, conn: AsyncConnection, org_id: str, data: orgs.MemberCreate) -> orgs.MemberView:
+    async def add_member(self, conn: AsyncConnection, org_id: str,
+                         data: orgs.MemberCreate) -> orgs.MemberView:
         return await orgs.add_member(conn, org_id, data, ACTOR)
 
     @get("/{org_id:str}/members/{user_id:str}")

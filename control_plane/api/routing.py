@@ -18,7 +18,7 @@ from control_plane.api.guards import admin_guard
 from control_plane.domain import model_admin as models
 from control_plane.domain import routing
 
-__all__ = ["RoutingController", "ModelAdminController"]
+__all__ = ["ModelAdminController", "RoutingController"]
 
 ACTOR = "admin"
 
@@ -64,7 +64,8 @@ class RoutingController(Controller):
         return view
 
     @post("/backends/{backend_id:str}/disable", status_code=200)
-    async def disable_backend(self, conn: AsyncConnection, state: State, backend_id: str) -> routing.BackendView:
+    async def disable_backend(self, conn: AsyncConnection, state: State,
+                              backend_id: str) -> routing.BackendView:
         view = await routing.disable_backend(conn, state.settings, backend_id, ACTOR)
         await _publish(conn, state)
         return view
@@ -74,7 +75,8 @@ class RoutingController(Controller):
         return _list(await models.list_prices(conn, model))
 
     @post("/prices", status_code=201)
-    async def add_price(self, conn: AsyncConnection, state: State, data: models.PriceCreate) -> models.PriceView:
+    async def add_price(self, conn: AsyncConnection, state: State,
+                        data: models.PriceCreate) -> models.PriceView:
         view = await models.add_price(conn, data, ACTOR)
         await _publish(conn, state)
         return view
@@ -84,7 +86,8 @@ class RoutingController(Controller):
         return _list(await routing.list_routes(conn))
 
     @put("/routes/{alias:str}")
-    async def set_route(self, conn: AsyncConnection, state: State, alias: str, data: RouteBody) -> routing.RouteView:
+    async def set_route(self, conn: AsyncConnection, state: State, alias: str,
+                        data: RouteBody) -> routing.RouteView:
         view = await routing.set_route(conn, alias, data.model, ACTOR)
         await _publish(conn, state)
         return view

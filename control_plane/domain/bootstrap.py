@@ -46,8 +46,10 @@ def load_secrets(settings: Settings) -> Secrets:
         "admin_token": os.environ.get("NX_ADMIN_TOKEN") or stored.get("admin_token")
         or "nxadm_" + secrets.token_urlsafe(32),
     }
-    from_env = {"key_pepper": bool(settings.key_pepper), "internal_token": "NX_INTERNAL_TOKEN" in os.environ,
-                "admin_token": "NX_ADMIN_TOKEN" in os.environ}
+    # An empty variable (as in a copied .env.example) means "not set": generate and keep one.
+    from_env = {"key_pepper": bool(settings.key_pepper),
+                "internal_token": bool(os.environ.get("NX_INTERNAL_TOKEN")),
+                "admin_token": bool(os.environ.get("NX_ADMIN_TOKEN"))}
     missing = {k: v for k, v in wanted.items() if k not in stored and not from_env[k]}
     if missing:
         _write_secrets(path, {**stored, **missing})

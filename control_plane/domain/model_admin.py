@@ -20,8 +20,21 @@ from control_plane.domain.routing import changed, ensure_model
 from control_plane.errors import ApiError
 from control_plane.ids import new_id
 
-__all__ = ["ModelCreate", "ModelPatch", "ModelView", "PriceInput", "PriceCreate", "PriceView", "create_model",
-           "list_models", "get_model", "update_model", "add_price", "list_prices", "latest_price"]
+__all__ = [
+    "ModelCreate",
+    "ModelPatch",
+    "ModelView",
+    "PriceCreate",
+    "PriceInput",
+    "PriceView",
+    "add_price",
+    "create_model",
+    "get_model",
+    "latest_price",
+    "list_models",
+    "list_prices",
+    "update_model",
+]
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Status = Literal["active", "disabled"]
@@ -107,7 +120,8 @@ async def _view(conn: AsyncConnection, r: Any) -> ModelView:
         text("SELECT alias FROM routes WHERE model_id = :m ORDER BY alias"), {"m": r[0]})]
     return ModelView(id=str(r[0]), display_name=str(r[1]), description=str(r[2]), backend=str(r[3]),
                      upstream_name=str(r[4]), kind=str(r[5]), context_window=int(r[6]),
-                     max_output_tokens=int(r[7]), capabilities=msgspec.json.decode(str(r[8])), status=str(r[9]),
+                     max_output_tokens=int(r[7]), capabilities=msgspec.json.decode(str(r[8])),
+                     status=str(r[9]),
                      price=await latest_price(conn, str(r[0])), aliases=aliases,
                      created_at=int(r[10]) // 1000, updated_at=int(r[11]) // 1000)
 
@@ -161,11 +175,13 @@ async def update_model(conn: AsyncConnection, model_id: str, patch: ModelPatch, 
     columns = {"display_name": "display_name", "description": "description", "backend": "backend_id",
                "upstream_name": "upstream_name", "context_window": "context_window",
                "max_output_tokens": "max_output_tokens", "status": "status"}
-    sets: dict[str, object] = {col: getattr(patch, f) for f, col in columns.items() if getattr(patch, f) is not None}
+    sets: dict[str, object] = {col: getattr(patch, f) for f, col in columns.items() if getattr(patch,
+                                                                                               f) is not None}
     if patch.capabilities is not None:
         sets["capabilities"] = msgspec.json.encode(patch.capabilities).decode()
     if sets:
-        await conn.execute(text(f"UPDATE models SET {', '.join(f'{k} = :{k}' for k in sets)}, updated_at = :now"
+        assignments = ", ".join(f"{k} = :{k}" for k in sets)
+        await conn.execute(text(f"UPDATE models SET {assignments}, updated_at = :now"
                                 " WHERE id = :id"), {**sets, "now": now_ms(), "id": model_id})
         await changed(conn, actor, "model.updated", model_id, {"fields": sorted(sets)})
     return await get_model(conn, model_id)
@@ -187,8 +203,8 @@ def _effective_ms(value: str | None, now: int) -> int:
     return int(moment.timestamp() * 1000)
 
 
-_PRICE_COLS = ("id, model_id, version, input_nanos_per_mtok, cached_input_nanos_per_mtok, output_nanos_per_mtok,"
-               " effective_at, created_at")
+_PRICE_COLS = ("id, model_id, version, input_nanos_per_mtok, cached_input_nanos_per_mtok,"
+               " output_nanos_per_mtok, effective_at, created_at")
 
 
 def _price(r: Any) -> PriceView:
@@ -199,7 +215,8 @@ def _price(r: Any) -> PriceView:
 
 async def list_prices(conn: AsyncConnection, model_id: str) -> list[PriceView]:
     await ensure_model(conn, model_id)
-    rows = await conn.execute(text(f"SELECT {_PRICE_COLS} FROM price_cards WHERE model_id = :m ORDER BY version"),
+    rows = await conn.execute(text(f"SELECT {_PRICE_COLS} FROM price_cards WHERE model_id = :m"
+                                   " ORDER BY version"),
                               {"m": model_id})
     return [_price(r) for r in rows]
 
@@ -231,5 +248,6 @@ async def add_price(conn: AsyncConnection, data: PriceCreate, actor: str) -> Pri
         {"id": price_id, "m": data.model, "v": version, "i": data.input_nanos_per_mtok,
          "c": data.cached_input_nanos_per_mtok, "o": data.output_nanos_per_mtok, "e": effective, "now": now})
     await changed(conn, actor, "price.created", data.model, {"version": version, "price_id": price_id})
-    row = (await conn.execute(text(f"SELECT {_PRICE_COLS} FROM price_cards WHERE id = :id"), {"id": price_id})).one()
+    row = (await conn.execute(text(f"SELECT {_PRICE_COLS} FROM price_cards WHERE id = :id"),
+                              {"id": price_id})).one()
     return _price(row)

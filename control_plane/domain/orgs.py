@@ -1,8 +1,8 @@
-"""Organizations, projects, users and memberships (roles owner/admin/member/billing).
+"""Organizations, users and memberships (roles owner/admin/member/billing); projects are in
+domain/projects.py.
 
 Everything below an organization is looked up by (org, id) together, so another organization's
-project or member id gets the same 404 as a made-up one. Project changes move `config_version`
-because the sidecar's snapshot carries each organization's projects (the project scope check).
+member id gets the same 404 as a made-up one. An organization always keeps at least one owner.
 """
 
 from __future__ import annotations
@@ -14,19 +14,19 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from control_plane.db import now_ms
-from control_plane.domain.keys import audit, bump_config_version
+from control_plane.domain.keys import audit
+from control_plane.domain.projects import ProjectCreate, create_project
 from control_plane.errors import ApiError
 from control_plane.ids import new_id
 
-__all__ = ["OrgCreate", "OrgPatch", "OrgView", "ProjectCreate", "ProjectPatch", "ProjectView", "UserCreate",
-           "UserView", "MemberCreate", "MemberPatch", "MemberView", "create_org", "list_orgs", "get_org",
-           "update_org", "create_project", "list_projects", "get_project", "update_project", "create_user",
-           "list_users", "get_user", "add_member", "list_members", "get_member", "update_member", "remove_member"]
+__all__ = ["MemberCreate", "MemberPatch", "MemberView", "OrgCreate", "OrgPatch", "OrgView",
+           "UserCreate", "UserView", "add_member", "create_org", "create_user", "get_member",
+           "get_org", "get_user", "list_members", "list_orgs", "list_users", "remove_member",
+           "update_member", "update_org"]
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Email = Annotated[str, msgspec.Meta(pattern=r"^[^@\s]{1,64}@[^@\s]{1,255}$", max_length=320)]
 Role = Literal["owner", "admin", "member", "billing"]
-Budget = Annotated[int, msgspec.Meta(ge=0)]
 
 
 class OrgCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -46,27 +46,6 @@ class OrgView(msgspec.Struct, kw_only=True):
     object: Literal["organization"] = "organization"
     name: str
     plan: str
-    created_at: int
-
-
-class ProjectCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    name: Name
-    monthly_budget_nanos: Budget | None = None
-
-
-class ProjectPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    name: Name | None = None
-    monthly_budget_nanos: Budget | None | msgspec.UnsetType = msgspec.UNSET
-    archived: bool | None = None
-
-
-class ProjectView(msgspec.Struct, kw_only=True):
-    id: str
-    object: Literal["organization.project"] = "organization.project"
-    organization: str
-    name: str
-    monthly_budget_nanos: int | None
-    archived: bool
     created_at: int
 
 
@@ -115,7 +94,8 @@ def _conflict_if(found: object, message: str, param: str) -> None:
 async def create_org(conn: AsyncConnection, data: OrgCreate, actor: str) -> OrgView:
     """A new organization comes with a default project, so its keys have somewhere to act."""
     org_id, now = new_id("org"), now_ms()
-    await conn.execute(text("INSERT INTO organizations (id, name, plan, created_at) VALUES (:id, :n, :p, :now)"),
+    await conn.execute(text("INSERT INTO organizations (id, name, plan, created_at)"
+                            " VALUES (:id, :n, :p, :now)"),
                        {"id": org_id, "n": data.name, "p": data.plan, "now": now})
     await audit(conn, org_id, actor, "org.created", org_id, {"name": data.name})
     await create_project(conn, org_id, ProjectCreate(name="Default project"), actor)
@@ -145,71 +125,11 @@ async def update_org(conn: AsyncConnection, org_id: str, patch: OrgPatch, actor:
     await get_org(conn, org_id)
     sets = {k: v for k, v in (("name", patch.name), ("plan", patch.plan)) if v is not None}
     if sets:
-        await conn.execute(text(f"UPDATE organizations SET {', '.join(f'{k} = :{k}' for k in sets)} WHERE id = :o"),
+        assignments = ", ".join(f"{k} = :{k}" for k in sets)
+        await conn.execute(text(f"UPDATE organizations SET {assignments} WHERE id = :o"),
                            {**sets, "o": org_id})
         await audit(conn, org_id, actor, "org.updated", org_id, {"fields": sorted(sets)})
     return await get_org(conn, org_id)
-
-
-_PROJECT_COLS = "id, org_id, name, monthly_budget_nanos, archived, created_at"
-
-
-def _project(r: Any) -> ProjectView:
-    return ProjectView(id=str(r[0]), organization=str(r[1]), name=str(r[2]),
-                       monthly_budget_nanos=None if r[3] is None else int(r[3]), archived=bool(r[4]),
-                       created_at=int(r[5]) // 1000)
-
-
-async def _name_free(conn: AsyncConnection, org_id: str, name: str, except_id: str = "") -> None:
-    found = (await conn.execute(text("SELECT id FROM projects WHERE org_id = :o AND name = :n AND id != :x"),
-                                {"o": org_id, "n": name, "x": except_id})).first()
-    _conflict_if(found, f"A project named {name!r} already exists in this organization", "name")
-
-
-async def create_project(conn: AsyncConnection, org_id: str, data: ProjectCreate, actor: str) -> ProjectView:
-    await get_org(conn, org_id)
-    await _name_free(conn, org_id, data.name)
-    project_id = new_id("proj")
-    await conn.execute(text("INSERT INTO projects (id, org_id, name, monthly_budget_nanos, created_at)"
-                            " VALUES (:id, :o, :n, :b, :now)"),
-                       {"id": project_id, "o": org_id, "n": data.name, "b": data.monthly_budget_nanos,
-                        "now": now_ms()})
-    await audit(conn, org_id, actor, "project.created", project_id, {"name": data.name})
-    await bump_config_version(conn)
-    return await get_project(conn, org_id, project_id)
-
-
-async def list_projects(conn: AsyncConnection, org_id: str) -> list[ProjectView]:
-    await get_org(conn, org_id)
-    return [_project(r) for r in await conn.execute(text(
-        f"SELECT {_PROJECT_COLS} FROM projects WHERE org_id = :o ORDER BY created_at, id"), {"o": org_id})]
-
-
-async def get_project(conn: AsyncConnection, org_id: str, project_id: str) -> ProjectView:
-    row = (await conn.execute(text(f"SELECT {_PROJECT_COLS} FROM projects WHERE id = :p AND org_id = :o"),
-                              {"p": project_id, "o": org_id})).first()
-    if row is None:
-        raise ApiError("not_found", f"No project {project_id!r}")
-    return _project(row)
-
-
-async def update_project(conn: AsyncConnection, org_id: str, project_id: str, patch: ProjectPatch,
-                         actor: str) -> ProjectView:
-    await get_project(conn, org_id, project_id)
-    sets: dict[str, object] = {}
-    if patch.name is not None:
-        await _name_free(conn, org_id, patch.name, project_id)
-        sets["name"] = patch.name
-    if patch.monthly_budget_nanos is not msgspec.UNSET:
-        sets["monthly_budget_nanos"] = patch.monthly_budget_nanos
-    if patch.archived is not None:
-        sets["archived"] = int(patch.archived)
-    if sets:
-        await conn.execute(text(f"UPDATE projects SET {', '.join(f'{k} = :{k}' for k in sets)}"
-                                " WHERE id = :p AND org_id = :o"), {**sets, "p": project_id, "o": org_id})
-        await audit(conn, org_id, actor, "project.updated", project_id, {"fields": sorted(sets)})
-        await bump_config_version(conn)
-    return await get_project(conn, org_id, project_id)
 
 
 def _user(r: Any) -> UserView:
@@ -245,7 +165,8 @@ _MEMBER_SQL = ("SELECT m.id, m.org_id, u.id, u.email, u.name, m.role, m.created_
 
 
 def _member(r: Any) -> MemberView:
-    return MemberView(id=str(r[0]), organization=str(r[1]), user_id=str(r[2]), email=str(r[3]), name=str(r[4]),
+    return MemberView(id=str(r[0]), organization=str(r[1]), user_id=str(r[2]), email=str(r[3]),
+                      name=str(r[4]),
                       role=str(r[5]), created_at=int(r[6]) // 1000)
 
 
@@ -259,7 +180,8 @@ async def add_member(conn: AsyncConnection, org_id: str, data: MemberCreate, act
         assert data.email is not None
         row = (await conn.execute(text("SELECT id FROM users WHERE email = :e"),
                                   {"e": data.email.strip().lower()})).first()
-        user_id = str(row[0]) if row else (await create_user(conn, UserCreate(email=data.email, name=data.name),
+        user_id = str(row[0]) if row else (await create_user(conn, UserCreate(email=data.email,
+                                                                              name=data.name),
                                                              actor)).id
     found = (await conn.execute(text("SELECT id FROM memberships WHERE org_id = :o AND user_id = :u"),
                                 {"o": org_id, "u": user_id})).first()

@@ -25,9 +25,24 @@ from control_plane.errors import ApiError
 from control_plane.notify import Notifier
 from control_plane.settings import Settings
 
-__all__ = ["BackendCreate", "BackendPatch", "BackendView", "RouteView",
-           "create_backend", "list_backends", "get_backend", "update_backend", "disable_backend",
-           "list_routes", "set_route", "delete_route", "publish", "check_base_url", "ensure_model", "changed"]
+__all__ = [
+    "BackendCreate",
+    "BackendPatch",
+    "BackendView",
+    "RouteView",
+    "changed",
+    "check_base_url",
+    "create_backend",
+    "delete_route",
+    "disable_backend",
+    "ensure_model",
+    "get_backend",
+    "list_backends",
+    "list_routes",
+    "publish",
+    "set_route",
+    "update_backend",
+]
 
 Protocol = Literal["openai", "openai_chat", "anthropic"]
 EnvName = Annotated[str, msgspec.Meta(pattern=r"^[A-Z_][A-Z0-9_]{0,99}$")]
@@ -49,7 +64,7 @@ class BackendCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 class BackendPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     protocol: Protocol | None = None
     base_url: str | None = None
-    api_key_env: EnvName | None | msgspec.UnsetType = msgspec.UNSET
+    api_key_env: EnvName | msgspec.UnsetType | None = msgspec.UNSET
     timeout_ms: Positive | None = None
     connect_timeout_ms: Positive | None = None
     enabled: bool | None = None
@@ -97,7 +112,7 @@ def check_base_url(url: str, settings: Settings) -> str:
     port = port or (443 if parts.scheme == "https" else 80)
     internal = {settings.edge_port, settings.envoy_admin_port, settings.sidecar_port, settings.adapter_port,
                 settings.control_plane_port}
-    if host in ("localhost", "127.0.0.1", "::1", "0.0.0.0") and port in internal:
+    if host in ("localhost", "127.0.0.1", "::1", "0.0.0.0") and port in internal:  # noqa: S104
         raise _invalid("base_url", f"port {port} on this host belongs to the platform itself")
     return url.rstrip("/")
 
@@ -115,7 +130,8 @@ def _check_env(name: str | None) -> None:
         raise _invalid("api_key_env", f"{name!r} is reserved for the platform's own secrets")
 
 
-_BACKEND_COLS = "id, protocol, base_url, api_key_env, timeout_ms, connect_timeout_ms, enabled, created_at, updated_at"
+_BACKEND_COLS = ("id, protocol, base_url, api_key_env, timeout_ms, connect_timeout_ms, enabled, created_at,"
+                 " updated_at")
 
 
 def _backend(r: Any) -> BackendView:
@@ -124,13 +140,15 @@ def _backend(r: Any) -> BackendView:
                        created_at=int(r[7]) // 1000, updated_at=int(r[8]) // 1000)
 
 
-async def changed(conn: AsyncConnection, actor: str, action: str, target: str, details: dict[str, object]) -> None:
+async def changed(conn: AsyncConnection, actor: str, action: str, target: str, details: dict[str,
+                                                                                             object]) -> None:
     await audit(conn, None, actor, action, target, details)
     await bump_config_version(conn)
 
 
 async def list_backends(conn: AsyncConnection) -> list[BackendView]:
-    return [_backend(r) for r in await conn.execute(text(f"SELECT {_BACKEND_COLS} FROM backends ORDER BY id"))]
+    rows = await conn.execute(text(f"SELECT {_BACKEND_COLS} FROM backends ORDER BY id"))
+    return [_backend(r) for r in rows]
 
 
 async def get_backend(conn: AsyncConnection, backend_id: str) -> BackendView:
@@ -141,15 +159,16 @@ async def get_backend(conn: AsyncConnection, backend_id: str) -> BackendView:
     return _backend(row)
 
 
-async def create_backend(conn: AsyncConnection, settings: Settings, data: BackendCreate, actor: str) -> BackendView:
+async def create_backend(conn: AsyncConnection, settings: Settings, data: BackendCreate,
+                         actor: str) -> BackendView:
     url = check_base_url(data.base_url, settings)
     _check_env(data.api_key_env)
     if (await conn.execute(text("SELECT 1 FROM backends WHERE id = :id"), {"id": data.id})).first():
         raise ApiError("conflict", f"A backend {data.id!r} already exists", param="id")
     now = now_ms()
     await conn.execute(text(
-        "INSERT INTO backends (id, protocol, base_url, api_key_env, timeout_ms, connect_timeout_ms, created_at,"
-        " updated_at) VALUES (:id, :p, :u, :e, :t, :c, :now, :now)"),
+        "INSERT INTO backends (id, protocol, base_url, api_key_env, timeout_ms, connect_timeout_ms,"
+        " created_at, updated_at) VALUES (:id, :p, :u, :e, :t, :c, :now, :now)"),
         {"id": data.id, "p": data.protocol, "u": url, "e": data.api_key_env, "t": data.timeout_ms,
          "c": data.connect_timeout_ms, "now": now})
     await changed(conn, actor, "backend.created", data.id, {"base_url": url, "protocol": data.protocol})
@@ -173,7 +192,8 @@ async def update_backend(conn: AsyncConnection, settings: Settings, backend_id: 
     if patch.enabled is not None:
         sets["enabled"] = int(patch.enabled)
     if sets:
-        await conn.execute(text(f"UPDATE backends SET {', '.join(f'{k} = :{k}' for k in sets)}, updated_at = :now"
+        assignments = ", ".join(f"{k} = :{k}" for k in sets)
+        await conn.execute(text(f"UPDATE backends SET {assignments}, updated_at = :now"
                                 " WHERE id = :id"), {**sets, "now": now_ms(), "id": backend_id})
         await changed(conn, actor, "backend.updated", backend_id, {"fields": sorted(sets)})
     return await get_backend(conn, backend_id)
@@ -181,7 +201,8 @@ async def update_backend(conn: AsyncConnection, settings: Settings, backend_id: 
 
 async def _refuse_if_serving(conn: AsyncConnection, backend_id: str) -> None:
     # A disabled backend loses its Envoy cluster; active models on it would fail at request time.
-    rows = await conn.execute(text("SELECT id FROM models WHERE backend_id = :b AND status = 'active' ORDER BY id"),
+    rows = await conn.execute(text("SELECT id FROM models WHERE backend_id = :b AND status = 'active'"
+                                   " ORDER BY id"),
                               {"b": backend_id})
     active = [str(r[0]) for r in rows]
     if active:
@@ -189,7 +210,8 @@ async def _refuse_if_serving(conn: AsyncConnection, backend_id: str) -> None:
                        "disable them or move them to another backend first")
 
 
-async def disable_backend(conn: AsyncConnection, settings: Settings, backend_id: str, actor: str) -> BackendView:
+async def disable_backend(conn: AsyncConnection, settings: Settings, backend_id: str,
+                          actor: str) -> BackendView:
     return await update_backend(conn, settings, backend_id, BackendPatch(enabled=False), actor)
 
 
@@ -222,7 +244,8 @@ async def set_route(conn: AsyncConnection, alias: str, model_id: str, actor: str
 
 
 async def delete_route(conn: AsyncConnection, alias: str, actor: str) -> RouteView:
-    row = (await conn.execute(text("SELECT model_id, updated_at FROM routes WHERE alias = :a"), {"a": alias})).first()
+    row = (await conn.execute(text("SELECT model_id, updated_at FROM routes WHERE alias = :a"),
+                              {"a": alias})).first()
     if row is None:
         raise ApiError("not_found", f"No route {alias!r}")
     await conn.execute(text("DELETE FROM routes WHERE alias = :a"), {"a": alias})
