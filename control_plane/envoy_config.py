@@ -38,8 +38,9 @@ class BackendRow(msgspec.Struct, frozen=True):
     connect_timeout_ms: int
 
 
-def _cluster(name: str, host: str, port: int, *, tls: bool = False, connect_ms: int = 1000,
+def _cluster(name: str, host: str, port: int | list[int], *, tls: bool = False, connect_ms: int = 1000,
              http2: bool = False) -> Json:
+    ports = port if isinstance(port, list) else [port]
     cluster: Json = {
         "name": name, "type": "STRICT_DNS" if not _is_ip(host) else "STATIC",
         "connect_timeout": f"{connect_ms / 1000:.3f}s", "dns_lookup_family": "V4_PREFERRED",
@@ -47,7 +48,7 @@ def _cluster(name: str, host: str, port: int, *, tls: bool = False, connect_ms: 
         "circuit_breakers": {"thresholds": [{"max_connections": 100000, "max_pending_requests": 100000,
                                              "max_requests": 100000, "max_retries": 10}]},
         "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
-            {"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}]}]},
+            {"endpoint": {"address": {"socket_address": {"address": host, "port_value": p}}}} for p in ports]}]},
     }
     if http2:
         cluster["typed_extension_protocol_options"] = {
@@ -127,15 +128,20 @@ def render_bootstrap(settings: Settings) -> Json:
                                                 "typed_config": hcm}]}],
             }],
             "clusters": [
-                _cluster("sidecar", settings.sidecar_host, settings.sidecar_port),
+                # One endpoint per sidecar process: Envoy balances checks across them per request.
+                _cluster("sidecar", settings.sidecar_host, settings.sidecar_ports),
                 _cluster("control_plane", settings.control_plane_host, settings.control_plane_port),
                 _cluster("adapter", settings.sidecar_host, settings.adapter_port),
             ],
         },
         "dynamic_resources": {"cds_config": {"resource_api_version": "V3", "path_config_source": {
             "path": str(d / "cds.json"), "watched_directory": watched}}},
-        "layered_runtime": {"layers": [{"name": "static", "static_layer": {
-            "overload": {"global_downstream_max_connections": 50000}}}]},
+        "overload_manager": {"resource_monitors": [{
+            "name": "envoy.resource_monitors.global_downstream_max_connections",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3."
+                         "DownstreamConnectionsConfig",
+                "max_active_downstream_connections": 50000}}]},
     }
 
 

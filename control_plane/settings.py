@@ -37,6 +37,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     envoy_concurrency: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2
     sidecar_host: str = "127.0.0.1"
     sidecar_port: Port = 9100
+    sidecar_processes: Annotated[int, msgspec.Meta(ge=1, le=16)] = 1
+    """Sidecar processes on consecutive ports from sidecar_port; more than one needs REDIS_URL so
+    that rate limits and nonces are shared instead of multiplied by the process count."""
     adapter_port: Port = 9200
     """The inference adapter (protocol translation, stored responses) behind the edge."""
     control_plane_host: str = "127.0.0.1"
@@ -85,6 +88,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     @property
     def sidecar_url(self) -> str:
         return f"http://{self.sidecar_host}:{self.sidecar_port}"
+
+    @property
+    def sidecar_ports(self) -> list[int]:
+        return [self.sidecar_port + i for i in range(self.sidecar_processes)]
 
     @property
     def envoy_dir(self) -> Path:
@@ -164,3 +171,6 @@ def _check_urls(settings: Settings) -> None:
         )
     if settings.redis_url and not settings.redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise SettingsError("REDIS_URL: expected redis://, rediss:// or unix:// URL")
+    if settings.sidecar_processes > 1 and not settings.redis_url:
+        raise SettingsError("NX_SIDECAR_PROCESSES: more than one sidecar process needs REDIS_URL "
+                            "(rate limits and replay nonces must be shared)")

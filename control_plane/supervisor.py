@@ -64,7 +64,9 @@ class Child:
 def children(settings: Settings) -> list[Child]:
     py = sys.executable
     out = [
-        Child("sidecar", [py, "-m", "proxy_plugins.server"], f"{settings.sidecar_url}/healthz"),
+        *(Child("sidecar" if i == 0 else f"sidecar-{i + 1}", [py, "-m", "proxy_plugins.server", "--port", str(port)],
+                f"http://{settings.sidecar_host}:{port}/healthz")
+          for i, port in enumerate(settings.sidecar_ports)),
         Child("control-plane", [py, "-m", "control_plane.serve"], f"{settings.control_plane_url}/healthz"),
         Child("adapter", [py, "-m", "proxy_plugins.adapter"],
               f"http://{settings.sidecar_host}:{settings.adapter_port}/healthz"),

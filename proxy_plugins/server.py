@@ -38,6 +38,9 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
+INVALIDATE_CHANNEL = "nx:invalidate"
+
+
 class Invalidate(msgspec.Struct):
     key_ids: list[str] = msgspec.field(default_factory=list)
     config: bool = False
@@ -68,6 +71,7 @@ class Sidecar:
                                self.snapshot, lambda h: load_key(self.engine, h), self.limits, nonces,
                                RateLimitEvents(self.engine))
         self._poller: asyncio.Task[None] | None = None
+        self._subscriber: asyncio.Task[None] | None = None
 
     def snapshot(self) -> Snapshot:
         assert self._snapshot is not None, "snapshot is loaded at startup"
@@ -76,12 +80,37 @@ class Sidecar:
     async def start(self) -> None:
         self._snapshot = await load_snapshot(self.engine)
         self._poller = asyncio.create_task(self._poll())
+        if isinstance(self.limits, RedisStore):
+            self._subscriber = asyncio.create_task(self._subscribe(self.limits))
+
+    async def _subscribe(self, store: RedisStore) -> None:
+        """Revocations and config changes from any control-plane replica reach every sidecar replica
+        within one Redis round trip; if Redis is down, the key-cache TTL still bounds staleness."""
+        while True:
+            try:
+                async with store.client.pubsub() as pubsub:
+                    await pubsub.subscribe(INVALIDATE_CHANNEL)
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            await self._apply(msgspec.json.decode(message["data"], type=Invalidate))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("invalidation channel lost (%s); reconnecting", exc)
+                await asyncio.sleep(1.0)
+
+    async def _apply(self, request: Invalidate) -> None:
+        self.cache.evict_keys(set(request.key_ids))
+        if request.config:
+            self._snapshot = await load_snapshot(self.engine)
+            self.cache.clear()
 
     async def stop(self) -> None:
-        if self._poller:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
+        for task in (self._poller, self._subscriber):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if isinstance(self.limits, RedisStore):
             await self.limits.close()
         await self.engine.dispose()
@@ -143,11 +172,7 @@ class Sidecar:
         if not self._internal(scope):
             await _respond(send, Decision(status=403, headers=[], body=b""))
             return
-        request = msgspec.json.decode(body or b"{}", type=Invalidate)
-        self.cache.evict_keys(set(request.key_ids))
-        if request.config:
-            self._snapshot = await load_snapshot(self.engine)
-            self.cache.clear()
+        await self._apply(msgspec.json.decode(body or b"{}", type=Invalidate))
         await _respond(send, Decision(status=204, headers=[], body=b""))
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:

@@ -34,6 +34,25 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_port_run(n: int) -> int:
+    """First of n consecutive free ports (for NX_SIDECAR_PROCESSES > 1)."""
+    for _ in range(50):
+        base = free_port()
+        socks = []
+        try:
+            for i in range(n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", base + i))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no run of {n} free ports")
+
+
 def use_postgres() -> bool:
     return os.environ.get("NX_TEST_DATABASE", "sqlite") == "postgresql"
 
@@ -116,7 +135,7 @@ class Platform:
         self.settings = load_settings(self.env)
         self.boot = await prepare(self.settings)
         for child in children(self.settings):
-            if child.name not in self.names:
+            if ("sidecar" if child.name.startswith("sidecar") else child.name) not in self.names:
                 continue
             child.proc = await asyncio.create_subprocess_exec(*child.argv, env=self.env, cwd=str(ROOT))
             self.started.append(child)
