@@ -23,6 +23,7 @@ from proxy_plugins.adapter import chat, embeddings
 from proxy_plugins.adapter.backends import Backends
 from proxy_plugins.adapter.context import RequestContext
 from proxy_plugins.adapter.exchange import Exchange, Receive, Send
+from proxy_plugins.adapter.finish import Finisher
 from proxy_plugins.adapter.services import Handler, Services
 from proxy_plugins.snapshot import Snapshot, current_version, load_snapshot
 
@@ -44,7 +45,9 @@ class Adapter:
     def __init__(self, settings: Settings, routes: dict[str, Handler] | None = None) -> None:
         self.settings = settings
         self.routes = ROUTES if routes is None else routes
-        self.internal_token = load_secrets(settings).internal_token.encode()
+        token = load_secrets(settings).internal_token
+        self.internal_token = token.encode()
+        self.finisher = Finisher(settings.sidecar_url, token)
         self._snapshot: Snapshot | None = None
         self.svc = Services(settings=settings, engine=make_engine(settings), backends=Backends(),
                             snapshot=self.snapshot)
@@ -64,6 +67,7 @@ class Adapter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
         await self.svc.backends.aclose()
+        await self.finisher.aclose()
         await self.svc.engine.dispose()
 
     async def _poll(self) -> None:
@@ -92,16 +96,21 @@ class Adapter:
         if handler is None or scope["method"] != "POST":
             await _plain(send, 404, error_json("not_found", f"Unknown path {scope['method']} {path}."))
             return
-        body = await _read_body(receive, self.settings.max_body_bytes)
-        if body is None:
-            await _plain(send, 413, error_json("request_too_large", "Request body is too large."))
-            return
-        ctx = await self._context(headers, body)
-        if isinstance(ctx, ApiError):
-            await _plain(send, ctx.status, error_json(ctx.code, ctx.message, ctx.param),
-                         [(b"x-request-id", headers.get("x-request-id", "").encode("latin-1"))])
-            return
-        await self._serve(handler, ctx, body, receive, send)
+        tokens = 0
+        try:
+            body = await _read_body(receive, self.settings.max_body_bytes)
+            if body is None:
+                await _plain(send, 413, error_json("request_too_large", "Request body is too large."))
+                return
+            ctx = await self._context(headers, body)
+            if isinstance(ctx, ApiError):
+                await _plain(send, ctx.status, error_json(ctx.code, ctx.message, ctx.param),
+                             [(b"x-request-id", headers.get("x-request-id", "").encode("latin-1"))])
+                return
+            await self._serve(handler, ctx, body, receive, send)
+            tokens = ctx.usage.total_tokens
+        finally:
+            self.finisher.report(headers.get("x-request-id", ""), headers.get("x-nx-rl"), tokens)
 
     async def _context(self, headers: dict[str, str], body: bytes) -> RequestContext | ApiError:
         model_id, backend_id = headers.get("x-nx-model", ""), headers.get("x-nx-backend", "")
