@@ -23,7 +23,7 @@ from control_plane.events.catalog import UsageThresholdReached
 
 __all__ = [
     "BUDGET_PERCENTS",
-    "budget_of",
+    "budgets_of",
     "consume",
     "period_of",
     "record_budget_crossings",
@@ -38,25 +38,31 @@ def period_of(ms: int) -> str:
     return dt.datetime.fromtimestamp(ms // 1000, tz=dt.UTC).strftime("%Y-%m")
 
 
-async def budget_of(conn: AsyncConnection, scope_kind: str, org_id: str, scope_id: str) -> int | None:
-    table = "api_keys" if scope_kind == "key" else "projects"
-    r = (await conn.execute(text(f"SELECT monthly_budget_nanos FROM {table} WHERE id = :s AND org_id = :o"),
-                            {"s": scope_id, "o": org_id})).first()
-    return None if r is None or r[0] is None else int(r[0])
+async def budgets_of(conn: AsyncConnection, org_id: str, key_id: str,
+                     project_id: str) -> tuple[int | None, int | None]:
+    """(key budget, project budget) in one round trip; None means unlimited."""
+    r = (await conn.execute(text(
+        "SELECT (SELECT monthly_budget_nanos FROM api_keys WHERE id = :k AND org_id = :o),"
+        " (SELECT monthly_budget_nanos FROM projects WHERE id = :p AND org_id = :o)"),
+        {"k": key_id, "p": project_id, "o": org_id})).one()
+    return (None if r[0] is None else int(r[0]), None if r[1] is None else int(r[1]))
 
 
 async def reserve(conn: AsyncConnection, org_id: str, scope_id: str, period: str, amount: int,
                   budget: int | None) -> bool:
-    """Add `amount` to the scope's open holds if the budget (None: unlimited) still covers it."""
-    await conn.execute(text(
-        "INSERT INTO budget_usage (scope_id, period, org_id) VALUES (:s, :p, :o)"
-        " ON CONFLICT (scope_id, period) DO NOTHING"), {"s": scope_id, "p": period, "o": org_id})
-    guard = "" if budget is None else " AND spent + held + :a <= :b"
-    # The budget seen here is remembered, so settling needs no second read to evaluate thresholds.
+    """Add `amount` to the scope's open holds if the budget (None: unlimited) still covers it.
+
+    One upsert: the first hold of a period creates the counter (consumption 0, so only the amount
+    itself is checked); later ones update it only WHERE the budget still covers the total. The
+    budget seen here is remembered, so settling needs no second read to evaluate thresholds.
+    """
+    if budget is not None and amount > budget:
+        return False
+    guard = "" if budget is None else " WHERE budget_usage.spent + budget_usage.held + :a <= :b"
     result = await conn.execute(text(
-        "UPDATE budget_usage SET held = held + :a, limit_nanos = :b"
-        f" WHERE scope_id = :s AND period = :p{guard}"),
-        {"a": amount, "s": scope_id, "p": period, "b": budget})
+        "INSERT INTO budget_usage (scope_id, period, org_id, held, limit_nanos) VALUES (:s, :p, :o, :a, :b)"
+        " ON CONFLICT (scope_id, period) DO UPDATE SET held = budget_usage.held + :a, limit_nanos = :b"
+        f"{guard}"), {"a": amount, "s": scope_id, "p": period, "o": org_id, "b": budget})
     return result.rowcount == 1
 
 

@@ -104,13 +104,18 @@ async def post(conn: AsyncConnection, org_id: str, legs: Sequence[Leg], meta: Tx
         found = await get_transaction(conn, org_id, str(existing[0]))
         assert found is not None, "an idempotency key is never reused across organizations"
         return found
-    await ensure_accounts(conn, org_id)
     txn_id, now = txn_id or new_id("txn"), now_ms()
+    entries: list[EntryView] = []
     for seq, leg in enumerate(sorted(legs, key=lambda g: KIND_ORDER[g.kind])):
         if leg.amount == 0:
             await release_held(conn, org_id, leg.kind, leg.release)
             continue
         applied = await _apply(conn, org_id, leg)
+        if applied is None and not await _has_accounts(conn, org_id):
+            # First money movement of this organization: create its accounts (only on a miss, so
+            # the hot path does not pay for it).
+            await ensure_accounts(conn, org_id)
+            applied = await _apply(conn, org_id, leg)
         if applied is None:
             raise ApiError("insufficient_quota",
                            f"The {leg.kind} balance cannot cover {-leg.amount} nano-dollars.")
@@ -120,6 +125,8 @@ async def post(conn: AsyncConnection, org_id: str, legs: Sequence[Leg], meta: Tx
             " created_at) VALUES (:t, :s, :a, :amt, :aseq, :bal, :now)"),
             {"t": txn_id, "s": seq, "a": account_id, "amt": leg.amount, "aseq": account_seq,
              "bal": balance_after, "now": now})
+        entries.append(EntryView(account_id=account_id, account=leg.kind, amount=leg.amount,
+                                 balance_after=balance_after))
     inserted = await conn.execute(text(
         "INSERT INTO ledger_transactions (id, org_id, kind, idempotency_key, fingerprint, amount, reverses,"
         " request_id, project_id, key_id, period, model_id, price_version, reason, actor, created_at)"
@@ -137,7 +144,13 @@ async def post(conn: AsyncConnection, org_id: str, legs: Sequence[Leg], meta: Tx
         id=txn_id, organization=org_id, kind=meta.kind, amount=sum(g.amount for g in legs if g.amount > 0),
         reason=meta.reason, reverses=meta.reverses, request_id=meta.request_id, model_id=meta.model_id,
         price_version=meta.price_version, actor=meta.actor, created_at=now,
-        entries=await _entries(conn, txn_id))
+        entries=entries)
+
+
+async def _has_accounts(conn: AsyncConnection, org_id: str) -> bool:
+    row = (await conn.execute(text("SELECT 1 FROM ledger_accounts WHERE org_id = :o AND kind = 'wallet'"),
+                              {"o": org_id})).first()
+    return row is not None
 
 
 async def _entries(conn: AsyncConnection, txn_id: str) -> list[EntryView]:

@@ -73,8 +73,8 @@ async def place_hold(conn: AsyncConnection, *, org_id: str, project_id: str, key
                            f"Request {request_id} already holds a different amount.")
         return existing
     period = budgets.period_of(now)
-    for kind, scope in (("key", key_id), ("project", project_id)):
-        budget = await budgets.budget_of(conn, kind, org_id, scope)
+    key_budget, project_budget = await budgets.budgets_of(conn, org_id, key_id, project_id)
+    for kind, scope, budget in (("key", key_id, key_budget), ("project", project_id, project_budget)):
         if not await budgets.reserve(conn, org_id, scope, period, amount, budget):
             raise ApiError("insufficient_quota", f"This request could cost up to {amount} nano-dollars, more "
                            f"than remains of the {kind}'s monthly budget.")

@@ -1,0 +1,107 @@
+"""Ledger hot path: holds and settlements per second, one commit per settlement vs group commit.
+
+    .venv/bin/python bench/ledger_hot_path.py [--requests 2000] [--batch 64] [--postgresql]
+
+Uses a throwaway database (SQLite in a temp dir, or a fresh PostgreSQL database that is dropped
+afterwards). Sequential on one connection: this measures the cost of the ledger's own statements
+and commits, not contention.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from control_plane import ledger
+from control_plane.db import apply_schema, make_engine, now_ms, write_tx
+from control_plane.ids import new_id
+from control_plane.ledger import Usage
+from control_plane.settings import load_settings
+
+
+async def _holds(engine: AsyncEngine, t: object, n: int) -> list[str]:
+    from tests.money.conftest import MODEL
+
+    ids = []
+    for _ in range(n):
+        async with write_tx(engine) as conn:
+            h = await ledger.place_hold(conn, org_id=t.org_id, project_id=t.project_id,  # type: ignore[attr-defined]
+                                        key_id=t.key_id, request_id=new_id("req"),  # type: ignore[attr-defined]
+                                        model_id=MODEL, endpoint="responses", backend_id="be_test",
+                                        max_input_tokens=1000, max_output_tokens=500,
+                                        expires_at_ms=now_ms() + 600_000)
+        ids.append(h.id)
+    return ids
+
+
+async def main(requests: int, batch: int, postgresql: bool) -> None:
+    from tests.harness import create_pg_database, drop_pg_database
+    from tests.money import conftest
+
+    tmp = tempfile.TemporaryDirectory(prefix="nx-bench-")
+    env = {"NX_DATA_DIR": tmp.name}
+    pg = None
+    if postgresql:
+        pg, env["DATABASE_URL"] = await create_pg_database()
+    engine = make_engine(load_settings(env))
+    try:
+        await apply_schema(engine)
+        await _seed(engine)
+        t = await conftest.make_tenant(engine)
+        async with write_tx(engine) as conn:
+            await ledger.grant(conn, t.org_id, 10**15, idempotency_key="bench", actor="bench")
+        usage = Usage(input_tokens=800, output_tokens=300, latency_ms=5)
+        start = time.perf_counter()
+        ids = await _holds(engine, t, requests)
+        hold_s = time.perf_counter() - start
+        start = time.perf_counter()
+        for hold_id in ids:
+            async with write_tx(engine) as conn:
+                await ledger.settle_hold(conn, hold_id, usage)
+        single_s = time.perf_counter() - start
+        ids = await _holds(engine, t, requests)
+        start = time.perf_counter()
+        for i in range(0, len(ids), batch):
+            async with write_tx(engine) as conn:
+                await ledger.settle_many(conn, [(h, usage) for h in ids[i:i + batch]])
+        batch_s = time.perf_counter() - start
+        async with write_tx(engine) as conn:
+            report = await ledger.reconcile(conn, t.org_id)
+        db = "postgresql" if postgresql else "sqlite"
+        print(f"{db}: {requests} requests; place_hold {requests / hold_s:,.0f}/s; settle_hold (1 commit each) "
+              f"{requests / single_s:,.0f}/s; settle_many (batch {batch}) {requests / batch_s:,.0f}/s; "
+              f"reconcile ok={report.ok}")
+    finally:
+        await engine.dispose()
+        if pg:
+            await drop_pg_database(pg)
+        tmp.cleanup()
+
+
+async def _seed(engine: AsyncEngine) -> None:
+    from sqlalchemy import text
+
+    from tests.money.conftest import MODEL, PRICE, add_price
+
+    async with write_tx(engine) as conn:
+        now = now_ms()
+        await conn.execute(text("INSERT INTO backends (id, protocol, base_url, created_at, updated_at)"
+                                " VALUES ('be_test', 'openai', 'http://127.0.0.1:9', :n, :n)"), {"n": now})
+        await conn.execute(text(
+            "INSERT INTO models (id, display_name, backend_id, upstream_name, kind, context_window,"
+            " max_output_tokens, created_at, updated_at) VALUES (:m, :m, 'be_test', :m, 'text', 8192, 4096,"
+            " :n, :n)"), {"m": MODEL, "n": now})
+        await add_price(conn, MODEL, 1, PRICE, effective_at=0)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--postgresql", action="store_true")
+    args = parser.parse_args()
+    asyncio.run(main(min(args.requests, 20_000), args.batch, args.postgresql))
