@@ -72,8 +72,8 @@ async def main(requests: int, batch: int, postgresql: bool) -> None:
         async with write_tx(engine) as conn:
             report = await ledger.reconcile(conn, t.org_id)
         db = "postgresql" if postgresql else "sqlite"
-        print(f"{db}: {requests} requests; place_hold {requests / hold_s:,.0f}/s; settle_hold (1 commit each) "
-              f"{requests / single_s:,.0f}/s; settle_many (batch {batch}) {requests / batch_s:,.0f}/s; "
+        print(f"{db}: {requests} requests; place_hold {requests / hold_s:,.0f}/s; "
+              f"settle_hold (1 commit each) {requests / single_s:,.0f}/s; settle_many (batch {batch}) {requests / batch_s:,.0f}/s; "
               f"reconcile ok={report.ok}")
     finally:
         await engine.dispose()
