@@ -50,6 +50,8 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
             message = str(exc.detail)
         code = "invalid_json" if "JSON is malformed" in message else "invalid_request_error"
         return Response(content=error_body(code, message, param), status_code=400)
+    if status == 400 and "JSON is malformed" in str(exc.detail):  # a ClientException, not a validation one
+        return Response(content=error_body("invalid_json", str(exc.detail)), status_code=400)
     code = {401: "invalid_api_key", 404: "not_found", 405: "method_not_allowed", 413: "request_too_large",
             409: "conflict"}.get(status, "internal_error" if status >= 500 else "invalid_request_error")
     if isinstance(exc, NotAuthorizedException):
