@@ -241,6 +241,66 @@ CREATE TABLE IF NOT EXISTS webhook_attempts (
     PRIMARY KEY (delivery_id, attempt)
 );
 
+-- Stored responses (/v1/responses, control_plane/domain/responses.py). A row is written before a
+-- background response is acknowledged, so no process restart can lose it. `request` is the
+-- validated request (what the worker needs to run it); `body` the latest Response object.
+CREATE TABLE IF NOT EXISTS responses (
+    id TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL,
+    project_id TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    model_id TEXT NOT NULL,
+    backend_id TEXT NOT NULL,
+    requested_model TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('queued', 'in_progress', 'completed', 'failed', 'cancelled',
+                                           'incomplete')),
+    background INTEGER NOT NULL DEFAULT 0,
+    previous_response_id TEXT,
+    request TEXT NOT NULL,
+    body TEXT NOT NULL,
+    input_tokens BIGINT NOT NULL DEFAULT 0,
+    cached_tokens BIGINT NOT NULL DEFAULT 0,
+    output_tokens BIGINT NOT NULL DEFAULT 0,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS responses_org ON responses (org_id, created_at);
+
+-- The conversation a response served: its own input items and its output items, in order.
+CREATE TABLE IF NOT EXISTS response_items (
+    response_id TEXT NOT NULL REFERENCES responses (id) ON DELETE CASCADE,
+    kind TEXT NOT NULL CHECK (kind IN ('input', 'output')),
+    position INTEGER NOT NULL,
+    item_id TEXT NOT NULL,
+    item TEXT NOT NULL,
+    PRIMARY KEY (response_id, kind, position)
+);
+
+-- Background runs: claimed by a worker under a lease; a job whose lease expired (its worker died)
+-- is claimed again and restarts from `base_seq` (events from the lost attempt are replaced).
+CREATE TABLE IF NOT EXISTS response_jobs (
+    response_id TEXT PRIMARY KEY REFERENCES responses (id) ON DELETE CASCADE,
+    state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'done')),
+    lease_owner TEXT,
+    lease_until BIGINT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    base_seq INTEGER NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS response_jobs_due ON response_jobs (state, lease_until);
+
+-- Stream events of background responses, for `GET /v1/responses/{id}?stream=true&starting_after=N`.
+CREATE TABLE IF NOT EXISTS response_events (
+    response_id TEXT NOT NULL REFERENCES responses (id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    data TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (response_id, seq)
+);
+
 -- ==== ledger (control_plane/ledger) ====================================================
 -- Double-entry, integer nano-dollars. Every organization has its own set of accounts; platform
 -- accounts (revenue, clearing, promotions, adjustments) are kept per organization too, so each

@@ -54,13 +54,16 @@ class ResponseStream:
     def _index(self, item: MessageItem | FunctionCallItem) -> int:
         return next(i for i, x in enumerate(self.response.output) if x is item)
 
-    def start(self) -> list[Event]:
-        """`response.created` (and `response.queued` for a queued background response), then
-        `response.in_progress`."""
-        status = self.response.status
+    def announce(self) -> list[Event]:
+        """`response.created`, and `response.queued` for a queued background response."""
         out = [self._event("response.created", response=_copy(self.response))]
-        if status == "queued":
+        if self.response.status == "queued":
             out.append(self._event("response.queued", response=_copy(self.response)))
+        return out
+
+    def start(self, announce: bool = True) -> list[Event]:
+        """`announce()` (unless a background job already stored it), then `response.in_progress`."""
+        out = self.announce() if announce else []
         self.response.status = "in_progress"
         out.append(self._event("response.in_progress", response=_copy(self.response)))
         return out

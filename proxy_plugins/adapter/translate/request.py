@@ -176,6 +176,10 @@ def normalize_input(raw: str | list[Any]) -> list[Item]:
     for i, item in enumerate(raw):
         if not isinstance(item, dict):
             raise _bad("Each input item must be an object.", f"input[{i}]")
+        if item.get("type") == "reasoning":
+            # A model's private reasoning (echoed back from an earlier output) has no portable
+            # content: no Chat or Messages backend can take it, and it changes no answer.
+            continue
         items.append(_item(item, f"input[{i}]"))
     return items
 

@@ -1,0 +1,185 @@
+"""The worker job that runs background responses (registered in control_plane/worker.py).
+
+Each tick claims queued jobs (or jobs whose worker died: their lease expired) up to a concurrency
+bound and runs each in its own task: the same `Run` as the adapter, with every event batch stored
+as it is produced, so `GET /v1/responses/{id}?stream=true&starting_after=N` can follow it. A
+watchdog renews the lease every second and reads the response's status: a cancel aborts the
+upstream call and closes the response as `cancelled`; a lost lease (another worker re-claimed
+the job after this one stalled) abandons the run without writing anything more. A worker shut
+down mid-run writes nothing either: its lease expires and the job is run again from `base_seq`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+from typing import Any
+
+import msgspec
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from control_plane.db import read_tx, write_tx
+from control_plane.domain import response_jobs as jobs
+from control_plane.domain import responses as store
+from control_plane.errors import ApiError
+from proxy_plugins.adapter.backends import Backends
+from proxy_plugins.adapter.responses_run import ERROR_CODES, Run, usage_numbers
+from proxy_plugins.adapter.translate.events import ResponseStream
+from proxy_plugins.adapter.translate.request import CreateResponse, normalize_input
+from proxy_plugins.adapter.translate.types import Response
+from proxy_plugins.snapshot import load_snapshot
+
+__all__ = ["BackgroundResponses"]
+
+log = logging.getLogger("nx.worker.responses")
+_encode = msgspec.json.encode
+
+
+class BackgroundResponses:
+    def __init__(
+        self, engine: AsyncEngine, concurrency: int = 8, lease_ms: int = 15_000, watch_s: float = 1.0
+    ) -> None:
+        self.engine, self.concurrency, self.lease_ms, self.watch_s = engine, concurrency, lease_ms, watch_s
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.backends = Backends()
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def __call__(self) -> None:
+        while len(self.tasks) < self.concurrency:
+            async with write_tx(self.engine) as conn:
+                claimed = await jobs.claim(conn, self.owner, self.lease_ms)
+            if claimed is None:
+                return
+            task = asyncio.create_task(self._guarded(*claimed), name=f"response {claimed[0]}")
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def aclose(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        # A clean shutdown hands its jobs back at once instead of waiting out the lease.
+        with contextlib.suppress(Exception):
+            async with write_tx(self.engine) as conn:
+                await jobs.hand_back(conn, self.owner)
+        await self.backends.aclose()
+
+    async def _guarded(self, response_id: str, base_seq: int) -> None:
+        try:
+            await self._run(response_id, base_seq)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("background response %s failed in the worker", response_id)
+            with contextlib.suppress(Exception):
+                await self._fail(response_id, base_seq, "server_error", "The response failed in the worker.")
+
+    async def _run(self, response_id: str, base_seq: int) -> None:
+        async with read_tx(self.engine) as conn:
+            stored = await store.get_internal(conn, response_id)
+            if stored is None:
+                return  # deleted meanwhile (its job row went with it)
+            items = normalize_input(await store.conversation(conn, stored.org_id, response_id))
+        response = msgspec.json.decode(stored.body, type=Response)
+        if stored.status == "cancelled":
+            await self._close_cancelled(response_id, msgspec.to_builtins(response), base_seq)
+            return
+        snap = await load_snapshot(self.engine)
+        model, backend = snap.models.get(stored.model_id), snap.backends.get(stored.backend_id)
+        if model is None or backend is None or model.status != "active":
+            await self._fail(
+                response_id,
+                base_seq,
+                "server_error",
+                f"The model '{stored.requested_model}' is unavailable right now.",
+            )
+            return
+        response.status = "in_progress"
+        async with write_tx(self.engine) as conn:
+            if not await store.mark_running(conn, response_id, _encode(response)):
+                return
+        req = msgspec.json.decode(stored.request, type=CreateResponse)
+        run = Run(
+            self.backends, backend, model, req, items, response, announce=False, first_sequence=base_seq
+        )
+        last = [base_seq - 1]
+        consumer = asyncio.create_task(self._consume(response_id, run, last))
+        while True:
+            done, _ = await asyncio.wait({consumer}, timeout=self.watch_s)
+            if done:
+                break
+            async with write_tx(self.engine) as conn:
+                kept = await jobs.renew(conn, response_id, self.owner, self.lease_ms)
+                status = await jobs.status_of(conn, response_id)
+            if kept and status == "in_progress":
+                continue
+            consumer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await consumer
+            if kept and status == "cancelled":
+                await self._close_cancelled(response_id, msgspec.to_builtins(run.response), last[0] + 1)
+            return
+        try:
+            consumer.result()
+        except ApiError as exc:  # the upstream refused before the first event
+            await self._fail(response_id, base_seq, ERROR_CODES.get(exc.code, "server_error"), exc.message)
+
+    async def _consume(self, response_id: str, run: Run, last: list[int]) -> None:
+        async for batch in run.events():
+            terminal = batch[-1]["type"] in jobs.TERMINAL_EVENTS
+            async with write_tx(self.engine) as conn:
+                if not await jobs.renew(conn, response_id, self.owner, self.lease_ms):
+                    return  # another worker owns the job now
+                await jobs.append_events(conn, response_id, batch)
+                if terminal and run.final is not None:
+                    await self._finish(conn, response_id, run.final, ("in_progress",))
+            last[0] = int(batch[-1]["sequence_number"])
+
+    async def _finish(
+        self, conn: Any, response_id: str, final: dict[str, Any], from_status: tuple[str, ...]
+    ) -> None:
+        await store.finish(
+            conn,
+            response_id,
+            _encode(final),
+            str(final["status"]),
+            list(final.get("output") or []),
+            usage_numbers(final),
+            from_status,
+        )
+        await jobs.release(conn, response_id, self.owner)
+
+    async def _fail(self, response_id: str, seq: int, code: str, message: str) -> None:
+        async with read_tx(self.engine) as conn:
+            stored = await store.get_internal(conn, response_id)
+        if stored is None:
+            return
+        stream = ResponseStream(msgspec.json.decode(stored.body, type=Response), seq)
+        events = stream.fail(code, message)
+        async with write_tx(self.engine) as conn:
+            await jobs.append_events(conn, response_id, events)
+            await self._finish(
+                conn, response_id, msgspec.to_builtins(stream.response), ("queued", "in_progress")
+            )
+
+    async def _close_cancelled(self, response_id: str, snapshot: dict[str, Any], seq: int) -> None:
+        """The last word of a cancelled response: its partial output, status `cancelled`, and an
+        `error` event that ends any stream following it."""
+        snapshot["status"] = "cancelled"
+        for item in snapshot.get("output") or []:
+            if isinstance(item, dict) and item.get("status") == "in_progress":
+                item["status"] = "incomplete"
+        event = {
+            "type": "error",
+            "code": "response_cancelled",
+            "message": "The response was cancelled.",
+            "param": None,
+            "sequence_number": seq,
+        }
+        async with write_tx(self.engine) as conn:
+            await jobs.append_events(conn, response_id, [event])
+            await self._finish(conn, response_id, snapshot, ("cancelled",))
