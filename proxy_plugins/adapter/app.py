@@ -19,7 +19,7 @@ from control_plane.db import make_engine
 from control_plane.domain.bootstrap import load_secrets
 from control_plane.errors import ApiError, error_json
 from control_plane.settings import Settings
-from proxy_plugins.adapter import chat, embeddings
+from proxy_plugins.adapter import chat, embeddings, responses
 from proxy_plugins.adapter.backends import Backends
 from proxy_plugins.adapter.context import RequestContext
 from proxy_plugins.adapter.exchange import Exchange, Receive, Send
@@ -34,6 +34,7 @@ log = logging.getLogger("nx.adapter")
 ROUTES: dict[str, Handler] = {
     "/v1/chat/completions": chat.handle,
     "/v1/embeddings": embeddings.handle,
+    "/v1/responses": responses.handle,
 }
 
 
