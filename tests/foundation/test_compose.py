@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped]
 
 from control_plane.domain.bootstrap import load_secrets
 from control_plane.domain.catalog import load_catalog
@@ -19,6 +19,7 @@ from control_plane.envoy_config import render_bootstrap
 from control_plane.settings import Settings, env_name, load_settings
 from tests.harness import ROOT
 
+ALL = "0.0.0.0"  # noqa: S104 - containers bind every interface of their own network namespace
 SERVICES = {"envoy", "sidecar", "control-plane", "worker", "local-models", "postgres", "redis"}
 SECRETS = {"NX_INTERNAL_TOKEN", "NX_ADMIN_TOKEN"}  # read by bootstrap.load_secrets, not Settings
 # DATABASE_URL and REDIS_URL go by their conventional names (NX_DATABASE_URL works too).
@@ -92,14 +93,15 @@ def test_every_nx_variable_is_a_setting(compose: dict[str, Any], tmp_path: Path,
         for var in SECRETS:  # load_secrets reads these from the process environment
             monkeypatch.setenv(var, env[var])
         secrets = load_secrets(settings)
-        assert (secrets.key_pepper, secrets.internal_token, secrets.admin_token) == ("pepper", "internal", "admin")
+        assert (secrets.key_pepper, secrets.internal_token, secrets.admin_token) == ("pepper", "internal",
+                                                                                     "admin")
 
 
 def test_envoy_bootstrap_points_at_the_services(compose: dict[str, Any], tmp_path: Path) -> None:
     s = _settings(compose, "envoy", tmp_path)
     boot = render_bootstrap(s)
     listener = boot["static_resources"]["listeners"][0]["address"]["socket_address"]
-    assert listener["address"] == "0.0.0.0"
+    assert listener["address"] == ALL
     assert listener["port_value"] in _ports(compose, "envoy")
     clusters = {c["name"]: c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
                 ["socket_address"] for c in boot["static_resources"]["clusters"]}
@@ -110,9 +112,10 @@ def test_envoy_bootstrap_points_at_the_services(compose: dict[str, Any], tmp_pat
         assert clusters[cluster]["port_value"] in _ports(compose, service), cluster
     # each service listens where Envoy dials it: its own setting, bound on all interfaces
     sidecar, cp = _settings(compose, "sidecar", tmp_path), _settings(compose, "control-plane", tmp_path)
-    assert sidecar.sidecar_host == "0.0.0.0" and sidecar.sidecar_port == clusters["sidecar"]["port_value"]
+    assert sidecar.sidecar_host == ALL and sidecar.sidecar_port == clusters["sidecar"]["port_value"]
     assert sidecar.adapter_port == clusters["adapter"]["port_value"]
-    assert cp.control_plane_host == "0.0.0.0" and cp.control_plane_port == clusters["control_plane"]["port_value"]
+    assert cp.control_plane_host == ALL
+    assert cp.control_plane_port == clusters["control_plane"]["port_value"]
     assert "--port 9300" in " ".join(compose["services"]["local-models"]["command"])
     # the control plane reaches this node's sidecar to apply revocations at once
     assert _settings(compose, "control-plane", tmp_path).sidecar_url == "http://sidecar:9100"
@@ -147,7 +150,7 @@ def test_env_example_lists_every_setting() -> None:
     listed = dict(re.findall(r"^([A-Z_][A-Z0-9_]*)=(.*)$", text, flags=re.M))
     missing = SETTING_VARS - set(listed)
     assert not missing, f".env.example lacks {sorted(missing)}"
-    assert SECRETS <= set(listed)
+    assert set(listed) >= SECRETS
     unknown = {k for k in listed if k.startswith("NX_")} - SETTING_VARS - SECRETS - {"NX_CONFIG_FILE"}
     assert not unknown, unknown
     # every line is preceded by a comment, and its value is the default

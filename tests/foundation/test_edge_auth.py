@@ -23,7 +23,8 @@ async def test_missing_key(platform: Platform) -> None:
 
 
 async def test_malformed_authorization_headers(platform: Platform) -> None:
-    for header in (f"Basic {platform.key}", "Bearer", "Bearer nx_live_", f"Token {platform.key}", platform.key):
+    for header in (f"Basic {platform.key}", "Bearer", "Bearer nx_live_", f"Token {platform.key}",
+                   platform.key):
         err = assert_error(await _models(platform, header), 401, "invalid_api_key")
         assert platform.key not in err["message"]
 

@@ -49,7 +49,8 @@ async def test_body_over_limit_is_413(private: Platform) -> None:
 async def test_malformed_json_is_400(private: Platform) -> None:
     async with private.client() as c:
         for path in ("/v1/chat/completions", "/v1/embeddings", "/v1/responses"):
-            r = await c.post(path, content=b'{"model": "orion-reason",', headers={"content-type": "application/json"})
+            r = await c.post(path, content=b'{"model": "orion-reason",',
+                             headers={"content-type": "application/json"})
             assert_error(r, 400, "invalid_json")
 
 

@@ -7,10 +7,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]
 import msgspec
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped]
 
 from control_plane.domain.catalog import load_catalog
 from control_plane.money import format_usd

@@ -22,14 +22,18 @@ async def test_org_project_member_lifecycle(platform: Platform) -> None:
     async with platform.admin() as a:
         projects = (await a.get(f"/api/orgs/{oid}/projects")).json()["data"]
         assert [p["name"] for p in projects] == ["Default project"]
-        r = await a.post(f"/api/orgs/{oid}/projects", json={"name": "Search", "monthly_budget_nanos": 5 * 10**9})
+        r = await a.post(f"/api/orgs/{oid}/projects", json={"name": "Search",
+                                                            "monthly_budget_nanos": 5 * 10**9})
         assert r.status_code == 201 and r.json()["id"].startswith("proj_"), r.text
         pid = r.json()["id"]
         assert_error(await a.post(f"/api/orgs/{oid}/projects", json={"name": "Search"}), 409, "conflict")
-        assert_error(await a.post(f"/api/orgs/{oid}/projects", json={"name": ""}), 400, "invalid_request_error")
-        assert_error(await a.post(f"/api/orgs/{oid}/projects", json={"name": "x", "monthly_budget_nanos": -1}),
+        assert_error(await a.post(f"/api/orgs/{oid}/projects", json={"name": ""}), 400,
+                     "invalid_request_error")
+        assert_error(await a.post(f"/api/orgs/{oid}/projects", json={"name": "x",
+                                                                     "monthly_budget_nanos": -1}),
                      400, "invalid_request_error")
-        r = await a.patch(f"/api/orgs/{oid}/projects/{pid}", json={"archived": True, "monthly_budget_nanos": None})
+        r = await a.patch(f"/api/orgs/{oid}/projects/{pid}", json={"archived": True,
+                                                                   "monthly_budget_nanos": None})
         assert r.json()["archived"] is True and r.json()["monthly_budget_nanos"] is None
 
         members = (await a.get(f"/api/orgs/{oid}/members")).json()["data"]
@@ -43,10 +47,13 @@ async def test_org_project_member_lifecycle(platform: Platform) -> None:
         assert_error(await a.post(f"/api/orgs/{oid}/members", json={"email": "x@y.z", "role": "god"}),
                      400, "invalid_request_error")
         # the last owner can neither leave nor be demoted
-        assert_error(await a.patch(f"/api/orgs/{oid}/members/{owner}", json={"role": "admin"}), 409, "conflict")
+        assert_error(await a.patch(f"/api/orgs/{oid}/members/{owner}", json={"role": "admin"}), 409,
+                     "conflict")
         assert_error(await a.delete(f"/api/orgs/{oid}/members/{owner}"), 409, "conflict")
-        assert (await a.patch(f"/api/orgs/{oid}/members/{billing}", json={"role": "owner"})).status_code == 200
-        assert (await a.patch(f"/api/orgs/{oid}/members/{owner}", json={"role": "admin"})).json()["role"] == "admin"
+        assert (await a.patch(f"/api/orgs/{oid}/members/{billing}",
+                              json={"role": "owner"})).status_code == 200
+        assert (await a.patch(f"/api/orgs/{oid}/members/{owner}",
+                              json={"role": "admin"})).json()["role"] == "admin"
         assert (await a.delete(f"/api/orgs/{oid}/members/{owner}")).status_code == 200
         assert [m["user_id"] for m in (await a.get(f"/api/orgs/{oid}/members")).json()["data"]] == [billing]
         r = await a.patch(f"/api/orgs/{oid}", json={"name": "Renamed Inc"})

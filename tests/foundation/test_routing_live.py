@@ -48,7 +48,8 @@ async def test_new_backend_reaches_running_envoy(private: Platform) -> None:
     port = free_port()
     async with private.admin() as a:
         r = await a.post("/api/backends", json={"id": "sim", "protocol": "openai",
-                                                 "base_url": f"http://127.0.0.1:{port}/v1", "api_key_env": "SIM_KEY"})
+                                                 "base_url": f"http://127.0.0.1:{port}/v1",
+                                                 "api_key_env": "SIM_KEY"})
     assert r.status_code == 201, r.text
     assert r.json()["api_key_env"] == "SIM_KEY" and "secret" not in r.text.lower()
 
@@ -84,15 +85,19 @@ async def test_model_alias_and_price_cards(private: Platform) -> None:
             one = (await c.get("/v1/models/orion-reason")).json()
         assert one["alias_of"] == "sim/one" and one["context_window"] == 8192
 
-        r = await a.post("/api/prices", json={"model": "sim/one", **PRICE, "output_nanos_per_mtok": 700_000_000})
+        r = await a.post("/api/prices", json={"model": "sim/one", **PRICE,
+                                              "output_nanos_per_mtok": 700_000_000})
         assert r.status_code == 201 and r.json()["version"] == 2
         assert (await _listed(private))["sim/one"]["pricing"]["output"] == "0.70"
         history = (await a.get("/api/prices", params={"model": "sim/one"})).json()["data"]
-        assert [(h["version"], h["output_nanos_per_mtok"]) for h in history] == [(1, 600_000_000), (2, 700_000_000)]
-        assert_error(await a.post("/api/prices", json={"model": "sim/one", **PRICE, "effective_at": "2020-01-01"}),
+        assert [(h["version"], h["output_nanos_per_mtok"]) for h in history] == [(1, 600_000_000), (2,
+                                                                                                    700_000_000)]
+        assert_error(await a.post("/api/prices", json={"model": "sim/one", **PRICE,
+                                                       "effective_at": "2020-01-01"}),
                      400, "invalid_request_error", mentions="effective_at")
         assert_error(await a.post("/api/prices", json={"model": "sim/none", **PRICE}), 404, "model_not_found")
-        assert_error(await a.post("/api/prices", json={"model": "sim/one", **PRICE, "input_nanos_per_mtok": -1}),
+        assert_error(await a.post("/api/prices", json={"model": "sim/one", **PRICE,
+                                                       "input_nanos_per_mtok": -1}),
                      400, "invalid_request_error")
 
         # disabling the model removes it and its alias from the list at once
@@ -104,7 +109,8 @@ async def test_model_alias_and_price_cards(private: Platform) -> None:
             assert_error(await c.get("/v1/models/orion-reason"), 404, "model_not_found")
         assert (await a.patch("/api/models/sim/one", json={"status": "active"})).status_code == 200
         # re-point the alias back to the local model
-        assert (await a.put("/api/routes/orion-reason", json={"model": "local/gemma-3-270m"})).status_code == 200
+        assert (await a.put("/api/routes/orion-reason",
+                            json={"model": "local/gemma-3-270m"})).status_code == 200
     assert (await _listed(private))["orion-reason"]["alias_of"] == "local/gemma-3-270m"
 
 
@@ -137,18 +143,25 @@ async def test_routing_validation(private: Platform) -> None:
             err = assert_error(await a.post("/api/backends", json=body), 400, "invalid_request_error")
             assert param in (err["param"] or "") + err["message"], (override, err)
         assert_error(await a.post("/api/backends", json={"id": "sim", "protocol": "openai",
-                                                          "base_url": "https://api.example.com"}), 409, "conflict")
-        assert_error(await a.post("/api/backends", content=b"{nope", headers={"content-type": "application/json"}),
+                                                          "base_url": "https://api.example.com"}), 409,
+                                                          "conflict")
+        assert_error(await a.post("/api/backends", content=b"{nope",
+                                  headers={"content-type": "application/json"}),
                      400, "invalid_json")
         assert_error(await a.get("/api/backends/nope"), 404, "not_found")
-        assert_error(await a.post("/api/backends/local/disable"), 409, "conflict", mentions="local/gemma-3-270m")
-        assert_error(await a.put("/api/routes/bad alias", json={"model": "sim/one"}), 400, "invalid_request_error")
-        assert_error(await a.put("/api/routes/local/gemma-3-270m", json={"model": "sim/one"}), 404, "not_found")
+        assert_error(await a.post("/api/backends/local/disable"), 409, "conflict",
+                     mentions="local/gemma-3-270m")
+        assert_error(await a.put("/api/routes/bad alias", json={"model": "sim/one"}), 400,
+                     "invalid_request_error")
+        assert_error(await a.put("/api/routes/local/gemma-3-270m", json={"model": "sim/one"}), 404,
+                     "not_found")
         assert_error(await a.put("/api/routes/x1", json={"model": "sim/nope"}), 404, "model_not_found")
         assert_error(await a.delete("/api/routes/never-made"), 404, "not_found")
         assert_error(await a.post("/api/models", json={"id": "sim/one", **MODEL}), 409, "conflict")
-        assert_error(await a.post("/api/models", json={"id": "orion-reason", **MODEL}), 400, "invalid_request_error")
-        assert_error(await a.patch("/api/models/sim/one", json={"kind": "embedding"}), 400, "invalid_request_error")
+        assert_error(await a.post("/api/models", json={"id": "orion-reason", **MODEL}), 400,
+                     "invalid_request_error")
+        assert_error(await a.patch("/api/models/sim/one", json={"kind": "embedding"}), 400,
+                     "invalid_request_error")
         assert_error(await a.get("/api/models/sim/nope"), 404, "model_not_found")
     async with private.client() as c:  # a client key is not the admin token
         assert_error(await c.get("/api/backends"), 401, "invalid_api_key")

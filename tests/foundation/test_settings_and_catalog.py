@@ -58,7 +58,8 @@ def test_config_file_errors(tmp_path: Path) -> None:
 def test_service_entry_points_name_the_bad_setting() -> None:
     env = {**os.environ, "NX_EDGE_PORT": "abc", "PYTHONPATH": str(ROOT)}
     for module in ("control_plane.serve", "proxy_plugins.server", "control_plane.worker"):
-        r = subprocess.run([sys.executable, "-m", module], env=env, capture_output=True, text=True, timeout=60,
+        r = subprocess.run([sys.executable, "-m", module], env=env, capture_output=True, text=True,
+                           timeout=60,
                            check=False)
         assert r.returncode != 0 and "NX_EDGE_PORT" in r.stderr, (module, r.stderr[-500:])
 
@@ -67,13 +68,15 @@ BAD_CATALOGS = [
     (GOOD.replace('protocol = "openai_chat"', 'protocol = "grpc"'), "protocol"),
     (re.sub(r"context_window = \d+\n", "", GOOD, count=1), "context_window"),
     (re.sub(r" output_nanos_per_mtok = [\d_]+,", "", GOOD, count=1), "output_nanos_per_mtok"),
-    (re.sub(r"\binput_nanos_per_mtok = [\d_]+", "input_nanos_per_mtok = -1", GOOD, count=1), "input_nanos_per_mtok"),
+    (re.sub(r"\binput_nanos_per_mtok = [\d_]+", "input_nanos_per_mtok = -1", GOOD, count=1),
+     "input_nanos_per_mtok"),
     (GOOD.replace('backend = "local"', 'backend = "nowhere"', 1), "models[0].backend"),
     (GOOD.replace('base_url = "http://127.0.0.1:{local_models_port}/v1"', 'base_url = "file:///etc/passwd"'),
      "base_url"),
     (GOOD.replace('id = "local/gemma-3-270m"', 'id = "Not A Model Id"'), "id"),
     (GOOD.replace('kind = "text"', 'kind = "image"'), "kind"),
-    (GOOD.replace('aliases = ["orion-reason"]', 'aliases = ["orion-reason", "orion-reason"]'), "orion-reason"),
+    (GOOD.replace('aliases = ["orion-reason"]', 'aliases = ["orion-reason", "orion-reason"]'),
+     "orion-reason"),
     (GOOD + "\n[[modles]]\nid = 'x'\n", "modles"),
     ("backends = [", "catalog"),
 ]

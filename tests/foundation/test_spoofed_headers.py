@@ -87,7 +87,8 @@ async def test_spoofed_headers_do_not_change_the_decision(recorded: tuple[Platfo
     async with p.client(generate_key()) as c:
         assert_error(await c.get("/v1/models", headers=SPOOFED), 401, "invalid_api_key")
     async with p.client() as c:
-        assert_error(await c.get("/v1/models", headers={**SPOOFED, "authorization": ""}), 401, "missing_api_key")
+        assert_error(await c.get("/v1/models", headers={**SPOOFED, "authorization": ""}), 401,
+                     "missing_api_key")
     # No control plane here to call the management API: create the key in the database directly.
     engine = make_engine(p.s)
     try:
