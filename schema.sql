@@ -619,3 +619,71 @@ DROP TRIGGER IF EXISTS ledger_holds_guard ON ledger_holds;
 CREATE TRIGGER ledger_holds_guard BEFORE UPDATE OR DELETE ON ledger_holds
 FOR EACH ROW EXECUTE FUNCTION nx_ledger_hold_guard();
 -- ==== end ledger ========================================================================
+
+-- ==== usage rollups (control_plane/usage) ==============================================
+-- Pre-aggregated usage_records so month-long /v1/usage queries read thousands of rows, not
+-- millions. `grain` 'hour' is built from usage_records, 'day' from the hour rows, by the worker's
+-- `usage_rollups` job; usage_rollup_state.watermark says up to where (unix ms, exclusive) a grain
+-- is complete. Queries read rollups below the watermark and raw records above it.
+-- lat_NN count requests per latency bin (fixed log bins, control_plane/usage/histogram.py).
+CREATE TABLE IF NOT EXISTS usage_rollups (
+    grain TEXT NOT NULL CHECK (grain IN ('hour', 'day')),
+    bucket_start BIGINT NOT NULL,
+    org_id TEXT NOT NULL,
+    project_id TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    model_id TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    requests BIGINT NOT NULL,
+    errors BIGINT NOT NULL,
+    input_tokens BIGINT NOT NULL,
+    cached_tokens BIGINT NOT NULL,
+    output_tokens BIGINT NOT NULL,
+    cost_nanos BIGINT NOT NULL,
+    lat_00 BIGINT NOT NULL, lat_01 BIGINT NOT NULL, lat_02 BIGINT NOT NULL, lat_03 BIGINT NOT NULL,
+    lat_04 BIGINT NOT NULL, lat_05 BIGINT NOT NULL, lat_06 BIGINT NOT NULL, lat_07 BIGINT NOT NULL,
+    lat_08 BIGINT NOT NULL, lat_09 BIGINT NOT NULL, lat_10 BIGINT NOT NULL, lat_11 BIGINT NOT NULL,
+    lat_12 BIGINT NOT NULL, lat_13 BIGINT NOT NULL, lat_14 BIGINT NOT NULL, lat_15 BIGINT NOT NULL,
+    lat_16 BIGINT NOT NULL, lat_17 BIGINT NOT NULL, lat_18 BIGINT NOT NULL, lat_19 BIGINT NOT NULL,
+    lat_20 BIGINT NOT NULL, lat_21 BIGINT NOT NULL, lat_22 BIGINT NOT NULL, lat_23 BIGINT NOT NULL,
+    lat_24 BIGINT NOT NULL, lat_25 BIGINT NOT NULL, lat_26 BIGINT NOT NULL, lat_27 BIGINT NOT NULL,
+    lat_28 BIGINT NOT NULL, lat_29 BIGINT NOT NULL, lat_30 BIGINT NOT NULL, lat_31 BIGINT NOT NULL,
+    lat_32 BIGINT NOT NULL, lat_33 BIGINT NOT NULL, lat_34 BIGINT NOT NULL, lat_35 BIGINT NOT NULL,
+    lat_36 BIGINT NOT NULL, lat_37 BIGINT NOT NULL, lat_38 BIGINT NOT NULL, lat_39 BIGINT NOT NULL,
+    PRIMARY KEY (grain, org_id, bucket_start, project_id, key_id, model_id, endpoint, status)
+);
+
+CREATE TABLE IF NOT EXISTS usage_rollup_state (
+    grain TEXT PRIMARY KEY CHECK (grain IN ('hour', 'day')),
+    watermark BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+
+-- The rollup job scans usage_records by time across all organizations.
+CREATE INDEX IF NOT EXISTS usage_records_created ON usage_records (created_at);
+-- ==== end usage rollups ================================================================
+
+-- ==== idempotency (control_plane/idempotency.py) =======================================
+-- One row per (organization, key, method, path, Idempotency-Key). `state` is 'in_flight' while
+-- the first request runs (its lease bounds how long a crashed run can block the key) and
+-- 'completed' once its response is stored; completed rows are kept 24 hours.
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    id TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    method TEXT NOT NULL,
+    path TEXT NOT NULL,
+    idem_key TEXT NOT NULL,
+    request_hash TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('in_flight', 'completed')),
+    lease_expires_at BIGINT NOT NULL,
+    response_status INTEGER,
+    response_headers TEXT,
+    response_body TEXT,
+    created_at BIGINT NOT NULL,
+    completed_at BIGINT,
+    UNIQUE (org_id, key_id, method, path, idem_key)
+);
+CREATE INDEX IF NOT EXISTS idempotency_keys_created ON idempotency_keys (created_at);

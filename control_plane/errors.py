@@ -64,6 +64,7 @@ ERRORS: dict[str, ErrorSpec] = {
     "model_unavailable": ErrorSpec(503, "server_error"),
     "server_busy": ErrorSpec(503, "server_error"),
     "sidecar_unavailable": ErrorSpec(503, "server_error"),
+    "billing_unavailable": ErrorSpec(503, "server_error"),
     "upstream_timeout": ErrorSpec(504, "server_error"),
 }
 

@@ -14,7 +14,7 @@ __all__ = ["new_id", "Prefix"]
 
 Prefix = Literal[
     "req", "key", "org", "proj", "user", "evt", "whep", "inv", "txn", "be", "mdl", "price", "route",
-    "aud", "acct", "hold", "resp", "msg", "fc", "dlv", "mem",
+    "aud", "acct", "hold", "resp", "msg", "fc", "dlv", "mem", "idem",
 ]
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"

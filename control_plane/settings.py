@@ -47,6 +47,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     local_models_enabled: bool = True
     local_models_port: Port = 9300
 
+    bootstrap_credit_nanos: Annotated[int, msgspec.Meta(ge=0)] = 10 * 10**9
+    """Promotional credit granted to the first organization on first start (nano-dollars), so the
+    printed key can make paid calls at once; 0 grants nothing."""
     key_pepper: str = ""
     """HMAC pepper for API-key hashes. Empty: generated once into `<data_dir>/secrets.toml`."""
     xff_trusted_hops: Annotated[int, msgspec.Meta(ge=0, le=10)] = 0

@@ -38,7 +38,7 @@ async def prepare(settings: Settings) -> BootstrapResult:
         await apply_schema(engine)
         async with write_tx(engine) as conn:
             await sync_catalog(conn, catalog)
-            result = await bootstrap(conn, secrets.key_pepper)
+            result = await bootstrap(conn, secrets.key_pepper, settings.bootstrap_credit_nanos)
         async with write_tx(engine) as conn:
             await write_dynamic(settings, conn)
     finally:

@@ -22,7 +22,7 @@ from collections.abc import Generator
 
 import httpx
 
-__all__ = ["canonical_string", "sign_headers", "SignedRequests"]
+__all__ = ["SignedRequests", "canonical_string", "sign_headers"]
 
 
 def canonical_string(method: str, path: str, timestamp: str, nonce: str, body: bytes) -> str:

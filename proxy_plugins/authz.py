@@ -18,6 +18,8 @@ from control_plane.domain.keys import SIGNING_PURPOSE
 from control_plane.errors import error_json
 from control_plane.keys import hash_key, is_well_formed
 from proxy_plugins.estimate import estimate
+from proxy_plugins.hold import Holds
+from proxy_plugins.idempotency_gate import Gate, Refusal
 from proxy_plugins.limits import buckets_for, denial_message, limit_headers
 from proxy_plugins.ratelimit import Bucket, Denial, LimitStore, retry_after_seconds
 from proxy_plugins.replay import SKEW_SECONDS, NonceStore, verify_signature
@@ -49,6 +51,7 @@ class CheckRequest(msgspec.Struct, kw_only=True):
     client_ip: str
     project: str | None
     body: bytes
+    idempotency_key: str | None = None
     signature: tuple[str, str, str] = ("", "", "")
     """x-nx-timestamp, x-nx-nonce, x-nx-signature (Envoy forwards them as x-nxsig-*)."""
 
@@ -91,7 +94,7 @@ class Checker:
     def __init__(self, pepper: str, internal_token: str, cache: KeyCache,
                  snapshot: Callable[[], Snapshot],
                  load_key: Callable[[str], Awaitable[KeyRecord | None]],
-                 limits: LimitStore, nonces: NonceStore,
+                 limits: LimitStore, nonces: NonceStore, gate: Gate, holds: Holds,
                  on_rate_limited: RateLimited = _ignore_rate_limited) -> None:
         self.pepper = pepper
         self.internal_token = internal_token
@@ -100,6 +103,8 @@ class Checker:
         self.load_key = load_key
         self.limits = limits
         self.nonces = nonces
+        self.gate = gate
+        self.holds = holds
         self.on_rate_limited = on_rate_limited
 
     async def _key(self, authorization: str | None) -> KeyRecord | Decision:
@@ -150,9 +155,7 @@ class Checker:
         if isinstance(project, Decision):
             return project
         headers = [("x-nx-org", key.org_id), ("x-nx-project", project), ("x-nx-key", key.id),
-                   ("x-nx-endpoint", endpoint),
-                   ("x-nx-route", "adapter" if upstream == "inference" else "control_plane"),
-                   ("x-nx-internal", self.internal_token),
+                   ("x-nx-endpoint", endpoint), ("x-nx-internal", self.internal_token),
                    # The client's key never travels further than the sidecar.
                    ("x-envoy-auth-headers-to-remove", "authorization")]
         model: ModelRecord | None = None
@@ -162,17 +165,43 @@ class Checker:
                 return resolved
             model = resolved
             headers += [("x-nx-model", model.id), ("x-nx-backend", model.backend_id)]
+        ticket = await self.gate.enter(org_id=key.org_id, key_id=key.id, method=req.method, path=req.path,
+                                       idem_key=req.idempotency_key, body=req.body, request_id=req.request_id)
+        if isinstance(ticket, Refusal):
+            return Decision(status=ticket.status, body=ticket.body, headers=[("content-type", "application/json")])
+        if ticket is not None and ticket.mode == "replay":
+            # Neither limits nor money: the adapter sends the stored answer.
+            return Decision(status=200, headers=[*headers, ("x-nx-route", "adapter"),
+                                                 ("x-nx-idem-replay", ticket.record_id)])
+        headers.append(("x-nx-route", "adapter" if upstream == "inference" else "control_plane"))
+        if ticket is not None:
+            headers.append(("x-nx-idem", ticket.record_id))
         # Limits are taken only after authentication and authorization succeeded.
         tokens = estimate(req.body, model).total if model is not None else 0
         buckets = buckets_for(key, project, snap, inference=model is not None, tokens=tokens)
         verdict = await self.limits.acquire(req.request_id, buckets)
         rl_headers = limit_headers(verdict.usage)
         if verdict.denial is not None:
+            if ticket is not None:
+                await self.gate.release(ticket)
             await self.on_rate_limited(key, project, req, verdict.denial, model.id if model else None)
             denied = _deny("rate_limit_exceeded", denial_message(verdict.denial))
             denied.headers += [*rl_headers, ("retry-after", str(retry_after_seconds(verdict.denial.retry_after_ms))),
                                ("retry-after-ms", str(verdict.denial.retry_after_ms))]
             return denied
+        if model is not None:
+            unheld = await self.holds.place(
+                key=key, project=project, model=model, backend=snap.backends.get(model.backend_id),
+                endpoint=endpoint, request_id=req.request_id, client_ip=req.client_ip,
+                est=estimate(req.body, model))
+            if isinstance(unheld, str):
+                headers.append(("x-nx-hold-price", unheld))
+            else:
+                await self.limits.refund(req.request_id, buckets)
+                if ticket is not None:
+                    await self.gate.release(ticket)
+                return Decision(status=unheld[0], body=unheld[1],
+                                headers=[("content-type", "application/json"), *rl_headers])
         headers += rl_headers
         if buckets:
             # Echoed back by the adapter when the request ends (finish): frees concurrency slots and

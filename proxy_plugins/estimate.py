@@ -1,9 +1,13 @@
-"""Upper-bound token estimates made before a request runs, from its body alone.
+"""Upper bounds on a request's tokens, made before it runs, from its body alone.
 
-Used for the tokens-per-minute limit and the money hold. It must not under-estimate by much:
-input tokens are taken as one per 3 bytes of the body (JSON syntax included), which over-counts
-English text (about 4 bytes a token); output is the request's own cap, else the model's maximum.
-Both are corrected to the actual usage when the request settles.
+They size the money hold and the tokens-per-minute charge, and both are corrected to the actual
+usage when the request settles. A settlement above its hold is refused (and would go unbilled), so
+these must never be below the truth:
+- input: every token covers at least one byte of text, so the body's length in bytes plus an
+  allowance for the prompt template the backend adds is an upper bound, capped by the context
+  window; a request continuing a stored conversation (`previous_response_id`) may carry far more
+  input than its body, so it takes the whole context window;
+- output: the request's own cap, else the model's maximum.
 """
 
 from __future__ import annotations
@@ -12,13 +16,17 @@ import msgspec
 
 from proxy_plugins.snapshot import ModelRecord
 
-__all__ = ["Estimate", "estimate"]
+__all__ = ["Estimate", "estimate", "TEMPLATE_ALLOWANCE"]
+
+TEMPLATE_ALLOWANCE = 256
+"""Tokens a backend may add around the messages (role markers, system prompt framing)."""
 
 
-class _Caps(msgspec.Struct):
+class _Body(msgspec.Struct):
     max_output_tokens: int | None = None
     max_tokens: int | None = None
     max_completion_tokens: int | None = None
+    previous_response_id: str | None = None
 
 
 class Estimate(msgspec.Struct, frozen=True):
@@ -31,14 +39,15 @@ class Estimate(msgspec.Struct, frozen=True):
 
 
 def estimate(body: bytes, model: ModelRecord) -> Estimate:
-    input_tokens = len(body) // 3 + 16
-    if model.kind == "embedding":
-        return Estimate(input_tokens, 0)
     try:
-        caps = msgspec.json.decode(body, type=_Caps)
-        asked = caps.max_output_tokens or caps.max_completion_tokens or caps.max_tokens
+        fields = msgspec.json.decode(body, type=_Body)
     except msgspec.MsgspecError:
-        asked = None  # the backend will refuse the body; the estimate only needs to be safe
+        fields = _Body()  # the backend will refuse the body; the estimate only needs to be safe
+    input_tokens = min(len(body) + TEMPLATE_ALLOWANCE, model.context_window)
+    if fields.previous_response_id:
+        input_tokens = model.context_window
+    if model.kind == "embedding":
+        return Estimate(len(body) + TEMPLATE_ALLOWANCE, 0)  # a batch may exceed one text's window
+    asked = fields.max_output_tokens or fields.max_completion_tokens or fields.max_tokens
     cap = model.max_output_tokens
-    output = min(asked, cap) if asked and asked > 0 else cap
-    return Estimate(input_tokens, output)
+    return Estimate(input_tokens, min(asked, cap) if asked and asked > 0 else cap)

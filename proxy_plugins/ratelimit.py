@@ -72,6 +72,9 @@ class LimitStore(Protocol):
 
     async def adjust(self, request_id: str, bucket: Bucket, actual_weight: int) -> None: ...
 
+    async def refund(self, request_id: str, buckets: list[Bucket]) -> None:
+        """Give everything back: the request was admitted by the limits but refused afterwards."""
+
 
 class _Log:
     """Entries of one bucket in expiry order, with their running total."""
@@ -122,6 +125,11 @@ class MemoryStore:
                 entry = log.entries.pop(request_id, None)
                 if entry is not None:
                     log.total -= entry[1]
+
+    async def refund(self, request_id: str, buckets: list[Bucket]) -> None:
+        for b in buckets:
+            if (log := self._logs.get(b.key)) is not None and (entry := log.entries.pop(request_id, None)):
+                log.total -= entry[1]
 
     async def adjust(self, request_id: str, bucket: Bucket, actual_weight: int) -> None:
         log = self._logs.get(bucket.key)

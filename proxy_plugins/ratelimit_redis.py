@@ -130,6 +130,10 @@ class RedisStore:
             if b.kind == "concurrent":
                 await self._call_adjust(b, request_id, -1)
 
+    async def refund(self, request_id: str, buckets: list[Bucket]) -> None:
+        for b in buckets:
+            await self._call_adjust(b, request_id, -1)
+
     async def adjust(self, request_id: str, bucket: Bucket, actual_weight: int) -> None:
         await self._call_adjust(bucket, request_id, actual_weight)
 

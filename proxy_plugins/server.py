@@ -26,6 +26,8 @@ from control_plane.domain.bootstrap import load_secrets
 from control_plane.settings import Settings, SettingsError, load_settings
 from proxy_plugins.authz import Checker, CheckRequest, Decision
 from proxy_plugins.events import RateLimitEvents
+from proxy_plugins.hold import Holds
+from proxy_plugins.idempotency_gate import Gate
 from proxy_plugins.ratelimit import Bucket, LimitStore, MemoryStore
 from proxy_plugins.ratelimit_redis import RedisStore
 from proxy_plugins.replay import MemoryNonces, NonceStore, RedisNonces
@@ -69,7 +71,7 @@ class Sidecar:
             nonces = RedisNonces(self.limits.client)
         self.checker = Checker(secrets.key_pepper, secrets.internal_token, self.cache,
                                self.snapshot, lambda h: load_key(self.engine, h), self.limits, nonces,
-                               RateLimitEvents(self.engine))
+                               Gate(self.engine), Holds(self.engine), RateLimitEvents(self.engine))
         self._poller: asyncio.Task[None] | None = None
         self._subscriber: asyncio.Task[None] | None = None
 
@@ -139,7 +141,7 @@ class Sidecar:
             decision = await self.checker.check(CheckRequest(
                 request_id=headers.get("x-request-id", ""), method=scope["method"], path=original, authorization=headers.get("authorization"),
                 client_ip=headers.get("x-nx-client-ip", ""), project=headers.get("openai-project"),
-                body=body, signature=(headers.get("x-nxsig-timestamp", ""), headers.get("x-nxsig-nonce", ""),
+                body=body, idempotency_key=headers.get("idempotency-key"), signature=(headers.get("x-nxsig-timestamp", ""), headers.get("x-nxsig-nonce", ""),
                                       headers.get("x-nxsig-signature", ""))))
             await _respond(send, decision)
         elif path == "/healthz":

@@ -109,7 +109,8 @@ class Platform:
 
     def client(self, key: str | None = None, **kwargs: Any) -> httpx.AsyncClient:
         headers = {"authorization": f"Bearer {key or self.key}"}
-        return httpx.AsyncClient(base_url=self.edge, headers=headers, timeout=30, **kwargs)
+        kwargs.setdefault("timeout", 30)
+        return httpx.AsyncClient(base_url=self.edge, headers=headers, **kwargs)
 
     def admin(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.edge, timeout=30,

@@ -16,12 +16,13 @@ import msgspec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from control_plane import ledger
 from control_plane.db import now_ms
 from control_plane.domain.keys import KeyScopes, audit, create_key
 from control_plane.ids import new_id
 from control_plane.settings import Settings
 
-__all__ = ["Secrets", "load_secrets", "bootstrap", "BootstrapResult"]
+__all__ = ["BootstrapResult", "Secrets", "bootstrap", "load_secrets"]
 
 OWNER_EMAIL = "owner@localhost"
 
@@ -76,7 +77,7 @@ class BootstrapResult(msgspec.Struct, kw_only=True):
     """Set only on the run that created the key."""
 
 
-async def bootstrap(conn: AsyncConnection, pepper: str) -> BootstrapResult:
+async def bootstrap(conn: AsyncConnection, pepper: str, credit_nanos: int = 0) -> BootstrapResult:
     existing = (await conn.execute(text(
         "SELECT o.id, p.id FROM organizations o JOIN projects p ON p.org_id = o.id"
         " ORDER BY o.created_at, p.created_at LIMIT 1"))).first()
@@ -102,5 +103,8 @@ async def bootstrap(conn: AsyncConnection, pepper: str) -> BootstrapResult:
                        {"id": project_id, "o": org_id, "now": now})
     await audit(conn, org_id, "system", "bootstrap", org_id, {"owner": OWNER_EMAIL})
     created = await create_key(conn, org_id, KeyScopes(name="bootstrap"), pepper, actor=user_id)
+    if credit_nanos:
+        await ledger.grant(conn, org_id, credit_nanos, idempotency_key="bootstrap", actor="system",
+                           reason="first-start credit", promotional=True)
     return BootstrapResult(org_id=org_id, project_id=project_id, key_id=created.key.id,
                            key_prefix=created.key.prefix, secret=created.secret)

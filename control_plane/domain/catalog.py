@@ -23,7 +23,7 @@ from control_plane.domain.keys import bump_config_version
 from control_plane.ids import new_id
 from control_plane.settings import Settings
 
-__all__ = ["Catalog", "CatalogError", "load_catalog", "sync_catalog", "Capabilities", "Price"]
+__all__ = ["Capabilities", "Catalog", "CatalogError", "Price", "load_catalog", "sync_catalog"]
 
 ModelId = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._:-]*$")]
 Alias = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")]

@@ -25,8 +25,20 @@ from control_plane.events.catalog import KeyRevoked
 from control_plane.ids import new_id
 from control_plane.keys import display_prefix, generate_key, hash_key
 
-__all__ = ["ENDPOINTS", "KeyScopes", "KeyView", "CreatedKey", "KeyPatch", "create_key", "list_keys",
-           "get_key", "update_key", "revoke_key", "bump_config_version", "audit"]
+__all__ = [
+    "ENDPOINTS",
+    "CreatedKey",
+    "KeyPatch",
+    "KeyScopes",
+    "KeyView",
+    "audit",
+    "bump_config_version",
+    "create_key",
+    "get_key",
+    "list_keys",
+    "revoke_key",
+    "update_key",
+]
 
 Endpoint = Literal["responses", "chat", "embeddings", "models", "usage", "webhooks"]
 ENDPOINTS: tuple[Endpoint, ...] = ("responses", "chat", "embeddings", "models", "usage", "webhooks")
@@ -67,8 +79,8 @@ class KeyPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     models: list[str] | None = None
     endpoints: list[Endpoint] | None = None
     ip_ranges: list[str] | None = None
-    monthly_budget_nanos: Nanos | None | msgspec.UnsetType = msgspec.UNSET
-    expires_at: int | None | msgspec.UnsetType = msgspec.UNSET
+    monthly_budget_nanos: Nanos | msgspec.UnsetType | None = msgspec.UNSET
+    expires_at: int | msgspec.UnsetType | None = msgspec.UNSET
     disabled: bool | None = None
     rate_limits: RateLimits | None = None
 

@@ -15,11 +15,11 @@ from control_plane.ledger.core import ensure_accounts, get_transaction
 from control_plane.ledger.holds import expire_holds, load_hold, place_hold, release_hold
 from control_plane.ledger.model import BalanceView, Hold, Settlement, StatementPage, TransactionView, Usage
 from control_plane.ledger.ops import adjust, balance, grant, reverse, set_low_balance, statement
-from control_plane.ledger.pricing import PriceCard, card_in_force, charge_for, max_cost
+from control_plane.ledger.pricing import PriceCard, card_in_force, card_version, charge_for, max_cost
 from control_plane.ledger.reconcile import ReconcileReport, reconcile
 from control_plane.ledger.settle import settle_hold, settle_many
 
 __all__ = ["BalanceView", "Hold", "PriceCard", "ReconcileReport", "Settlement", "StatementPage",
-           "TransactionView", "Usage", "adjust", "balance", "card_in_force", "charge_for", "ensure_accounts",
+           "TransactionView", "Usage", "adjust", "balance", "card_in_force", "card_version", "charge_for", "ensure_accounts",
            "expire_holds", "get_transaction", "grant", "load_hold", "max_cost", "place_hold", "reconcile",
            "release_hold", "reverse", "set_low_balance", "settle_hold", "settle_many", "statement"]

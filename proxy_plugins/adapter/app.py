@@ -15,17 +15,20 @@ from typing import Any
 
 import msgspec
 
-from control_plane.db import make_engine
+from control_plane import idempotency, ledger
+from control_plane.db import make_engine, write_tx
 from control_plane.domain.bootstrap import load_secrets
 from control_plane.errors import ApiError, error_json
 from control_plane.settings import Settings
 from proxy_plugins.adapter import chat, embeddings, responses
 from proxy_plugins.adapter.backends import Backends
+from proxy_plugins.adapter.commit import Committer
 from proxy_plugins.adapter.context import RequestContext
 from proxy_plugins.adapter.exchange import Exchange, Receive, Send
 from proxy_plugins.adapter.finish import Finisher
+from proxy_plugins.adapter.replay import serve_replay
 from proxy_plugins.adapter.services import Handler, Services
-from proxy_plugins.snapshot import Snapshot, current_version, load_snapshot
+from proxy_plugins.snapshot import PriceRecord, Snapshot, current_version, load_snapshot
 
 __all__ = ["Adapter", "ROUTES"]
 
@@ -52,6 +55,7 @@ class Adapter:
         self._snapshot: Snapshot | None = None
         self.svc = Services(settings=settings, engine=make_engine(settings), backends=Backends(),
                             snapshot=self.snapshot)
+        self.committer = Committer(self.svc.engine)
         self._poller: asyncio.Task[None] | None = None
 
     def snapshot(self) -> Snapshot:
@@ -93,6 +97,9 @@ class Adapter:
             # Only Envoy, after the sidecar's check, may call this port.
             await _plain(send, 403, error_json("internal_auth_failed", "Not called through the edge."))
             return
+        if "x-nx-idem-replay" in headers:
+            await serve_replay(self.svc.engine, headers["x-nx-idem-replay"], send)
+            return
         handler = self.routes.get(path)
         if handler is None or scope["method"] != "POST":
             await _plain(send, 404, error_json("not_found", f"Unknown path {scope['method']} {path}."))
@@ -101,10 +108,12 @@ class Adapter:
         try:
             body = await _read_body(receive, self.settings.max_body_bytes)
             if body is None:
+                await self._abandon(headers)
                 await _plain(send, 413, error_json("request_too_large", "Request body is too large."))
                 return
             ctx = await self._context(headers, body)
             if isinstance(ctx, ApiError):
+                await self._abandon(headers)
                 await _plain(send, ctx.status, error_json(ctx.code, ctx.message, ctx.param),
                              [(b"x-request-id", headers.get("x-request-id", "").encode("latin-1"))])
                 return
@@ -112,6 +121,21 @@ class Adapter:
             tokens = ctx.usage.total_tokens
         finally:
             self.finisher.report(headers.get("x-request-id", ""), headers.get("x-nx-rl"), tokens)
+
+    async def _abandon(self, headers: dict[str, str]) -> None:
+        """The request is refused before any backend call: free its hold and Idempotency-Key now
+        rather than when the worker expires them."""
+        hold, record = headers.get("x-nx-hold-price"), headers.get("x-nx-idem")
+        if not hold and not record:
+            return
+        try:
+            async with write_tx(self.svc.engine) as conn:
+                if hold:
+                    await ledger.release_hold(conn, headers.get("x-request-id", ""))
+                if record:
+                    await idempotency.release(conn, record)
+        except Exception:  # the worker's expiry still frees them
+            log.exception("request %s: could not release its hold", headers.get("x-request-id"))
 
     async def _context(self, headers: dict[str, str], body: bytes) -> RequestContext | ApiError:
         model_id, backend_id = headers.get("x-nx-model", ""), headers.get("x-nx-backend", "")
@@ -131,11 +155,13 @@ class Adapter:
         return RequestContext(
             request_id=headers.get("x-request-id", ""), org_id=headers.get("x-nx-org", ""),
             project_id=headers.get("x-nx-project", ""), key_id=headers.get("x-nx-key", ""),
-            requested_model=requested, model=model, backend=backend, received_ns=time.monotonic_ns())
+            requested_model=requested, model=model, backend=backend, received_ns=time.monotonic_ns(),
+            hold_price=_hold_price(headers.get("x-nx-hold-price")),
+            idempotency_record=headers.get("x-nx-idem"))
 
     async def _serve(self, handler: Handler, ctx: RequestContext, body: bytes, receive: Receive,
                      send: Send) -> None:
-        exchange = Exchange(ctx, send)
+        exchange = Exchange(ctx, send, self.committer)
         task = asyncio.create_task(self._run(handler, ctx, body, exchange))
         watcher = asyncio.create_task(_disconnected(receive))
         await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
@@ -176,6 +202,14 @@ class Adapter:
                 await self.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _hold_price(value: str | None) -> PriceRecord | None:
+    """`version,input,cached,output` as the sidecar's hold set it (proxy_plugins/hold.py)."""
+    if not value:
+        return None
+    version, inp, cached, out = (int(x) for x in value.split(","))
+    return PriceRecord(version, inp, cached, out)
 
 
 async def _disconnected(receive: Receive) -> None:

@@ -78,6 +78,7 @@ async def handle(svc: Services, ctx: RequestContext, body: bytes, exchange: Exch
     request["model"] = ctx.model.upstream_name
     if stream:
         request["stream_options"] = {**options, "include_usage": True}
+        ctx.input_estimate = -(-len(body) // 4)
         await _stream(svc, ctx, _encode(request), exchange, client_wants_usage)
         return
     reply = await svc.backends.post(ctx.backend, "chat/completions", _encode(request))
@@ -117,6 +118,9 @@ async def _relay(ctx: RequestContext, data: bytes, exchange: Exchange, client_wa
     if chunk.get("error"):
         err = chunk["error"] if isinstance(chunk["error"], dict) else {}
         raise ApiError("upstream_error", f"The model backend failed mid-stream: {err.get('message', '')}"[:2000])
+    if any((c.get("delta") or {}).get("content") or (c.get("delta") or {}).get("tool_calls")
+           for c in chunk.get("choices") or [] if isinstance(c, dict)):
+        ctx.produced_chunks += 1
     usage = usage_from_chat(chunk.get("usage"))
     if usage is not None:
         ctx.usage = usage

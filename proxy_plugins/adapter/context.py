@@ -11,7 +11,7 @@ from typing import Literal
 
 import msgspec
 
-from proxy_plugins.snapshot import BackendRecord, ModelRecord
+from proxy_plugins.snapshot import BackendRecord, ModelRecord, PriceRecord
 
 __all__ = ["CacheStatus", "RequestContext", "Usage"]
 
@@ -45,6 +45,26 @@ class RequestContext(msgspec.Struct, kw_only=True):
     usage: Usage = msgspec.field(default_factory=Usage)
     cache_status: CacheStatus = "bypass"
     """Nothing is cached yet; the embedding cache sets hit, miss or partial."""
+    hold_price: PriceRecord | None = None
+    """The price card the sidecar's hold was placed at (`x-nx-hold-price`); settlement charges at
+    exactly this card, so pricing the answer with it makes `x-wallet-debit` the exact charge."""
+    idempotency_record: str | None = None
+    """`x-nx-idem`: the claimed Idempotency-Key record this answer is stored under."""
+    charged: int | None = None
+    """Nano-dollars posted by settlement, once it ran."""
+    first_byte_ns: int | None = None
+    produced_chunks: int = 0
+    """Content-carrying stream chunks relayed so far: the measure of what was produced when a
+    stream is cut or abandoned before the backend reported its usage (one token per chunk, as
+    OpenAI-compatible servers stream)."""
+    input_estimate: int = 0
+    """Input tokens assumed for such a stream: the request body at 4 bytes per token."""
+
+    def account_produced(self) -> None:
+        """A stream that ended without the backend's usage (cut, abandoned) is billed for what it
+        produced; called wherever usage is read for metadata or settlement."""
+        if self.usage.total_tokens == 0 and self.produced_chunks:
+            self.usage = Usage(input_tokens=self.input_estimate, output_tokens=self.produced_chunks)
 
     @property
     def capabilities(self) -> dict[str, object]:

@@ -11,12 +11,14 @@ that must outlive its client (e.g. a stored response being recorded) sets `detac
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
 
-from control_plane.errors import ApiError
+from control_plane.errors import ApiError, error_json
 from proxy_plugins.adapter.context import RequestContext
 from proxy_plugins.adapter.metering import metadata_headers
 
@@ -31,6 +33,8 @@ _SSE = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control
 
 
 DONE = b"data: [DONE]\n\n"
+
+log = logging.getLogger("nx.adapter")
 
 
 def sse(obj: Any) -> bytes:
@@ -47,21 +51,43 @@ def error_headers(error: ApiError) -> list[tuple[bytes, bytes]]:
     return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in error.headers.items()]
 
 
+Commit = Callable[[RequestContext, int, bytes, Callable[[], list[tuple[bytes, bytes]]]],
+                  Awaitable[list[tuple[bytes, bytes]]]]
+
+
+async def _no_commit(_ctx: RequestContext, _status: int, _body: bytes,
+                     headers: Callable[[], list[tuple[bytes, bytes]]]) -> list[tuple[bytes, bytes]]:
+    return headers()
+
+
 class Exchange:
-    def __init__(self, ctx: RequestContext, send: Send) -> None:
+    """`commit` (commit.py) runs before the final bytes of every answer: the charge is durable, and
+    the answer stored under its Idempotency-Key, before the client can see the end of it."""
+
+    def __init__(self, ctx: RequestContext, send: Send, commit: Commit = _no_commit) -> None:
         self.ctx = ctx
         self._send = send
+        self._commit = commit
         self.started = False
         self.finished = False
         self.detached = False
         self.disconnected = False
+        self._stream_head: list[tuple[bytes, bytes]] = []
+        self._stream_body: list[bytes] = []
 
     async def json(self, body: bytes, status: int = 200,
                    headers: list[tuple[bytes, bytes]] | None = None) -> None:
-        """The whole answer at once; metadata headers from `ctx` as it is now."""
+        """The whole answer at once; metadata headers rendered after the charge is settled."""
         self._claim()
-        out = [_JSON, (b"content-length", str(len(body)).encode()), *metadata_headers(self.ctx),
-               *(headers or [])]
+        try:
+            out = await self._commit(self.ctx, status, body, lambda: [
+                _JSON, (b"content-length", str(len(body)).encode()), *metadata_headers(self.ctx),
+                *(headers or [])])
+        except Exception:
+            log.exception("request %s: could not settle; the answer is withheld", self.ctx.request_id)
+            status, body = 503, error_json("billing_unavailable", "The answer could not be billed, so it "
+                                           "is withheld; nothing was charged. Please retry.")
+            out = [_JSON, (b"content-length", str(len(body)).encode())]
         await self._send({"type": "http.response.start", "status": status, "headers": out})
         await self._send({"type": "http.response.body", "body": body})
         self.finished = True
@@ -72,16 +98,31 @@ class Exchange:
     async def start_stream(self, headers: list[tuple[bytes, bytes]] | None = None) -> None:
         self._claim()
         out = [*_SSE, *metadata_headers(self.ctx, final=False), *(headers or [])]
+        self._stream_head = out
         await self._send({"type": "http.response.start", "status": 200, "headers": out})
 
     async def event(self, data: bytes) -> None:
         """Send already-framed SSE bytes (`data: ...\\n\\n`, possibly several events)."""
+        if self.ctx.first_byte_ns is None:
+            self.ctx.first_byte_ns = time.monotonic_ns()
+        if self.ctx.idempotency_record is not None:
+            self._stream_body.append(data)  # a repeat of this request gets the whole stream back
         if self.disconnected:
             return
         await self._send({"type": "http.response.body", "body": data, "more_body": True})
 
     async def finish(self, data: bytes = b"") -> None:
-        if not self.finished and not self.disconnected:
+        """End the stream; the charge for what was produced (a cut or a disconnect included)
+        commits first, and only then do the final bytes go out."""
+        if self.finished:
+            return
+        try:
+            await self._commit(self.ctx, 200, b"".join(self._stream_body) + data, lambda: self._stream_head)
+        except Exception:
+            log.exception("request %s: could not settle the stream", self.ctx.request_id)
+            data = stream_error(ApiError("billing_unavailable", "The end of this answer could not be billed; "
+                                         "it is incomplete and nothing was charged. Please retry."))
+        if not self.disconnected:
             await self._send({"type": "http.response.body", "body": data, "more_body": False})
         self.finished = True
 

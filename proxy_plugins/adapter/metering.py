@@ -12,8 +12,8 @@ before the usage is known, so a stream has the three known at the start (`x-requ
   (the SDKs keep unknown fields: `chunk.x_nx` in Python, `chunk.x_nx` in Node).
 - Responses streams carry it the same way (comment line before the stream ends).
 
-`wallet_debit` is the ONE place that prices a request; the money issue replaces its body with the
-ledger's exact charge.
+`wallet_debit` is the ONE place that prices a request for its metadata; it agrees with the ledger's
+charge by construction (same card, same integer formula) and settlement (commit.py) checks it.
 """
 
 from __future__ import annotations
@@ -22,29 +22,34 @@ import msgspec
 
 from control_plane.money import format_usd, request_cost
 from proxy_plugins.adapter.context import RequestContext, Usage
-from proxy_plugins.snapshot import ModelRecord
 
 __all__ = ["wallet_debit", "metadata", "metadata_headers", "metadata_comment"]
 
 
-def wallet_debit(model: ModelRecord, usage: Usage) -> int:
-    """Nano-dollars this request costs at the model's current price card (0 without usage)."""
-    if model.price is None:
+def wallet_debit(ctx: RequestContext) -> int:
+    """Nano-dollars this request costs: the settled charge once settlement ran, else the price of
+    its usage at the hold's card (the same integer formula settlement uses), else the catalog's."""
+    if ctx.charged is not None:
+        return ctx.charged
+    price = ctx.hold_price or ctx.model.price
+    if price is None:
         return 0
+    usage = ctx.usage
     cached = min(usage.cached_tokens, usage.input_tokens)
-    return request_cost(usage.input_tokens, cached, usage.output_tokens, model.price.input_nanos_per_mtok,
-                        model.price.cached_input_nanos_per_mtok, model.price.output_nanos_per_mtok)
+    return request_cost(usage.input_tokens, cached, usage.output_tokens, price.input_nanos_per_mtok,
+                        price.cached_input_nanos_per_mtok, price.output_nanos_per_mtok)
 
 
 def metadata(ctx: RequestContext) -> dict[str, str]:
     """The six metadata values, by header name, from what the context knows now."""
+    ctx.account_produced()
     return {
         "x-request-id": ctx.request_id,
         "x-model": ctx.model.id,
         "x-input-tokens": str(ctx.usage.input_tokens),
         "x-output-tokens": str(ctx.usage.output_tokens),
         "x-cache-status": ctx.cache_status,
-        "x-wallet-debit": format_usd(wallet_debit(ctx.model, ctx.usage)),
+        "x-wallet-debit": format_usd(wallet_debit(ctx)),
     }
 
 
