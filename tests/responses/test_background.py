@@ -25,8 +25,12 @@ async def poll(sdk: openai.AsyncOpenAI, rid: str, timeout: float = 30.0) -> open
 
 
 @pytest.mark.parametrize("model", ["sim/chat", "sim/openai", "sim/claude"])
-async def test_background_create_then_poll(sdk: openai.AsyncOpenAI, sim_platform: Platform, model: str) -> None:
-    created = await sdk.responses.create(model=model, input="slow [[sim chunks=6 chunk_ms=50]]", background=True)
+async def test_background_create_then_poll(
+    sdk: openai.AsyncOpenAI, sim_platform: Platform, model: str
+) -> None:
+    created = await sdk.responses.create(
+        model=model, input="slow [[sim chunks=6 chunk_ms=50]]", background=True
+    )
     assert created.status == "queued" and created.background is True and created.output == []
     done = await poll(sdk, created.id)
     assert done.status == "completed" and done.output_text == "Hello from the simulator. It"
@@ -34,31 +38,41 @@ async def test_background_create_then_poll(sdk: openai.AsyncOpenAI, sim_platform
     async with sim_platform.client() as http:
         validate((await http.get(f"/v1/responses/{created.id}")).json(), "Response")
         # The whole stored stream, then resumed from a cursor: the same events after it.
-        _, events, _ = await read_stream(http, "GET", f"/v1/responses/{created.id}", params={"stream": "true"})
+        _, events, _ = await read_stream(
+            http, "GET", f"/v1/responses/{created.id}", params={"stream": "true"}
+        )
         validate_events(events)
         kinds = [e["type"] for e in events]
         assert kinds[:3] == ["response.created", "response.queued", "response.in_progress"]
         assert kinds[-1] == "response.completed" and events[0]["response"]["status"] == "queued"
         cursor = events[4]["sequence_number"]
-        _, rest, _ = await read_stream(http, "GET", f"/v1/responses/{created.id}",
-                                       params={"stream": "true", "starting_after": str(cursor)})
+        _, rest, _ = await read_stream(
+            http,
+            "GET",
+            f"/v1/responses/{created.id}",
+            params={"stream": "true", "starting_after": str(cursor)},
+        )
     assert rest == [e for e in events if e["sequence_number"] > cursor]
 
 
 async def test_background_stream_follows_the_worker(sdk: openai.AsyncOpenAI) -> None:
-    stream = await sdk.responses.create(model="sim/chat", input="[[sim chunks=8 chunk_ms=30]]", background=True,
-                                        stream=True)
+    stream = await sdk.responses.create(
+        model="sim/chat", input="[[sim chunks=8 chunk_ms=30]]", background=True, stream=True
+    )
     events = [e async for e in stream]
     assert events[0].type == "response.created" and events[0].response.status == "queued"
     assert events[-1].type == "response.completed"
     assert [e.sequence_number for e in events] == sorted({e.sequence_number for e in events})
-    again = await sdk.responses.retrieve(events[0].response.id, stream=True,
-                                         starting_after=events[-3].sequence_number)
+    again = await sdk.responses.retrieve(
+        events[0].response.id, stream=True, starting_after=events[-3].sequence_number
+    )
     assert [e.type async for e in again] == [events[-2].type, events[-1].type]
 
 
 async def test_cancel_in_progress(sdk: openai.AsyncOpenAI, sim_platform: Platform) -> None:
-    created = await sdk.responses.create(model="sim/chat", input="[[sim chunks=200 chunk_ms=50]]", background=True)
+    created = await sdk.responses.create(
+        model="sim/chat", input="[[sim chunks=200 chunk_ms=50]]", background=True
+    )
     async with asyncio.timeout(20):
         while (await sdk.responses.retrieve(created.id)).status != "in_progress":
             await asyncio.sleep(0.05)
@@ -68,7 +82,9 @@ async def test_cancel_in_progress(sdk: openai.AsyncOpenAI, sim_platform: Platfor
     assert (await sdk.responses.cancel(created.id)).status == "cancelled"  # idempotent
     async with sim_platform.client() as http:
         # The stored stream ends once the worker noticed the cancel and wrote its last word.
-        _, events, _ = await read_stream(http, "GET", f"/v1/responses/{created.id}", params={"stream": "true"})
+        _, events, _ = await read_stream(
+            http, "GET", f"/v1/responses/{created.id}", params={"stream": "true"}
+        )
     final = await sdk.responses.retrieve(created.id)
     assert final.status == "cancelled" and len(final.output_text) < len("Hello from the simulator.") * 40
     validate_events(events)
@@ -77,10 +93,16 @@ async def test_cancel_in_progress(sdk: openai.AsyncOpenAI, sim_platform: Platfor
 
 
 async def test_cancel_right_after_create(sdk: openai.AsyncOpenAI, sim_platform: Platform) -> None:
-    created = await sdk.responses.create(model="sim/openai", input="[[sim chunks=50 chunk_ms=50]]", background=True)
-    assert (await sdk.responses.cancel(created.id)).status == "cancelled"  # queued or just claimed: both end so
+    created = await sdk.responses.create(
+        model="sim/openai", input="[[sim chunks=50 chunk_ms=50]]", background=True
+    )
+    assert (
+        await sdk.responses.cancel(created.id)
+    ).status == "cancelled"  # queued or just claimed: both end so
     async with sim_platform.client() as http:
-        _, events, _ = await read_stream(http, "GET", f"/v1/responses/{created.id}", params={"stream": "true"})
+        _, events, _ = await read_stream(
+            http, "GET", f"/v1/responses/{created.id}", params={"stream": "true"}
+        )
     assert events[-1]["type"] == "error" and (await sdk.responses.retrieve(created.id)).status == "cancelled"
 
 
@@ -93,8 +115,9 @@ async def test_cancel_is_only_for_background_and_own_responses(sdk: openai.Async
 
 
 async def test_background_survives_a_worker_restart(sdk: openai.AsyncOpenAI, sim_platform: Platform) -> None:
-    created = await sdk.responses.create(model="sim/claude", input="[[sim chunks=30 chunk_ms=100]]",
-                                         background=True)
+    created = await sdk.responses.create(
+        model="sim/claude", input="[[sim chunks=30 chunk_ms=100]]", background=True
+    )
     async with asyncio.timeout(20):
         while (await sdk.responses.retrieve(created.id)).status != "in_progress":
             await asyncio.sleep(0.05)
@@ -102,10 +125,13 @@ async def test_background_survives_a_worker_restart(sdk: openai.AsyncOpenAI, sim
     await sim_platform.restart("adapter")
     done = await poll(sdk, created.id, timeout=40)
     assert done.status == "completed"
-    assert done.output_text == "".join(["Hello", " from", " the", " simulator", ".", " It", " says", " nothing",
-                                        " of", " note"] * 3)
+    assert done.output_text == "".join(
+        ["Hello", " from", " the", " simulator", ".", " It", " says", " nothing", " of", " note"] * 3
+    )
     async with sim_platform.client() as http:
-        _, events, _ = await read_stream(http, "GET", f"/v1/responses/{created.id}", params={"stream": "true"})
+        _, events, _ = await read_stream(
+            http, "GET", f"/v1/responses/{created.id}", params={"stream": "true"}
+        )
     validate_events(events)
     assert [e["type"] for e in events].count("response.in_progress") == 1
     assert events[-1]["type"] == "response.completed"
