@@ -16,12 +16,15 @@ from typing import Any
 from litestar import Litestar, Request, Response, get
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 
+from control_plane.api.idempotent import idempotent_answers
+from control_plane.api.exports import ExportsController
 from control_plane.api.keys import KeysController
 from control_plane.api.ledger import LedgerController
 from control_plane.api.models import ModelsController
 from control_plane.api.responses import ResponsesController
 from control_plane.api.orgs import OrgsController, UsersController
 from control_plane.api.routing import ModelAdminController, RoutingController
+from control_plane.api.usage import UsageController
 from control_plane.api.webhooks import WebhooksController
 from control_plane.db import make_engine
 from control_plane.domain.bootstrap import load_secrets
@@ -84,9 +87,11 @@ def create_app(settings: Settings) -> Litestar:
             await app.state.engine.dispose()
 
     return Litestar(
+        middleware=[idempotent_answers],
         route_handlers=[healthz, LedgerController, ModelsController, KeysController, RoutingController,
                         ModelAdminController,
-                        OrgsController, UsersController, WebhooksController, ResponsesController],
+                        OrgsController, UsersController, WebhooksController, ResponsesController,
+                        UsageController, ExportsController],
         lifespan=[lifespan],
         exception_handlers={ApiError: _api_error, HTTPException: _http_error, Exception: _unexpected},
         request_max_body_size=settings.max_body_bytes,

@@ -152,11 +152,14 @@ class Platform:
         if self._tmp is not None:
             self._tmp.cleanup()
 
-    async def restart(self, name: str) -> None:
-        """Stop one process and start it again (e.g. to prove state survives)."""
+    async def restart(self, name: str, crash: bool = False) -> None:
+        """Stop one process (gracefully, or SIGKILL with `crash`) and start it again."""
         child = next(c for c in self.started if c.name == name)
         assert child.proc is not None
-        child.proc.terminate()
+        if crash:
+            child.proc.kill()
+        else:
+            child.proc.terminate()
         await child.proc.wait()
         child.proc = await asyncio.create_subprocess_exec(*child.argv, env=self.env, cwd=str(ROOT))
         await _wait_healthy(child, timeout=60)
