@@ -7,6 +7,9 @@ next tick. Current jobs:
 - `webhooks`: fan out outbox events and deliver due webhooks (control_plane/events/delivery.py).
 - `responses`: run background responses (proxy_plugins/adapter/responses_worker.py).
 - `expire_holds`: release ledger holds whose request never settled (control_plane/ledger/jobs.py).
+- `prune_idempotency`: forget Idempotency-Keys older than 24 hours.
+- `price_activation`: reload prices everywhere when a future-dated price card takes effect.
+- `usage_rollups`: hourly and daily usage aggregates for /v1/usage (control_plane/usage/rollups.py).
 """
 
 from __future__ import annotations
@@ -20,12 +23,15 @@ from collections.abc import Awaitable, Callable
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from control_plane.db import make_engine, write_tx
+from control_plane import idempotency
+from control_plane.db import make_engine, now_ms, write_tx
+from control_plane.domain.keys import bump_config_version
 from control_plane.domain.bootstrap import load_secrets
 from control_plane.envoy_config import write_dynamic
 from control_plane.events.delivery import Dispatcher
 from control_plane.ledger.jobs import ExpireHoldsJob
 from control_plane.settings import Settings, SettingsError, load_settings
+from control_plane.usage.rollups import RollupJob
 from proxy_plugins.adapter.responses_worker import BackgroundResponses
 
 log = logging.getLogger("nx.worker")
@@ -45,6 +51,36 @@ class EnvoyConfigJob:
             async with write_tx(self.engine) as conn:
                 await write_dynamic(self.settings, conn)
             self.version = version
+
+
+class PriceActivationJob:
+    """A price card dated in the future takes effect on its date: when one becomes effective,
+    bump config_version so every sidecar and adapter reloads prices (they reload only on a bump)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.checked_until = now_ms()
+
+    async def __call__(self) -> None:
+        now = now_ms()
+        async with write_tx(self.engine) as conn:
+            due = (await conn.execute(text(
+                "SELECT 1 FROM price_cards WHERE effective_at > :since AND effective_at <= :now LIMIT 1"),
+                {"since": self.checked_until, "now": now})).first()
+            if due is not None:
+                await bump_config_version(conn)
+        self.checked_until = now
+
+
+class PruneIdempotencyJob:
+    """Forget Idempotency-Keys after their 24-hour retention (control_plane/idempotency.py)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def __call__(self) -> None:
+        async with write_tx(self.engine) as conn:
+            await idempotency.prune(conn)
 
 
 async def _every(name: str, seconds: float, job: Job, stop: asyncio.Event) -> None:
@@ -69,6 +105,9 @@ async def run(settings: Settings) -> None:
     responses = BackgroundResponses(engine)
     jobs.append(("responses", 0.25, responses))
     jobs.append(("expire_holds", 2.0, ExpireHoldsJob(engine)))
+    jobs.append(("prune_idempotency", 300.0, PruneIdempotencyJob(engine)))
+    jobs.append(("price_activation", 5.0, PriceActivationJob(engine)))
+    jobs.append(("usage_rollups", 30.0, RollupJob(engine)))
     try:
         await asyncio.gather(*(_every(name, secs, job, stop) for name, secs, job in jobs))
     finally:
