@@ -22,7 +22,8 @@ from typing import Any
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from control_plane.db import read_tx, write_tx
+from control_plane import ledger
+from control_plane.db import now_ms, read_tx, write_tx
 from control_plane.domain import response_jobs as jobs
 from control_plane.domain import responses as store
 from control_plane.errors import ApiError
@@ -31,7 +32,8 @@ from proxy_plugins.adapter.responses_run import ERROR_CODES, Run, usage_numbers
 from proxy_plugins.adapter.translate.events import ResponseStream
 from proxy_plugins.adapter.translate.request import CreateResponse, normalize_input
 from proxy_plugins.adapter.translate.types import Response
-from proxy_plugins.snapshot import load_snapshot
+from proxy_plugins.hold import HOLD_MARGIN_MS
+from proxy_plugins.snapshot import BackendRecord, ModelRecord, load_snapshot
 
 __all__ = ["BackgroundResponses"]
 
@@ -98,11 +100,15 @@ class BackgroundResponses:
                 f"The model '{stored.requested_model}' is unavailable right now.",
             )
             return
+        req = msgspec.json.decode(stored.request, type=CreateResponse)
+        refused = await self._hold(stored, model, backend, req)
+        if refused is not None:
+            await self._fail(response_id, base_seq, "server_error", refused)
+            return
         response.status = "in_progress"
         async with write_tx(self.engine) as conn:
             if not await store.mark_running(conn, response_id, _encode(response)):
                 return
-        req = msgspec.json.decode(stored.request, type=CreateResponse)
         run = Run(
             self.backends, backend, model, req, items, response, announce=False, first_sequence=base_seq
         )
@@ -139,6 +145,24 @@ class BackgroundResponses:
                     await self._finish(conn, response_id, run.final, ("in_progress",))
             last[0] = int(batch[-1]["sequence_number"])
 
+    async def _hold(self, stored: store.StoredResponse, model: ModelRecord, backend: BackendRecord,
+                    req: CreateResponse) -> str | None:
+        """A background run is billed like any request: hold its maximum (the whole context window
+        of input, since it continues a stored conversation, plus its output cap) before it runs,
+        under the response id; `_finish` settles it with the final usage. None when held."""
+        try:
+            async with write_tx(self.engine) as conn:
+                await ledger.place_hold(
+                    conn, org_id=stored.org_id, project_id=stored.project_id, key_id=stored.key_id,
+                    request_id=stored.id, model_id=model.id, endpoint="responses", backend_id=backend.id,
+                    max_input_tokens=model.context_window,
+                    max_output_tokens=min(req.max_output_tokens or model.max_output_tokens,
+                                          model.max_output_tokens),
+                    expires_at_ms=now_ms() + backend.timeout_ms + HOLD_MARGIN_MS)
+        except ApiError as exc:
+            return f"The response could not be run: {exc.message}"
+        return None
+
     async def _finish(
         self, conn: Any, response_id: str, final: dict[str, Any], from_status: tuple[str, ...]
     ) -> None:
@@ -152,6 +176,21 @@ class BackgroundResponses:
             from_status,
         )
         await jobs.release(conn, response_id, self.owner)
+        await self._settle(conn, response_id, final)
+
+    async def _settle(self, conn: Any, response_id: str, final: dict[str, Any]) -> None:
+        """Charge the run in the same transaction that stores its end (no hold: nothing ran)."""
+        hold = await ledger.load_hold(conn, response_id)
+        if hold is None or hold.status != "open":
+            return
+        failed = final.get("status") == "failed"
+        inp, cached, out = (0, 0, 0) if failed else usage_numbers(final)
+        try:
+            await ledger.settle_hold(conn, response_id, ledger.Usage(
+                status=500 if failed else 200, input_tokens=inp, cached_tokens=min(cached, inp),
+                output_tokens=out))
+        except ApiError as exc:  # e.g. more than held: log loudly; the answer is still stored
+            log.error("background response %s could not be charged: %s", response_id, exc.message)
 
     async def _fail(self, response_id: str, seq: int, code: str, message: str) -> None:
         async with read_tx(self.engine) as conn:

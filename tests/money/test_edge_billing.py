@@ -145,3 +145,30 @@ async def test_concurrent_requests_never_overdraw_the_wallet(sp: SimPlatform) ->
     assert bal["wallet_nanos"] == hold * affordable + hold // 2 - spent >= 0
     assert bal["held_nanos"] == 0
     await assert_reconciled(sp)
+
+
+async def test_background_response_is_billed_when_the_worker_finishes_it(sp: SimPlatform) -> None:
+    org, key = await tenant(sp, 10**9)
+    async with sp.platform.client(key) as c:
+        r = await c.post("/v1/responses", json={"model": "sim-chat", "input": f"later {marker()}",
+                                                "background": True})
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "queued" and r.headers["x-wallet-debit"] == "0.00"
+        response_id = r.json()["id"]
+        for _ in range(200):
+            final = (await c.get(f"/v1/responses/{response_id}")).json()
+            if final["status"] not in ("queued", "in_progress"):
+                break
+            await asyncio.sleep(0.05)
+    assert final["status"] == "completed", final
+    usage = final["usage"]
+    cost = request_cost(usage["input_tokens"], usage["input_tokens_details"]["cached_tokens"],
+                        usage["output_tokens"], IN, CACHED, OUT)
+    assert cost > 0
+    for _ in range(50):  # the charge commits with the terminal event; allow the poll to race it
+        bal = await balance(sp, org)
+        if bal["wallet_nanos"] != 10**9:
+            break
+        await asyncio.sleep(0.05)
+    assert bal["wallet_nanos"] == 10**9 - cost and bal["held_nanos"] == 0
+    await assert_reconciled(sp)
