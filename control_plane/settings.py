@@ -40,6 +40,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     sidecar_processes: Annotated[int, msgspec.Meta(ge=1, le=16)] = 1
     """Sidecar processes on consecutive ports from sidecar_port; more than one needs REDIS_URL so
     that rate limits and nonces are shared instead of multiplied by the process count."""
+    adapter_host: str = "127.0.0.1"
     adapter_port: Port = 9200
     """The inference adapter (protocol translation, stored responses) behind the edge."""
     control_plane_host: str = "127.0.0.1"

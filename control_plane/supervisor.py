@@ -69,7 +69,7 @@ def children(settings: Settings) -> list[Child]:
           for i, port in enumerate(settings.sidecar_ports)),
         Child("control-plane", [py, "-m", "control_plane.serve"], f"{settings.control_plane_url}/healthz"),
         Child("adapter", [py, "-m", "proxy_plugins.adapter"],
-              f"http://{settings.sidecar_host}:{settings.adapter_port}/healthz"),
+              f"http://{settings.adapter_host}:{settings.adapter_port}/healthz"),
         Child("worker", [py, "-m", "control_plane.worker"], None),
     ]
     models_dir = settings.data_path / "models"

@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> None:
     except SettingsError as exc:
         raise SystemExit(f"nx adapter: {exc}") from None
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s adapter %(levelname)s %(message)s")
-    uvicorn.run(Adapter(settings), host=settings.sidecar_host, port=args.port or settings.adapter_port,
+    uvicorn.run(Adapter(settings), host=settings.adapter_host, port=args.port or settings.adapter_port,
                 loop="uvloop", http="httptools", lifespan="on", access_log=False, log_level="warning",
                 timeout_graceful_shutdown=10)
 

@@ -20,7 +20,7 @@ from control_plane.settings import Settings, env_name, load_settings
 from tests.harness import ROOT
 
 ALL = "0.0.0.0"  # noqa: S104 - containers bind every interface of their own network namespace
-SERVICES = {"envoy", "sidecar", "control-plane", "worker", "local-models", "postgres", "redis"}
+SERVICES = {"envoy", "sidecar", "adapter", "control-plane", "worker", "local-models", "postgres", "redis"}
 SECRETS = {"NX_INTERNAL_TOKEN", "NX_ADMIN_TOKEN"}  # read by bootstrap.load_secrets, not Settings
 # DATABASE_URL and REDIS_URL go by their conventional names (NX_DATABASE_URL works too).
 SETTING_VARS = {"DATABASE_URL", "REDIS_URL"} | {
@@ -106,14 +106,15 @@ def test_envoy_bootstrap_points_at_the_services(compose: dict[str, Any], tmp_pat
     clusters = {c["name"]: c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
                 ["socket_address"] for c in boot["static_resources"]["clusters"]}
     expected = {"sidecar": ("sidecar", "sidecar"), "control_plane": ("control-plane", "control-plane"),
-                "adapter": ("sidecar", "sidecar")}
+                "adapter": ("adapter", "adapter")}
     for cluster, (host, service) in expected.items():
         assert clusters[cluster]["address"] == host, cluster
         assert clusters[cluster]["port_value"] in _ports(compose, service), cluster
     # each service listens where Envoy dials it: its own setting, bound on all interfaces
     sidecar, cp = _settings(compose, "sidecar", tmp_path), _settings(compose, "control-plane", tmp_path)
+    adapter = _settings(compose, "adapter", tmp_path)
     assert sidecar.sidecar_host == ALL and sidecar.sidecar_port == clusters["sidecar"]["port_value"]
-    assert sidecar.adapter_port == clusters["adapter"]["port_value"]
+    assert adapter.adapter_host == ALL and adapter.adapter_port == clusters["adapter"]["port_value"]
     assert cp.control_plane_host == ALL
     assert cp.control_plane_port == clusters["control_plane"]["port_value"]
     assert "--port 9300" in " ".join(compose["services"]["local-models"]["command"])
