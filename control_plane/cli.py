@@ -4,6 +4,7 @@
     nx init               create/upgrade the database, sync the catalog, bootstrap; print the key
     nx keys ...           manage API keys (see `nx keys --help`)
     nx ledger ...         credit, balances, statements, reconciliation (see `nx ledger --help`)
+    nx export ...         finance exports: usage records, ledger statements (see `nx export --help`)
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ def main(argv: list[str] | None = None) -> None:
     from control_plane.cli_ledger import add_ledger_commands
 
     ledger = add_ledger_commands(sub)
+    from control_plane.cli_exports import add_export_commands
+
+    export = add_export_commands(sub)
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
@@ -66,6 +70,8 @@ def main(argv: list[str] | None = None) -> None:
             status = cmd_init(settings)
         elif args.command == "ledger":
             status = ledger(args, settings)
+        elif args.command == "export":
+            status = export(args, settings)
         else:
             status = admin(args, settings)
     except (SettingsError, CatalogError) as exc:
