@@ -687,3 +687,22 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     UNIQUE (org_id, key_id, method, path, idem_key)
 );
 CREATE INDEX IF NOT EXISTS idempotency_keys_created ON idempotency_keys (created_at);
+
+-- ==== embedding cache (proxy_plugins/adapter/embedding_cache.py) ===========================
+-- Vectors already computed, per organization (a shared cache would tell one tenant what another
+-- embedded). `entry_key` is the SHA-256 of model, backend, upstream name, dimensions and input: the
+-- input text is not stored. `vector` is base64 of little-endian float32; `tokens` the input's token
+-- count, billed at the cached-input price on a hit. The worker evicts by `last_used_at`.
+CREATE TABLE IF NOT EXISTS embedding_cache (
+    org_id TEXT NOT NULL,
+    entry_key TEXT NOT NULL,
+    model_id TEXT NOT NULL,
+    tokens BIGINT NOT NULL CHECK (tokens >= 0),
+    vector TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    last_used_at BIGINT NOT NULL,
+    PRIMARY KEY (org_id, entry_key)
+);
+CREATE INDEX IF NOT EXISTS embedding_cache_used ON embedding_cache (last_used_at);
+CREATE INDEX IF NOT EXISTS embedding_cache_org_used ON embedding_cache (org_id, last_used_at, entry_key);
+-- ==== end embedding cache ==============================================================

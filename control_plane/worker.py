@@ -10,6 +10,8 @@ next tick. Current jobs:
 - `prune_idempotency`: forget Idempotency-Keys older than 24 hours.
 - `price_activation`: reload prices everywhere when a future-dated price card takes effect.
 - `usage_rollups`: hourly and daily usage aggregates for /v1/usage (control_plane/usage/rollups.py).
+- `embedding_cache`: evict embedding cache entries unused for 30 days or beyond the per-organization
+  bound (proxy_plugins/adapter/embedding_cache.py).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from control_plane.events.delivery import Dispatcher
 from control_plane.ledger.jobs import ExpireHoldsJob
 from control_plane.settings import Settings, SettingsError, load_settings
 from control_plane.usage.rollups import RollupJob
+from proxy_plugins.adapter.embedding_cache import EvictJob
 from proxy_plugins.adapter.responses_worker import BackgroundResponses
 
 log = logging.getLogger("nx.worker")
@@ -108,6 +111,7 @@ async def run(settings: Settings) -> None:
     jobs.append(("prune_idempotency", 300.0, PruneIdempotencyJob(engine)))
     jobs.append(("price_activation", 5.0, PriceActivationJob(engine)))
     jobs.append(("usage_rollups", 30.0, RollupJob(engine)))
+    jobs.append(("embedding_cache", 60.0, EvictJob(engine)))
     try:
         await asyncio.gather(*(_every(name, secs, job, stop) for name, secs, job in jobs))
     finally:

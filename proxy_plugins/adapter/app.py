@@ -157,7 +157,7 @@ class Adapter:
             project_id=headers.get("x-nx-project", ""), key_id=headers.get("x-nx-key", ""),
             requested_model=requested, model=model, backend=backend, received_ns=time.monotonic_ns(),
             hold_price=_hold_price(headers.get("x-nx-hold-price")),
-            idempotency_record=headers.get("x-nx-idem"))
+            idempotency_record=headers.get("x-nx-idem"), cache_control=headers.get("cache-control", ""))
 
     async def _serve(self, handler: Handler, ctx: RequestContext, body: bytes, receive: Receive,
                      send: Send) -> None:

@@ -45,6 +45,8 @@ class RequestContext(msgspec.Struct, kw_only=True):
     usage: Usage = msgspec.field(default_factory=Usage)
     cache_status: CacheStatus = "bypass"
     """Nothing is cached yet; the embedding cache sets hit, miss or partial."""
+    cache_control: str = ""
+    """The request's Cache-Control header (`no-store` bypasses the embedding cache)."""
     hold_price: PriceRecord | None = None
     """The price card the sidecar's hold was placed at (`x-nx-hold-price`); settlement charges at
     exactly this card, so pricing the answer with it makes `x-wallet-debit` the exact charge."""

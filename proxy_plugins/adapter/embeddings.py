@@ -15,11 +15,12 @@ from typing import Any
 import msgspec
 
 from control_plane.errors import ApiError
+from proxy_plugins.adapter import embedding_cache
 from proxy_plugins.adapter.context import RequestContext, Usage
 from proxy_plugins.adapter.exchange import Exchange
 from proxy_plugins.adapter.services import Services
 
-__all__ = ["MAX_INPUTS", "handle", "to_base64", "from_base64"]
+__all__ = ["MAX_INPUTS", "from_base64", "handle", "to_base64"]
 
 MAX_INPUTS = 2048
 """OpenAI's documented maximum number of inputs per request."""
@@ -74,7 +75,8 @@ def _inputs(items: Any) -> None:
         raise ApiError("invalid_request_error", "'input' must be a string or a non-empty array.", "input")
     if len(items) > MAX_INPUTS:
         raise ApiError("invalid_request_error",
-                       f"'input' has {len(items)} items; at most {MAX_INPUTS} are allowed per request.", "input")
+                       f"'input' has {len(items)} items; at most {MAX_INPUTS} are allowed per request.",
+                       "input")
     if _is_tokens(items) or all(isinstance(i, str) and i for i in items) \
             or all(_is_tokens(i) and i for i in items):
         return
@@ -122,11 +124,35 @@ async def handle(svc: Services, ctx: RequestContext, body: bytes, exchange: Exch
     if request.dimensions is not None and request.dimensions == ctx.model.capabilities.get("dimensions") \
             and not ctx.can("custom_dimensions"):
         del raw["dimensions"]  # the native width: a backend that rejects the parameter gets none
+    if embedding_cache.no_store(ctx.cache_control):
+        await _bypass(svc, ctx, raw, request, exchange)
+    else:
+        await _through_cache(svc, ctx, raw, request, exchange)
+
+
+async def _call(svc: Services, ctx: RequestContext, raw: dict[str, Any]) -> _Reply:
     reply = await svc.backends.post(ctx.backend, "embeddings", _encode(raw))
     try:
-        upstream = msgspec.json.decode(reply.body, type=_Reply)
+        return msgspec.json.decode(reply.body, type=_Reply)
     except (msgspec.DecodeError, msgspec.ValidationError):
         raise ApiError("upstream_error", "The model backend sent a malformed embeddings answer.") from None
+
+
+async def _answer(ctx: RequestContext, exchange: Exchange, data: list[dict[str, Any]]) -> None:
+    """`usage.prompt_tokens_details.cached_tokens` mirrors Chat Completions' usage (the embeddings
+    schema allows extra usage fields); `x-cached-tokens` says the same in a header."""
+    usage = ctx.usage
+    await exchange.json(_encode({"object": "list", "data": data, "model": ctx.requested_model, "usage": {
+        "prompt_tokens": usage.input_tokens, "total_tokens": usage.input_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens}}}),
+        headers=[(b"x-cached-tokens", str(usage.cached_tokens).encode())])
+
+
+async def _bypass(svc: Services, ctx: RequestContext, raw: dict[str, Any], request: _Request,
+                  exchange: Exchange) -> None:
+    """`Cache-Control: no-store`: the backend computes everything; nothing is read or written."""
+    ctx.cache_status = "bypass"
+    upstream = await _call(svc, ctx, raw)
     want_base64 = request.encoding_format == "base64"
     data = []
     for item in sorted(upstream.data, key=lambda i: i.index):
@@ -136,7 +162,59 @@ async def handle(svc: Services, ctx: RequestContext, body: bytes, exchange: Exch
         elif not want_base64 and isinstance(vector, str):
             vector = from_base64(vector)
         data.append({"object": "embedding", "index": item.index, "embedding": vector})
-    prompt_tokens = upstream.usage.prompt_tokens if upstream.usage else 0
-    ctx.usage = Usage(input_tokens=prompt_tokens)
-    await exchange.json(_encode({"object": "list", "data": data, "model": ctx.requested_model,
-                                 "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}}))
+    ctx.usage = Usage(input_tokens=upstream.usage.prompt_tokens if upstream.usage else 0)
+    await _answer(ctx, exchange, data)
+
+
+async def _through_cache(svc: Services, ctx: RequestContext, raw: dict[str, Any], request: _Request,
+                         exchange: Exchange) -> None:
+    """Cached inputs from the cache, the rest in ONE backend call, answered in the request's order."""
+    items: list[embedding_cache.Input] = [request.input] if isinstance(request.input, str) \
+        or _is_tokens(request.input) else list(request.input)
+    native = ctx.model.capabilities.get("dimensions")
+    width = request.dimensions or (native if isinstance(native, int) else 0)
+    keys = [embedding_cache.entry_key(ctx, width, item) for item in items]
+    found = await embedding_cache.lookup(svc.engine, ctx.org_id, keys)
+    vectors = {i: found[k].vector for i, k in enumerate(keys) if k in found}
+    cached_tokens = sum(found[keys[i]].tokens for i in vectors)
+    missing = [i for i in range(len(items)) if i not in vectors]
+    computed = 0
+    if missing:
+        if len(missing) < len(items):
+            raw["input"] = [items[i] for i in missing]
+        upstream = await _call(svc, ctx, raw)
+        got = sorted(upstream.data, key=lambda i: i.index)
+        if [item.index for item in got] != list(range(len(missing))):
+            raise ApiError("upstream_error", "The model backend answered a different number of embeddings "
+                           "than it was asked for.")
+        computed = upstream.usage.prompt_tokens if upstream.usage else 0
+        counts = embedding_cache.apportion(computed, [embedding_cache.weight(items[i]) for i in missing])
+        fresh: dict[str, embedding_cache.Entry] = {}
+        for position, item, count in zip(missing, got, counts, strict=True):
+            vectors[position] = _packed(item.embedding)
+            if not width or len(vectors[position]) == 4 * width:  # never cache a vector of the wrong width
+                fresh[keys[position]] = embedding_cache.Entry(vectors[position], count)
+        await embedding_cache.store(svc.engine, ctx.org_id, ctx.model.id, fresh)
+    ctx.cache_status = "miss" if len(missing) == len(items) else "partial" if missing else "hit"
+    ctx.usage = Usage(input_tokens=computed + cached_tokens, cached_tokens=cached_tokens)
+    want_base64 = request.encoding_format == "base64"
+    await _answer(ctx, exchange, [
+        {"object": "embedding", "index": i,
+         "embedding": base64.b64encode(vectors[i]).decode() if want_base64 else _unpacked(vectors[i])}
+        for i in range(len(items))])
+    if found:  # after the answer went out: recency only matters to eviction
+        await embedding_cache.touch(svc.engine, ctx.org_id, list(found))
+
+
+def _packed(vector: list[float] | str) -> bytes:
+    try:
+        packed: bytes | None = embedding_cache.pack(vector)
+    except (ValueError, struct.error):  # binascii.Error is a ValueError
+        packed = None
+    if packed is None or len(packed) % 4:
+        raise ApiError("upstream_error", "The model backend sent a malformed embedding.")
+    return packed
+
+
+def _unpacked(vector: bytes) -> list[float]:
+    return list(struct.unpack(f"<{len(vector) // 4}f", vector))

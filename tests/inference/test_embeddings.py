@@ -22,17 +22,18 @@ def floats(b64: str) -> list[float]:
 async def test_float_batch_is_ordered_by_index_with_usage_and_metadata(sp: SimPlatform) -> None:
     m = marker()
     async with sp.platform.client() as c:
-        r = await c.post("/v1/embeddings", json={"model": "sim/embed", "input": [f"one {m}", "two", "three"],
-                                                 "encoding_format": "float"})
+        r = await c.post("/v1/embeddings", json={"model": "sim/embed", "encoding_format": "float",
+                                                 "input": [f"one {m}", f"two{m}", f"three{m}"]})
     assert r.status_code == 200, r.text
     body = r.json()
     validate(body, "CreateEmbeddingResponse")
     assert [d["index"] for d in body["data"]] == [0, 1, 2]  # the simulator answers in reverse
     assert all(len(d["embedding"]) == 8 for d in body["data"])
-    assert body["model"] == "sim/embed" and body["usage"] == {"prompt_tokens": 4, "total_tokens": 4}
+    assert body["model"] == "sim/embed" and body["usage"] == {"prompt_tokens": 4, "total_tokens": 4,
+                                                              "prompt_tokens_details": {"cached_tokens": 0}}
     for name in META:
         assert r.headers.get(name), name
-    assert r.headers["x-input-tokens"] == "4" and r.headers["x-cache-status"] == "bypass"
+    assert r.headers["x-input-tokens"] == "4" and r.headers["x-cache-status"] == "miss"  # inputs never seen
     [seen] = sp.sim.requests(m)
     assert seen["body"]["model"] == "sim-embed-upstream"
 
