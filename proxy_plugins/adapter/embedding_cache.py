@@ -39,10 +39,10 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from control_plane.db import now_ms, read_tx, write_tx
-from proxy_plugins.adapter.context import RequestContext
+from proxy_plugins.snapshot import ModelRecord
 
 __all__ = ["MAX_ENTRIES_PER_ORG", "TTL_MS", "Entry", "EvictJob", "Input", "apportion", "entry_key", "evict",
-           "lookup", "no_store", "pack", "store", "touch", "weight"]
+           "lookup", "no_store", "pack", "stale", "store", "touch", "weight"]
 
 log = logging.getLogger("nx.adapter.embedding_cache")
 
@@ -62,6 +62,7 @@ class Entry(msgspec.Struct, frozen=True):
     vector: bytes
     """Little-endian float32."""
     tokens: int
+    last_used_at: int = 0
 
 
 def no_store(cache_control: str) -> bool:
@@ -69,15 +70,15 @@ def no_store(cache_control: str) -> bool:
     return any(part.split("=", 1)[0].strip().lower() == "no-store" for part in cache_control.split(","))
 
 
-def entry_key(ctx: RequestContext, dimensions: int, item: Input) -> str:
+def entry_key(model: ModelRecord, dimensions: int, item: Input) -> str:
     """Hex SHA-256 of the length-prefixed key parts (length prefixes: no two keys concatenate alike)."""
     if isinstance(item, str):
         payload = b"s" + item.encode("utf-8", "surrogatepass")
     else:
         payload = b"t" + msgspec.json.encode(item)
     digest = hashlib.sha256()
-    for part in (b"nx-embedding-v1", ctx.model.id.encode(), ctx.backend.id.encode(),
-                 ctx.model.upstream_name.encode(), str(dimensions).encode(), payload):
+    for part in (b"nx-embedding-v1", model.id.encode(), model.backend_id.encode(),
+                 model.upstream_name.encode(), str(dimensions).encode(), payload):
         digest.update(len(part).to_bytes(8, "little"))
         digest.update(part)
     return digest.hexdigest()
@@ -115,12 +116,10 @@ def weight(item: Input) -> int:
     return len(item.encode("utf-8", "surrogatepass")) if isinstance(item, str) else len(item)
 
 
-_LOOKUP = text("SELECT entry_key, tokens, vector FROM embedding_cache WHERE org_id = :org"
+_LOOKUP = text("SELECT entry_key, tokens, vector, last_used_at FROM embedding_cache WHERE org_id = :org"
                " AND entry_key IN :keys").bindparams(bindparam("keys", expanding=True))
 _TOUCH = text("UPDATE embedding_cache SET last_used_at = :now WHERE org_id = :org AND entry_key IN :keys"
               " AND last_used_at < :stale").bindparams(bindparam("keys", expanding=True))
-_STALE = text("SELECT 1 FROM embedding_cache WHERE org_id = :org AND entry_key IN :keys"
-               " AND last_used_at < :stale LIMIT 1").bindparams(bindparam("keys", expanding=True))
 _INSERT = text("INSERT INTO embedding_cache (org_id, entry_key, model_id, tokens, vector, created_at,"
                " last_used_at) VALUES (:org, :key, :model, :tokens, :vector, :now, :now)"
                " ON CONFLICT (org_id, entry_key) DO NOTHING")
@@ -133,20 +132,24 @@ async def lookup(engine: AsyncEngine, org_id: str, keys: list[str]) -> dict[str,
         return {}
     async with read_tx(engine) as conn:
         rows = (await conn.execute(_LOOKUP, {"org": org_id, "keys": unique})).all()
-    return {str(key): Entry(base64.b64decode(vector), int(tokens)) for key, tokens, vector in rows}
+    return {str(key): Entry(base64.b64decode(vector), int(tokens), int(used))
+            for key, tokens, vector, used in rows}
+
+
+def stale(found: dict[str, Entry], now: int) -> list[str]:
+    """The entries whose recency is worth a write (see TOUCH_EVERY_MS)."""
+    return sorted(key for key, entry in found.items() if entry.last_used_at < now - TOUCH_EVERY_MS)
 
 
 async def touch(engine: AsyncEngine, org_id: str, keys: list[str]) -> None:
-    """Mark entries as used now (for eviction), only those not touched within TOUCH_EVERY_MS."""
+    """Mark entries as used now (for eviction); callers pass only `stale` ones, so the hit path
+    normally takes no write lock at all."""
+    if not keys:
+        return
     now = now_ms()
     try:
-        async with read_tx(engine) as conn:
-            stale = (await conn.execute(_STALE, {"org": org_id, "keys": sorted(set(keys)),
-                                                 "stale": now - TOUCH_EVERY_MS})).first()
-        if stale is None:
-            return  # the common case: no write lock taken on the hit path
         async with write_tx(engine) as conn:
-            await conn.execute(_TOUCH, {"org": org_id, "keys": sorted(set(keys)), "now": now,
+            await conn.execute(_TOUCH, {"org": org_id, "keys": keys, "now": now,
                                         "stale": now - TOUCH_EVERY_MS})
     except Exception:  # recency is a hint for eviction; the answer does not depend on it
         log.exception("could not refresh embedding cache entries")

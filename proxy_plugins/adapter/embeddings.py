@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from control_plane.db import now_ms
 from control_plane.errors import ApiError
 from proxy_plugins.adapter import embedding_cache
 from proxy_plugins.adapter.context import RequestContext, Usage
@@ -173,7 +174,7 @@ async def _through_cache(svc: Services, ctx: RequestContext, raw: dict[str, Any]
         or _is_tokens(request.input) else list(request.input)
     native = ctx.model.capabilities.get("dimensions")
     width = request.dimensions or (native if isinstance(native, int) else 0)
-    keys = [embedding_cache.entry_key(ctx, width, item) for item in items]
+    keys = [embedding_cache.entry_key(ctx.model, width, item) for item in items]
     found = await embedding_cache.lookup(svc.engine, ctx.org_id, keys)
     vectors = {i: found[k].vector for i, k in enumerate(keys) if k in found}
     cached_tokens = sum(found[keys[i]].tokens for i in vectors)
@@ -202,8 +203,10 @@ async def _through_cache(svc: Services, ctx: RequestContext, raw: dict[str, Any]
         {"object": "embedding", "index": i,
          "embedding": base64.b64encode(vectors[i]).decode() if want_base64 else _unpacked(vectors[i])}
         for i in range(len(items))])
-    if found:  # after the answer went out: recency only matters to eviction
-        await embedding_cache.touch(svc.engine, ctx.org_id, list(found))
+    stale = embedding_cache.stale(found, now_ms())
+    if stale:  # after the answer went out (recency only matters to eviction), so the client
+        exchange.detached = True  # hanging up must not cancel it
+        await embedding_cache.touch(svc.engine, ctx.org_id, stale)
 
 
 def _packed(vector: list[float] | str) -> bytes:
