@@ -1,9 +1,10 @@
 """The money check in the sidecar: reserve a request's maximum cost before any backend call.
 
-`place` runs `ledger.place_hold` in its own write transaction and turns a refusal into the
-decision the client gets (402 `insufficient_quota`). Money never fails open: if the database
-cannot be reached the request is refused with 503 `billing_unavailable`, unlike rate limits.
-The adapter settles the hold by request id when the answer is complete.
+`place` runs `ledger.place_hold` through a group commit (many requests' holds share one
+transaction; each request is answered only after the transaction with its hold committed) and
+turns a refusal into the decision the client gets (402 `insufficient_quota`). Money never fails
+open: if the database cannot be reached the request is refused with 503 `billing_unavailable`,
+unlike rate limits. The adapter settles the hold by request id when the answer is complete.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from __future__ import annotations
 import logging
 import time
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+import msgspec
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from control_plane import ledger
-from control_plane.db import write_tx
 from control_plane.errors import ApiError, error_json
+from control_plane.groupcommit import GroupCommit
 from proxy_plugins.estimate import Estimate
 from proxy_plugins.snapshot import BackendRecord, KeyRecord, ModelRecord
 
@@ -28,9 +30,36 @@ HOLD_MARGIN_MS = 5 * 60 * 1000
 expires it only when the process carrying the request is gone."""
 
 
+class _Item(msgspec.Struct, frozen=True, kw_only=True):
+    key: KeyRecord
+    project: str
+    model: ModelRecord
+    endpoint: str
+    request_id: str
+    client_ip: str
+    est: Estimate
+    expires_at_ms: int
+
+
+async def _place(conn: AsyncConnection, item: _Item) -> str:
+    hold = await ledger.place_hold(
+        conn, org_id=item.key.org_id, project_id=item.project, key_id=item.key.id,
+        request_id=item.request_id, model_id=item.model.id, endpoint=item.endpoint,
+        backend_id=item.model.backend_id, max_input_tokens=item.est.input_tokens,
+        max_output_tokens=item.est.output_tokens, expires_at_ms=item.expires_at_ms, client_ip=item.client_ip)
+    price = item.model.price
+    if price is not None and price.version == hold.price_version:
+        figures = (price.input_nanos_per_mtok, price.cached_input_nanos_per_mtok, price.output_nanos_per_mtok)
+    else:  # the snapshot lags a new card: price with the card the hold was placed at
+        card = await ledger.card_version(conn, item.model.id, hold.price_version)
+        figures = (card.input_nanos_per_mtok, card.cached_input_nanos_per_mtok, card.output_nanos_per_mtok)
+    return ",".join(str(x) for x in (hold.price_version, *figures))
+
+
 class Holds:
     def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
+        # Sorted by organization within a batch: concurrent batches lock wallets in one order.
+        self.commits: GroupCommit[_Item, str] = GroupCommit(engine, _place, order=lambda i: i.key.org_id)
 
     async def place(self, *, key: KeyRecord, project: str, model: ModelRecord, backend: BackendRecord | None,
                     endpoint: str, request_id: str, client_ip: str, est: Estimate) -> str | tuple[int, bytes]:
@@ -38,25 +67,17 @@ class Holds:
         which the adapter prices the answer with, so its `x-wallet-debit` is exactly the charge
         settlement posts; or (status, error body) to refuse with."""
         timeout = backend.timeout_ms if backend is not None else 300_000
+        item = _Item(key=key, project=project, model=model, endpoint=endpoint, request_id=request_id,
+                     client_ip=client_ip, est=est,
+                     expires_at_ms=int(time.time() * 1000) + timeout + HOLD_MARGIN_MS)
         try:
-            async with write_tx(self.engine) as conn:
-                hold = await ledger.place_hold(
-                    conn, org_id=key.org_id, project_id=project, key_id=key.id, request_id=request_id,
-                    model_id=model.id, endpoint=endpoint, backend_id=model.backend_id,
-                    max_input_tokens=est.input_tokens, max_output_tokens=est.output_tokens,
-                    expires_at_ms=int(time.time() * 1000) + timeout + HOLD_MARGIN_MS, client_ip=client_ip)
-                price = model.price
-                if price is None or price.version != hold.price_version:  # the snapshot lags a new card
-                    card = await ledger.card_version(conn, model.id, hold.price_version)
-                    figures = (card.input_nanos_per_mtok, card.cached_input_nanos_per_mtok,
-                               card.output_nanos_per_mtok)
-                else:
-                    figures = (price.input_nanos_per_mtok, price.cached_input_nanos_per_mtok,
-                               price.output_nanos_per_mtok)
+            return await self.commits.submit(item)
         except ApiError as exc:
             return exc.status, error_json(exc.code, exc.message, exc.param)
         except Exception:
             log.exception("request %s: could not place the hold", request_id)
             return 503, error_json("billing_unavailable", "Billing is temporarily unavailable; the request "
                                    "was not run. Please retry.")
-        return ",".join(str(x) for x in (hold.price_version, *figures))
+
+    async def close(self) -> None:
+        await self.commits.close()

@@ -64,6 +64,7 @@ class Sidecar:
         self.internal_token = secrets.internal_token
         self.cache = KeyCache(settings.key_cache_ttl_seconds)
         self._snapshot: Snapshot | None = None
+        self.holds = Holds(self.engine)
         self.limits: LimitStore = MemoryStore()
         nonces: NonceStore = MemoryNonces()
         if settings.redis_url:
@@ -71,7 +72,7 @@ class Sidecar:
             nonces = RedisNonces(self.limits.client)
         self.checker = Checker(secrets.key_pepper, secrets.internal_token, self.cache,
                                self.snapshot, lambda h: load_key(self.engine, h), self.limits, nonces,
-                               Gate(self.engine), Holds(self.engine), RateLimitEvents(self.engine))
+                               Gate(self.engine), self.holds, RateLimitEvents(self.engine))
         self._poller: asyncio.Task[None] | None = None
         self._subscriber: asyncio.Task[None] | None = None
 
@@ -113,6 +114,7 @@ class Sidecar:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        await self.holds.close()
         if isinstance(self.limits, RedisStore):
             await self.limits.close()
         await self.engine.dispose()

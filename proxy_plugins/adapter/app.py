@@ -73,6 +73,7 @@ class Adapter:
                 await self._poller
         await self.svc.backends.aclose()
         await self.finisher.aclose()
+        await self.committer.close()
         await self.svc.engine.dispose()
 
     async def _poll(self) -> None:
