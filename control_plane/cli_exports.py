@@ -35,7 +35,7 @@ def add_export_commands(sub: Any) -> Dispatcher:
     cmds = sub.add_parser("export", help="finance exports: usage records, ledger statements").add_subparsers(
         dest="export", required=True)
     usage = cmds.add_parser("usage", help="usage records of a period (one row per request)")
-    ledger = cmds.add_parser("ledger", help="every ledger entry of the customer accounts, with running balance")
+    ledger = cmds.add_parser("ledger", help="every entry of the customer accounts, running balance")
     ledger.add_argument("--account", choices=["all", "wallet", "promo"], default="all")
     for p in (usage, ledger):
         p.add_argument("--org", required=True)

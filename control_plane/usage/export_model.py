@@ -13,8 +13,8 @@ USAGE_COLUMNS = ("request_id", "created_at", "created_at_ms", "org_id", "project
                  "cost_nanos", "cost_usd", "price_version", "txn_id", "ttft_ms", "latency_ms", "cache_status",
                  "client_ip")
 LEDGER_COLUMNS = ("account", "seq", "created_at", "created_at_ms", "txn_id", "kind", "amount_nanos",
-                  "amount_usd", "balance_after_nanos", "balance_after_usd", "request_id", "reverses", "reason",
-                  "actor")
+                  "amount_usd", "balance_after_nanos", "balance_after_usd", "request_id", "reverses",
+                  "reason", "actor")
 
 
 class UsageTotals(msgspec.Struct, frozen=True, kw_only=True):

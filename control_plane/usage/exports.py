@@ -83,8 +83,8 @@ def parse_time(value: str, name: str) -> int:
             return int(text_value) * 1000
         moment = datetime.fromisoformat(text_value.replace("Z", "+00:00"))
     except ValueError:
-        raise ApiError("invalid_request_error", f"'{name}' must be unix seconds, a date (2025-01-31) or an ISO "
-                       "8601 date-time.", param=name) from None
+        raise ApiError("invalid_request_error", f"'{name}' must be unix seconds, a date (2025-01-31) or "
+                       "an ISO 8601 date-time.", param=name) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp() * 1000)
@@ -132,8 +132,8 @@ def _usage_row(r: Sequence[Any]) -> dict[str, Any]:
 
 
 def _ledger_row(r: Sequence[Any]) -> dict[str, Any]:
-    row = dict(zip(("account", "seq", "created_at_ms", "txn_id", "kind", "amount_nanos", "balance_after_nanos",
-                    "request_id", "reverses", "reason", "actor"), r, strict=True))
+    row = dict(zip(("account", "seq", "created_at_ms", "txn_id", "kind", "amount_nanos",
+                    "balance_after_nanos", "request_id", "reverses", "reason", "actor"), r, strict=True))
     row["created_at"] = iso(int(row["created_at_ms"]))
     row["amount_usd"] = format_usd(int(row["amount_nanos"]), 9)
     row["balance_after_usd"] = format_usd(int(row["balance_after_nanos"]), 9)
@@ -193,17 +193,19 @@ async def usage_totals(conn: AsyncConnection, org_id: str, lo: int, hi: int) -> 
     p = {"o": org_id, "lo": lo, "hi": hi}
     window = "FROM usage_records u WHERE u.org_id = :o AND u.created_at >= :lo AND u.created_at < :hi"
     r = (await conn.execute(text(
-        "SELECT COUNT(*), SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), SUM(input_tokens), SUM(cached_tokens),"
-        f" SUM(output_tokens), SUM(cost_nanos) {window}"), p)).one()
+        "SELECT COUNT(*), SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), SUM(input_tokens),"
+        f" SUM(cached_tokens), SUM(output_tokens), SUM(cost_nanos) {window}"), p)).one()
     charged = (await conn.execute(text(
         "SELECT COUNT(*), SUM(t.amount) FROM ledger_transactions t WHERE t.kind = 'charge' AND t.org_id = :o"
         f" AND t.id IN (SELECT u.txn_id {window} AND u.txn_id IS NOT NULL)"), p)).one()
     debits = (await conn.execute(text(
         "SELECT SUM(e.amount) FROM ledger_entries e JOIN ledger_accounts a ON a.id = e.account_id"
-        f" WHERE a.customer = 1 AND e.txn_id IN (SELECT u.txn_id {window} AND u.txn_id IS NOT NULL)"), p)).one()
+        f" WHERE a.customer = 1 AND e.txn_id IN (SELECT u.txn_id {window} AND u.txn_id IS NOT NULL)"),
+        p)).one()
     cost, charge_sum, debit = int(r[5] or 0), int(charged[1] or 0), -int(debits[0] or 0)
     return UsageTotals(organization=org_id, start_ms=lo, end_ms=hi, records=int(r[0]), errors=int(r[1] or 0),
-                       input_tokens=int(r[2] or 0), cached_tokens=int(r[3] or 0), output_tokens=int(r[4] or 0),
+                       input_tokens=int(r[2] or 0), cached_tokens=int(r[3] or 0),
+                       output_tokens=int(r[4] or 0),
                        cost_nanos=cost, cost_usd=format_usd(cost, 9), charge_transactions=int(charged[0]),
                        ledger_charged_nanos=charge_sum, customer_debits_nanos=debit,
                        reconciled=cost == charge_sum == debit)
@@ -230,7 +232,8 @@ async def ledger_totals(conn: AsyncConnection, org_id: str, lo: int, hi: int,
                                            " ORDER BY e.account_seq DESC LIMIT 1"), p)).scalar()
         close_bal = int(closing or 0)
         accounts.append(AccountTotals(account=kind, entries=int(r[0]), opening_balance_nanos=open_bal,
-                                      credits_nanos=credits, debits_nanos=debits, charges_nanos=int(r[3] or 0),
+                                      credits_nanos=credits, debits_nanos=debits,
+                                      charges_nanos=int(r[3] or 0),
                                       closing_balance_nanos=close_bal,
                                       reconciled=open_bal + credits - debits == close_bal))
     return LedgerTotals(organization=org_id, start_ms=lo, end_ms=hi, accounts=accounts,

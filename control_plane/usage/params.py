@@ -65,8 +65,8 @@ def _collect(items: Iterable[tuple[str, str]]) -> tuple[dict[str, str], dict[str
             values = lists.setdefault(name, [])
             values.extend(v.strip() for v in value.split(",") if v.strip())
             if len(values) > MAX_FILTER_VALUES or any(len(v) > MAX_VALUE_LEN for v in values):
-                raise ApiError("invalid_request_error", f"'{name}' accepts at most {MAX_FILTER_VALUES} values "
-                               f"of at most {MAX_VALUE_LEN} characters.", param=name)
+                raise ApiError("invalid_request_error", f"'{name}' accepts at most {MAX_FILTER_VALUES} "
+                               f"values of at most {MAX_VALUE_LEN} characters.", param=name)
         elif name in UNSUPPORTED:
             raise ApiError("unsupported_parameter", f"'{name}': this platform has no {UNSUPPORTED[name]}.",
                            param=name)
@@ -118,8 +118,8 @@ def parse_query(items: Iterable[tuple[str, str]], now_ms: int) -> UsageQuery:
     if "page" in scalars:
         page_start = decode_page(scalars["page"])
         if page_start % w or not first < page_start < end_ms:
-            raise ApiError("invalid_request_error", "'page' does not belong to this time range and bucket width.",
-                           param="page")
+            raise ApiError("invalid_request_error",
+                           "'page' does not belong to this time range and bucket width.", param="page")
     return UsageQuery(start_ms=start_ms, end_ms=end_ms, width=width,
                       group_by=tuple(c for g, c in GROUPS.items() if g in groups), filters=_filters(lists),
                       limit=limit, page_start_ms=page_start)

@@ -16,8 +16,9 @@ nothing rather than failing.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import bindparam, text
+from sqlalchemy import BindParameter, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from control_plane.money import format_usd
@@ -78,7 +79,8 @@ def _statement(segment: Segment, q: UsageQuery, org_id: str,
                f" WHERE org_id = :org AND created_at >= :lo AND created_at < :hi{where} GROUP BY b{groups}")
     else:
         sql = (f"SELECT (bucket_start / {w}) * {w} AS b{groups}, {_ROLLUP_METRICS} FROM usage_rollups"
-               f" WHERE grain = :grain AND org_id = :org AND bucket_start >= :lo AND bucket_start < :hi{where}"
+               " WHERE grain = :grain AND org_id = :org AND bucket_start >= :lo"
+               f" AND bucket_start < :hi{where}"
                f" GROUP BY b{groups}")
         params["grain"] = grain
     return sql, params
@@ -99,7 +101,8 @@ async def aggregate(conn: AsyncConnection, org_id: str, q: UsageQuery, lo: int, 
     sums: dict[Key, list[int]] = {}
     for segment in plan(lo, hi, grains, marks):
         sql, params = _statement(segment, q, org_id, filters)
-        statement = text(sql).bindparams(*(bindparam(k, expanding=True) for k in params if k.startswith("f_")))
+        lists: list[BindParameter[Any]] = [bindparam(k, expanding=True) for k in params if k.startswith("f_")]
+        statement = text(sql).bindparams(*lists)
         for row in await conn.execute(statement, params):
             n = len(q.group_by)
             key: Key = (int(row[0]), tuple(row[1:1 + n]))
@@ -119,7 +122,8 @@ def _result(q: UsageQuery, groups: tuple[str | int, ...], m: list[int]) -> Usage
     by_name = {name: named.get(column) for name, column in GROUPS.items()}
     return UsageResult(
         num_model_requests=m[0], num_errors=m[1], input_tokens=m[2], input_cached_tokens=m[3],
-        input_uncached_tokens=m[2] - m[3], output_tokens=m[4], spend=Spend(value=format_usd(m[5]), nanos=m[5]),
+        input_uncached_tokens=m[2] - m[3], output_tokens=m[4],
+        spend=Spend(value=format_usd(m[5]), nanos=m[5]),
         latency_ms=Latency(p50=percentile(bins, 50), p95=percentile(bins, 95), p99=percentile(bins, 99)),
         project_id=_str(by_name["project_id"]), api_key_id=_str(by_name["api_key_id"]),
         model=_str(by_name["model"]), endpoint=_str(by_name["endpoint"]),

@@ -67,7 +67,8 @@ async def _lock_state(conn: AsyncConnection, grain: str, target: int, now: int) 
     if row is None:  # first run: start at the first record (a racing worker's insert wins, same value)
         await conn.execute(text(
             "INSERT INTO usage_rollup_state (grain, watermark, updated_at) VALUES (:g, :w, :n)"
-            " ON CONFLICT (grain) DO NOTHING"), {"g": grain, "w": await _initial(conn, grain, target), "n": now})
+            " ON CONFLICT (grain) DO NOTHING"),
+            {"g": grain, "w": await _initial(conn, grain, target), "n": now})
         row = (await conn.execute(select, {"g": grain})).one()
     return int(row[0])
 
@@ -83,7 +84,8 @@ async def _initial(conn: AsyncConnection, grain: str, target: int) -> int:
     return target if first is None else min(target, int(first) // width * width)
 
 
-async def roll_step(conn: AsyncConnection, grain: str, *, now: int | None = None, lag_ms: int = 120_000) -> bool:
+async def roll_step(conn: AsyncConnection, grain: str, *, now: int | None = None,
+                    lag_ms: int = 120_000) -> bool:
     """Roll the next chunk of `grain` in the caller's write transaction; True if more is due."""
     now = now_ms() if now is None else now
     width = GRAIN_MS[grain]

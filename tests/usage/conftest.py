@@ -88,12 +88,13 @@ async def engine() -> AsyncIterator[AsyncEngine]:
         for model in MODELS:
             await conn.execute(text(
                 "INSERT INTO models (id, display_name, backend_id, upstream_name, kind, context_window,"
-                " max_output_tokens, created_at, updated_at) VALUES (:m, :m, 'be_test', :m, 'text', 8192, 4096,"
-                " :n, :n)"), {"m": model, "n": now})
+                " max_output_tokens, created_at, updated_at)"
+                " VALUES (:m, :m, 'be_test', :m, 'text', 8192, 4096, :n, :n)"), {"m": model, "n": now})
             price = PRICES[model]
             await conn.execute(text(
-                "INSERT INTO price_cards (id, model_id, version, input_nanos_per_mtok, cached_input_nanos_per_mtok,"
-                " output_nanos_per_mtok, effective_at, created_at) VALUES (:id, :m, 1, :i, :c, :o, 0, 0)"),
+                "INSERT INTO price_cards (id, model_id, version, input_nanos_per_mtok,"
+                " cached_input_nanos_per_mtok, output_nanos_per_mtok, effective_at, created_at)"
+                " VALUES (:id, :m, 1, :i, :c, :o, 0, 0)"),
                 {"id": new_id("price"), "m": model, "i": price[0], "c": price[1], "o": price[2]})
     try:
         yield eng
@@ -105,14 +106,16 @@ async def engine() -> AsyncIterator[AsyncEngine]:
 
 
 async def make_org(engine: AsyncEngine, projects: int = 2, keys: int = 3, credit: int = 10**15) -> Org:
-    org = Org(new_id("org"), tuple(new_id("proj") for _ in range(projects)), tuple(new_id("key") for _ in range(keys)))
+    org = Org(new_id("org"), tuple(new_id("proj") for _ in range(projects)),
+              tuple(new_id("key") for _ in range(keys)))
     now = now_ms()
     async with write_tx(engine) as conn:
         await conn.execute(text("INSERT INTO organizations (id, name, created_at) VALUES (:o, 'U', :n)"),
                            {"o": org.org_id, "n": now})
         for i, p in enumerate(org.projects):
-            await conn.execute(text("INSERT INTO projects (id, org_id, name, created_at) VALUES (:p, :o, :name, :n)"),
-                               {"p": p, "o": org.org_id, "name": f"P{i}", "n": now})
+            await conn.execute(text(
+                "INSERT INTO projects (id, org_id, name, created_at) VALUES (:p, :o, :name, :n)"),
+                {"p": p, "o": org.org_id, "name": f"P{i}", "n": now})
         for i, k in enumerate(org.keys):
             scoped = f'["{org.projects[0]}"]' if i == 0 else "[]"
             await conn.execute(text(

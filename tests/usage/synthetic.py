@@ -15,8 +15,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 COLUMNS = ("request_id", "org_id", "project_id", "key_id", "model_id", "backend_id", "endpoint", "status",
-           "input_tokens", "cached_tokens", "output_tokens", "cost_nanos", "price_version", "txn_id", "hold_id",
-           "ttft_ms", "latency_ms", "cache_status", "client_ip", "created_at")
+           "input_tokens", "cached_tokens", "output_tokens", "cost_nanos", "price_version", "txn_id",
+           "hold_id", "ttft_ms", "latency_ms", "cache_status", "client_ip", "created_at")
 TEXT_MODELS = ("bench/large", "bench/medium", "bench/small", "bench/mini", "bench/reasoning", "bench/vision")
 EMBED_MODELS = ("bench/embed-large", "bench/embed-small")
 
@@ -42,8 +42,8 @@ def rows(org_id: str, n: int, start_ms: int, span_ms: int, *, projects: int = 10
         cached = inp // 4 if rnd.random() < 0.3 else 0
         latency = int(rnd.lognormvariate(6.5, 0.9))
         cost = (inp * 3 + out * 12) * 1000
-        yield (f"{prefix}{i}", org_id, project_ids[k % projects], key_ids[k], model, "be_bench", endpoint, status,
-               inp, cached, out, cost, 1, None, None, latency // 3, latency, None, "127.0.0.1",
+        yield (f"{prefix}{i}", org_id, project_ids[k % projects], key_ids[k], model, "be_bench", endpoint,
+               status, inp, cached, out, cost, 1, None, None, latency // 3, latency, None, "127.0.0.1",
                start_ms + (i * span_ms) // n + rnd.randrange(0, max(1, span_ms // n)))
 
 

@@ -102,8 +102,10 @@ async def _exports_reconcile(sp: SimPlatform, org: str, t0: int, calls: int, cha
         bad = await admin.get(f"/api/orgs/{org}/exports/usage", params={"from": "yesterday"})
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "from"
     out = Path(sp.tmp.name) / "usage.csv"
-    done = subprocess.run([sys.executable, "-c", "from control_plane.cli import main; main()", "export", "usage",
-                           "--org", org, "--from", period["from"], "--to", period["to"], "--out", str(out)],
+    cli = [sys.executable, "-c", "from control_plane.cli import main; main()"]
+    args = ["export", "usage", "--org", org, "--from", period["from"], "--to", period["to"],
+            "--out", str(out)]
+    done = subprocess.run([*cli, *args],
                           env=sp.platform.env, cwd=str(ROOT), capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert msgspec.json.decode(done.stderr)["cost_nanos"] == charged
@@ -116,7 +118,7 @@ async def test_bootstrap_key_reads_its_usage_and_bad_parameters_are_refused(sp: 
         assert r.status_code == 200, r.text
         assert r.json()["object"] == "page" and len(r.json()["data"]) in (1, 2)
         other_org_project = sp.platform.boot.project_id if sp.platform.boot else ""
-        for params, status, code, param in (
+        cases: tuple[tuple[dict[str, str | int], int, str, str], ...] = (
                 ({}, 400, "missing_required_parameter", "start_time"),
                 ({"start_time": "soon"}, 400, "invalid_request_error", "start_time"),
                 ({"start_time": 10, "bucket_width": "2h"}, 400, "invalid_request_error", "bucket_width"),
@@ -124,11 +126,12 @@ async def test_bootstrap_key_reads_its_usage_and_bad_parameters_are_refused(sp: 
                 ({"start_time": 10, "limit": 1000}, 400, "invalid_request_error", "limit"),
                 ({"start_time": 10, "end_time": 5}, 400, "invalid_request_error", "end_time"),
                 ({"start_time": 10, "page": "page_bogus!"}, 400, "invalid_request_error", "page"),
-                ({"start_time": 10, "user_ids": "u"}, 400, "unsupported_parameter", "user_ids")):
+                ({"start_time": 10, "user_ids": "u"}, 400, "unsupported_parameter", "user_ids"))
+        for params, status, code, param in cases:
             r = await c.get("/v1/usage", params=params)
             assert r.status_code == status, (params, r.text)
             assert r.json()["error"]["code"] == code and r.json()["error"]["param"] == param, r.text
-    org, key, _ = await _tenant(sp)
+    _org, key, _ = await _tenant(sp)
     async with sp.platform.client(key) as c:  # the bootstrap org's project id matches nothing here
         r = await c.get("/v1/usage", params={"start_time": 10, "project_ids": other_org_project})
         assert r.status_code == 200 and all(b["results"] == [] for b in r.json()["data"])

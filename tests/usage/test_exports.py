@@ -40,7 +40,8 @@ async def _traffic(engine: AsyncEngine, clock: Clock) -> tuple[str, int, list[st
     base = clock.window(2)
     rnd = random.Random(5)
     recs = [Rec(rnd.randrange(2 * DAY), rnd.randrange(3), rnd.randrange(2), rnd.randrange(3),
-                rnd.choice([200, 200, 200, 500]), rnd.randrange(4000), 0, rnd.randrange(1500), rnd.randrange(900))
+                rnd.choice([200, 200, 200, 500]), rnd.randrange(4000), 0, rnd.randrange(1500),
+                rnd.randrange(900))
             for _ in range(120)]
     recs.append(Rec(5, 0, 0, 0, 500, 0, 0, 0, 3))  # a zero-cost failure: a record without a transaction
     ids = await produce(engine, org, base, recs)
@@ -128,6 +129,7 @@ async def test_large_export_streams_in_bounded_chunks(engine: AsyncEngine, clock
     assert chunks >= n // exports.BATCH and biggest < total // 10
     # Memory does not grow with the export: five times the rows, about the same peak allocation
     # (one batch of rows plus the driver's prefetch), and well below the export's own size.
-    _c, small_total, small_rows, _b, small_peak = await _stream_stats(engine, org.org_id, base, base + DAY // 5)
+    _c, small_total, small_rows, _b, small_peak = await _stream_stats(engine, org.org_id, base,
+                                                                      base + DAY // 5)
     assert small_rows < n // 4 and small_total < total // 4
     assert peak < 1.5 * small_peak + 1_000_000 and peak < total * 0.7, (peak, small_peak, total)

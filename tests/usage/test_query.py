@@ -8,6 +8,8 @@ daily rollups, hourly rollups and raw records, and must still equal the brute fo
 
 from __future__ import annotations
 
+import itertools
+
 import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -23,8 +25,10 @@ from tests.usage.reference import expected_buckets, rows_of
 HOUR = 3_600_000
 
 offsets = st.one_of(st.integers(0, 3 * DAY - 1),
-                    st.builds(lambda h, d: max(0, h * HOUR + d), st.integers(0, 71), st.sampled_from([-1, 0, 1])))
-records = st.builds(Rec, at=offsets, key=st.integers(0, 2), model=st.integers(0, 1), endpoint=st.integers(0, 2),
+                    st.builds(lambda h, d: max(0, h * HOUR + d), st.integers(0, 71),
+                              st.sampled_from([-1, 0, 1])))
+records = st.builds(Rec, at=offsets, key=st.integers(0, 2), model=st.integers(0, 1),
+                    endpoint=st.integers(0, 2),
                     status=st.sampled_from([200, 200, 200, 400, 429, 500]), input_tokens=st.integers(0, 5000),
                     cached_tokens=st.just(0), output_tokens=st.integers(0, 2000),
                     latency_ms=st.one_of(st.none(), st.integers(0, 200_000)))
@@ -57,16 +61,19 @@ async def all_pages(engine: AsyncEngine, org: Org, params: list[tuple[str, str]]
 
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 @given(recs=st.lists(records, min_size=0, max_size=40), width=st.sampled_from(["1m", "1h", "1d"]),
-       groups=st.lists(st.sampled_from(["project_id", "model", "api_key_id", "endpoint", "status"]), max_size=3),
+       groups=st.lists(st.sampled_from(["project_id", "model", "api_key_id", "endpoint", "status"]),
+                       max_size=3),
        start=st.integers(-DAY, 2 * DAY), span=st.integers(1, 4 * DAY), limit_frac=st.floats(0, 1),
-       cut=st.integers(0, 4 * DAY), filters=st.sets(st.sampled_from(["projects", "models", "statuses", "keys"])),
+       cut=st.integers(0, 4 * DAY),
+       filters=st.sets(st.sampled_from(["projects", "models", "statuses", "keys"])),
        scoped=st.booleans())
 async def test_query_equals_brute_force(engine: AsyncEngine, clock: Clock, recs: list[Rec], width: str,
                                         groups: list[str], start: int, span: int, limit_frac: float, cut: int,
                                         filters: set[str], scoped: bool) -> None:
     org = await make_org(engine)
     base = clock.window(5)
-    await produce(engine, org, base, [Rec(**{**r.__dict__, "cached_tokens": r.input_tokens // 3}) for r in recs])
+    recs = [Rec(**{**r.__dict__, "cached_tokens": r.input_tokens // 3}) for r in recs]
+    await produce(engine, org, base, recs)
     await roll_to(engine, base + cut)
     if width == "1m":
         span = min(span, 6 * HOUR)  # a 1m page is at most a day; keep examples small
@@ -97,13 +104,14 @@ def test_plan_uses_each_grain_only_for_whole_closed_intervals() -> None:
     lo, hi = DAY + 90 * 60_000, 4 * DAY + 5 * HOUR + 7
     marks = {"day": 3 * DAY, "hour": 4 * DAY + 3 * HOUR}
     segments = plan(lo, hi, grains, marks)
-    assert segments == [(None, lo, DAY + 2 * HOUR), ("hour", DAY + 2 * HOUR, 2 * DAY), ("day", 2 * DAY, 3 * DAY),
-                        ("hour", 3 * DAY, 4 * DAY + 3 * HOUR), (None, 4 * DAY + 3 * HOUR, hi)]
+    assert segments == [(None, lo, DAY + 2 * HOUR), ("hour", DAY + 2 * HOUR, 2 * DAY),
+                        ("day", 2 * DAY, 3 * DAY), ("hour", 3 * DAY, 4 * DAY + 3 * HOUR),
+                        (None, 4 * DAY + 3 * HOUR, hi)]
     # contiguous and complete, whatever the watermarks
     for marks in ({}, {"day": 10 * DAY, "hour": 10 * DAY}, {"hour": 2 * DAY + 1}):
         segs = plan(lo, hi, grains, marks)
         assert segs[0][1] == lo and segs[-1][2] == hi
-        assert all(a[2] == b[1] for a, b in zip(segs, segs[1:], strict=False))
+        assert all(a[2] == b[1] for a, b in itertools.pairwise(segs))
 
 
 async def test_bucket_boundaries(engine: AsyncEngine, clock: Clock) -> None:
@@ -112,11 +120,12 @@ async def test_bucket_boundaries(engine: AsyncEngine, clock: Clock) -> None:
     edges = [0, HOUR - 1, HOUR, DAY - 1, DAY, DAY + 1]
     await produce(engine, org, base, [Rec(at, 1, 0, 0, 200, 10, 0, 5, 100) for at in edges])
     await roll_to(engine, base + DAY)  # the first day from rollups, the rest raw
-    q = [("start_time", str(base // 1000)), ("end_time", str((base + 2 * DAY) // 1000)), ("bucket_width", "1d")]
+    q = [("start_time", str(base // 1000)), ("end_time", str((base + 2 * DAY) // 1000)),
+         ("bucket_width", "1d")]
     async with read_tx(engine) as conn:
         page = await run_query(conn, org.org_id, parse_query(q, 0), None)
-    assert [(b.start_time, b.end_time) for b in page.data] == [(base // 1000, base // 1000 + 86400),
-                                                                (base // 1000 + 86400, base // 1000 + 2 * 86400)]
+    s = base // 1000
+    assert [(b.start_time, b.end_time) for b in page.data] == [(s, s + 86400), (s + 86400, s + 2 * 86400)]
     assert [b.results[0].num_model_requests for b in page.data] == [4, 2]
     # An unaligned range: buckets are clipped to it and `end_time` is exclusive.
     q = [("start_time", str((base + HOUR) // 1000)), ("end_time", str((base + DAY) // 1000)),
@@ -142,8 +151,8 @@ async def test_another_orgs_ids_match_nothing(engine: AsyncEngine, clock: Clock)
         assert count == (1 if not extra else 0)
     # a key scoped to project 0 filtering on project 1 of its own org sees nothing, without an error
     async with read_tx(engine) as conn:
-        page = await run_query(conn, mine.org_id, parse_query([*window, ("project_ids", mine.projects[1])], 0),
-                               [mine.projects[0]])
+        other = parse_query([*window, ("project_ids", mine.projects[1])], 0)
+        page = await run_query(conn, mine.org_id, other, [mine.projects[0]])
     assert page.data and all(b.results == [] for b in page.data)
 
 

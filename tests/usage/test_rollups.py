@@ -29,15 +29,16 @@ def _recs(n: int, days: int, seed: int) -> list[Rec]:
 
 async def _answer(engine: AsyncEngine, org_id: str, base: int, width: str) -> object:
     params = [("start_time", str(base // 1000)), ("end_time", str((base + 3 * DAY) // 1000)),
-              ("bucket_width", width), ("group_by", "model,status"), ("limit", "3" if width == "1d" else "72")]
+              ("bucket_width", width), ("group_by", "model,status"),
+              ("limit", "3" if width == "1d" else "72")]
     async with read_tx(engine) as conn:
         return msgspec.to_builtins(await run_query(conn, org_id, parse_query(params, 0), None))
 
 
 async def _rollup_rows(engine: AsyncEngine, org_id: str) -> dict[str, int]:
     async with read_tx(engine) as conn:
-        rows = await conn.execute(text("SELECT grain, COUNT(*), SUM(requests) FROM usage_rollups WHERE org_id = :o"
-                                       " GROUP BY grain"), {"o": org_id})
+        rows = await conn.execute(text("SELECT grain, COUNT(*), SUM(requests) FROM usage_rollups"
+                                       " WHERE org_id = :o GROUP BY grain"), {"o": org_id})
         return {str(r[0]): int(r[2]) for r in rows}
 
 
