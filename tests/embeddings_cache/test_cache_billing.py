@@ -55,7 +55,8 @@ async def test_batch_counts_split_exactly_over_later_hits(sp: SimPlatform) -> No
     total, so serving the inputs one by one from the cache bills exactly the tokens computed."""
     _, key = await tenant(sp)
     m = marker()
-    texts = [f"x {m}", "a much longer input with quite a few words in it " + m, f"three word {m}", "ü" * 40 + m]
+    texts = [f"x {m}", "a much longer input with quite a few words in it " + m, f"three word {m}",
+             "ü" * 40 + m]
     batch = await embed(sp, key, texts)
     total, _ = usage(batch)
     assert total == 2 + 12 + 3 + 1

@@ -123,6 +123,7 @@ async def test_duplicates_token_arrays_and_concurrent_misses(sp: SimPlatform, en
 async def test_failed_backend_call_stores_nothing(sp: SimPlatform, engine: AsyncEngine) -> None:
     org, key = await tenant(sp)
     async with sp.platform.client(key) as c:
-        r = await c.post("/v1/embeddings", json={"model": "sim/embed", "input": f"[[sim status=500]] {marker()}"})
+        r = await c.post("/v1/embeddings", json={"model": "sim/embed",
+                                                 "input": f"[[sim status=500]] {marker()}"})
     assert r.status_code == 502 and r.headers["x-wallet-debit"] == "0.00"
     assert await entries(engine, org) == 0

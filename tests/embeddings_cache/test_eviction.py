@@ -32,8 +32,8 @@ async def set_used(engine: AsyncEngine, org: str, key: str, at: int) -> None:
 
 async def used(engine: AsyncEngine, org: str) -> dict[str, int]:
     async with engine.connect() as conn:
-        rows = (await conn.execute(text("SELECT entry_key, last_used_at FROM embedding_cache WHERE org_id = :o"),
-                                   {"o": org})).all()
+        rows = (await conn.execute(text(
+            "SELECT entry_key, last_used_at FROM embedding_cache WHERE org_id = :o"), {"o": org})).all()
     return {str(k): int(t) for k, t in rows}
 
 
