@@ -34,8 +34,10 @@ def make_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
         engine = create_async_engine(url, connect_args={"timeout": 5.0}, **kwargs)
         _sqlite_pragmas(engine)
         return engine
-    kwargs.setdefault("pool_size", 10)
-    kwargs.setdefault("max_overflow", 20)
+    # Each process keeps few connections: the hot path's writes are group-committed, and a
+    # PostgreSQL server's connection budget is shared by every process of every replica.
+    kwargs.setdefault("pool_size", settings.database_pool_size)
+    kwargs.setdefault("max_overflow", settings.database_pool_size)
     return create_async_engine(url, pool_pre_ping=True, **kwargs)
 
 

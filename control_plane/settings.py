@@ -26,6 +26,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     """Where SQLite, rendered Envoy configuration, generated secrets and model weights live."""
     database_url: str = ""
     """Empty: SQLite at `<data_dir>/nx.db`. Otherwise `postgresql://...` or `sqlite:///path`."""
+    database_pool_size: Annotated[int, msgspec.Meta(ge=1, le=100)] = 5
+    """PostgreSQL connections each process keeps (and may add as many again under a burst)."""
     redis_url: str = ""
     """Empty: in-process stores (single node). Set to share limits and revocations across replicas."""
     catalog_path: str = "config/catalog.toml"

@@ -59,7 +59,7 @@ class Finish(msgspec.Struct):
 class Sidecar:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.engine = make_engine(settings, pool_size=4) if not settings.is_sqlite else make_engine(settings)
+        self.engine = make_engine(settings)
         secrets = load_secrets(settings)
         self.internal_token = secrets.internal_token
         self.cache = KeyCache(settings.key_cache_ttl_seconds)
