@@ -627,6 +627,7 @@ FOR EACH ROW EXECUTE FUNCTION nx_ledger_hold_guard();
 -- is complete. Queries read rollups below the watermark and raw records above it.
 -- lat_NN count requests per latency bin (fixed log bins, control_plane/usage/histogram.py). Counts
 -- are INTEGER (int4): PostgreSQL sums those on its fast int8 path, where BIGINT sums go through numeric.
+-- dialect: postgresql
 CREATE TABLE IF NOT EXISTS usage_rollups (
     grain TEXT NOT NULL CHECK (grain IN ('hour', 'day')),
     bucket_start BIGINT NOT NULL,
@@ -654,6 +655,37 @@ CREATE TABLE IF NOT EXISTS usage_rollups (
     lat_36 INTEGER NOT NULL, lat_37 INTEGER NOT NULL, lat_38 INTEGER NOT NULL, lat_39 INTEGER NOT NULL,
     PRIMARY KEY (grain, org_id, bucket_start, project_id, key_id, model_id, endpoint, status)
 );
+
+-- SQLite: the same table clustered on its primary key (WITHOUT ROWID), so a query's range of
+-- rollup rows is read in order from one b-tree instead of one table lookup per index entry.
+-- dialect: sqlite
+CREATE TABLE IF NOT EXISTS usage_rollups (
+    grain TEXT NOT NULL CHECK (grain IN ('hour', 'day')),
+    bucket_start BIGINT NOT NULL,
+    org_id TEXT NOT NULL,
+    project_id TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    model_id TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    requests INTEGER NOT NULL,
+    errors INTEGER NOT NULL,
+    input_tokens BIGINT NOT NULL,
+    cached_tokens BIGINT NOT NULL,
+    output_tokens BIGINT NOT NULL,
+    cost_nanos BIGINT NOT NULL,
+    lat_00 INTEGER NOT NULL, lat_01 INTEGER NOT NULL, lat_02 INTEGER NOT NULL, lat_03 INTEGER NOT NULL,
+    lat_04 INTEGER NOT NULL, lat_05 INTEGER NOT NULL, lat_06 INTEGER NOT NULL, lat_07 INTEGER NOT NULL,
+    lat_08 INTEGER NOT NULL, lat_09 INTEGER NOT NULL, lat_10 INTEGER NOT NULL, lat_11 INTEGER NOT NULL,
+    lat_12 INTEGER NOT NULL, lat_13 INTEGER NOT NULL, lat_14 INTEGER NOT NULL, lat_15 INTEGER NOT NULL,
+    lat_16 INTEGER NOT NULL, lat_17 INTEGER NOT NULL, lat_18 INTEGER NOT NULL, lat_19 INTEGER NOT NULL,
+    lat_20 INTEGER NOT NULL, lat_21 INTEGER NOT NULL, lat_22 INTEGER NOT NULL, lat_23 INTEGER NOT NULL,
+    lat_24 INTEGER NOT NULL, lat_25 INTEGER NOT NULL, lat_26 INTEGER NOT NULL, lat_27 INTEGER NOT NULL,
+    lat_28 INTEGER NOT NULL, lat_29 INTEGER NOT NULL, lat_30 INTEGER NOT NULL, lat_31 INTEGER NOT NULL,
+    lat_32 INTEGER NOT NULL, lat_33 INTEGER NOT NULL, lat_34 INTEGER NOT NULL, lat_35 INTEGER NOT NULL,
+    lat_36 INTEGER NOT NULL, lat_37 INTEGER NOT NULL, lat_38 INTEGER NOT NULL, lat_39 INTEGER NOT NULL,
+    PRIMARY KEY (grain, org_id, bucket_start, project_id, key_id, model_id, endpoint, status)
+) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS usage_rollup_state (
     grain TEXT PRIMARY KEY CHECK (grain IN ('hour', 'day')),
