@@ -22,7 +22,7 @@ COUNTING = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10,"  # greedy decoding keeps counting: a
 
 async def test_queue_full_answers_503_server_busy(models_dir: Path, launch: Any) -> None:
     server = launch(models_dir, "--max-queue", "1")
-    payload = {"model": "gemma-3-270m", "prompt": COUNTING, "max_tokens": 120, "temperature": 0}
+    payload = {"model": "gemma-3-270m", "prompt": COUNTING, "max_tokens": 60, "temperature": 0}
     async with httpx.AsyncClient(base_url=server.base_url, timeout=120) as client:
         responses = await asyncio.gather(*(client.post("/v1/completions", json=payload) for _ in range(5)))
         statuses = sorted(r.status_code for r in responses)
