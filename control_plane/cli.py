@@ -80,3 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         status = 130
     sys.exit(status)
+
+
+if __name__ == "__main__":
+    main()

@@ -57,7 +57,14 @@ class GroupCommit(Generic[T, R]):
         self._wakeup.set()
         return await future
 
-    async def close(self) -> None:
+    async def close(self, drain_seconds: float = 10.0) -> None:
+        """Flush what is queued (shutdown: pending writes are committed, not dropped), then stop."""
+        deadline = asyncio.get_running_loop().time() + drain_seconds
+        while self._queue and self._runner is not None and not self._runner.done():
+            if asyncio.get_running_loop().time() > deadline:
+                log.error("group commit closed with %d items still queued", len(self._queue))
+                break
+            await asyncio.sleep(0.01)
         if self._runner is not None:
             self._runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
