@@ -439,6 +439,8 @@ CREATE INDEX IF NOT EXISTS usage_records_org ON usage_records (org_id, created_a
 CREATE INDEX IF NOT EXISTS usage_records_project ON usage_records (project_id, created_at);
 CREATE INDEX IF NOT EXISTS usage_records_key ON usage_records (key_id, created_at);
 CREATE INDEX IF NOT EXISTS usage_records_model ON usage_records (org_id, model_id, created_at);
+-- Platform-wide latency bands on /v1/models read the last hour across organizations.
+CREATE INDEX IF NOT EXISTS usage_records_created ON usage_records (created_at);
 
 -- History is append-only; a correction is a new reversing transaction.
 -- dialect: sqlite

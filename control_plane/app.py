@@ -19,6 +19,7 @@ from litestar.exceptions import HTTPException, NotAuthorizedException, Validatio
 from control_plane.api.idempotent import idempotent_answers
 from control_plane.api.exports import ExportsController
 from control_plane.api.keys import KeysController
+from control_plane.api.models import ModelCache
 from control_plane.api.ledger import LedgerController
 from control_plane.api.models import ModelsController
 from control_plane.api.responses import ResponsesController
@@ -80,6 +81,7 @@ def create_app(settings: Settings) -> Litestar:
         app.state.secrets = load_secrets(settings)
         app.state.engine = make_engine(settings)
         app.state.notifier = Notifier(settings, app.state.secrets.internal_token)
+        app.state.model_cache = ModelCache()
         try:
             yield
         finally:

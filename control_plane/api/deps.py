@@ -9,14 +9,20 @@ from litestar import Request
 from litestar.datastructures import State
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from control_plane.db import write_tx
+from control_plane.db import read_tx, write_tx
 
-__all__ = ["provide_tx", "Caller", "provide_caller"]
+__all__ = ["provide_read", "provide_tx", "Caller", "provide_caller"]
 
 
 async def provide_tx(state: State) -> AsyncIterator[AsyncConnection]:
     """One transaction per request, committed when the handler returns without raising."""
     async with write_tx(state.engine) as conn:
+        yield conn
+
+
+async def provide_read(state: State) -> AsyncIterator[AsyncConnection]:
+    """A read-only transaction: on SQLite it takes no write lock, so reads never queue behind writers."""
+    async with read_tx(state.engine) as conn:
         yield conn
 
 

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from control_plane.money import format_usd
 
-__all__ = ["ModelList", "ModelObject", "Pricing", "list_models"]
+__all__ = ["latency_bands", "ModelList", "ModelObject", "Pricing", "list_models"]
 
 
 class Pricing(msgspec.Struct, kw_only=True):
@@ -94,3 +94,25 @@ def _object(name: str, alias_of: str | None, r: Any, pricing: Pricing) -> ModelO
         description=str(r[2]), kind=str(r[4]), alias_of=alias_of, context_window=int(r[5]),
         max_output_tokens=int(r[6]), capabilities=msgspec.json.decode(str(r[7])), pricing=pricing,
         latency=None, status=str(r[8]))
+
+
+LATENCY_WINDOW_MS = 3_600_000
+
+
+async def latency_bands(conn: AsyncConnection, now_ms: int) -> dict[str, Latency]:
+    """p50/p95 total latency per model over the last hour of the platform's own successful
+    requests, from the same log-binned histogram as /v1/usage (within about 19% of the exact
+    percentile). A model with no traffic in the window has no band: none is ever invented."""
+    from control_plane.usage.histogram import BINS, percentile, raw_bin_sums
+
+    rows = await conn.execute(text(
+        f"SELECT model_id, COUNT(latency_ms), {raw_bin_sums()} FROM usage_records"
+        " WHERE created_at >= :since AND status < 400 AND latency_ms IS NOT NULL GROUP BY model_id"),
+        {"since": now_ms - LATENCY_WINDOW_MS})
+    bands: dict[str, Latency] = {}
+    for r in rows:
+        counts = [int(c or 0) for c in r[2:2 + BINS]]
+        p50, p95 = percentile(counts, 50), percentile(counts, 95)
+        if p50 is not None and p95 is not None:
+            bands[str(r[0])] = Latency(p50_ms=p50, p95_ms=p95, window="1h", samples=int(r[1]))
+    return bands

@@ -172,3 +172,15 @@ async def test_background_response_is_billed_when_the_worker_finishes_it(sp: Sim
         await asyncio.sleep(0.05)
     assert bal["wallet_nanos"] == 10**9 - cost and bal["held_nanos"] == 0
     await assert_reconciled(sp)
+
+
+async def test_models_show_latency_bands_from_real_traffic_only(sp: SimPlatform) -> None:
+    _, key = await tenant(sp, 10**9)
+    async with sp.platform.client(key) as c:
+        assert (await c.post("/v1/chat/completions", json=chat_body(f"timed {marker()}"))).status_code == 200
+        served = (await c.get("/v1/models/sim-chat")).json()
+        idle = (await c.get("/v1/models/sim/embed-fixed")).json()
+    band = served["latency"]
+    assert band is not None and band["samples"] >= 1 and 0 <= band["p50_ms"] <= band["p95_ms"]
+    assert band["window"] == "1h"
+    assert idle["latency"] is None  # never invented
