@@ -16,14 +16,13 @@ from typing import Any
 from litestar import Litestar, Request, Response, get
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 
-from control_plane.api.idempotent import idempotent_answers
 from control_plane.api.exports import ExportsController
+from control_plane.api.idempotent import idempotent_answers
 from control_plane.api.keys import KeysController
-from control_plane.api.models import ModelCache
 from control_plane.api.ledger import LedgerController
-from control_plane.api.models import ModelsController
-from control_plane.api.responses import ResponsesController
+from control_plane.api.models import ModelCache, ModelsController
 from control_plane.api.orgs import OrgsController, UsersController
+from control_plane.api.responses import ResponsesController
 from control_plane.api.routing import ModelAdminController, RoutingController
 from control_plane.api.usage import UsageController
 from control_plane.api.webhooks import WebhooksController

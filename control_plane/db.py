@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from control_plane.settings import Settings
 
-__all__ = ["make_engine", "apply_schema", "write_tx", "read_tx", "now_ms", "split_schema"]
+__all__ = ["apply_schema", "make_engine", "now_ms", "read_tx", "split_schema", "write_tx"]
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema.sql"
 
@@ -69,9 +69,8 @@ async def write_tx(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
 
 @asynccontextmanager
 async def read_tx(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    async with engine.connect() as conn:
-        async with conn.begin():
-            yield conn
+    async with engine.connect() as conn, conn.begin():
+        yield conn
 
 
 def split_schema(sql: str, dialect: str) -> list[str]:

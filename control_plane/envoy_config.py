@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from control_plane.errors import ERRORS
 from control_plane.settings import Settings
 
-__all__ = ["render_bootstrap", "render_dynamic", "write_bootstrap", "write_dynamic", "BackendRow"]
+__all__ = ["BackendRow", "render_bootstrap", "render_dynamic", "write_bootstrap", "write_dynamic"]
 
 Json = dict[str, Any]
 ROUTE_HEADER = "x-nx-route"

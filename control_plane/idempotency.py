@@ -26,8 +26,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from control_plane.db import now_ms
 from control_plane.ids import new_id
 
-__all__ = ["Claim", "StoredResponse", "claim", "complete", "release", "prune", "RETENTION_MS",
-           "LEASE_MS", "MAX_KEY_LENGTH", "valid_key"]
+__all__ = [
+    "LEASE_MS",
+    "MAX_KEY_LENGTH",
+    "RETENTION_MS",
+    "Claim",
+    "StoredResponse",
+    "claim",
+    "complete",
+    "prune",
+    "release",
+    "valid_key",
+]
 
 RETENTION_MS = 24 * 3600 * 1000
 LEASE_MS = 10 * 60 * 1000

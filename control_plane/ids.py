@@ -10,7 +10,7 @@ import os
 import time
 from typing import Literal
 
-__all__ = ["new_id", "Prefix"]
+__all__ = ["Prefix", "new_id"]
 
 Prefix = Literal[
     "req", "key", "org", "proj", "user", "evt", "whep", "inv", "txn", "be", "mdl", "price", "route",

@@ -12,7 +12,7 @@ import hmac
 import secrets
 import zlib
 
-__all__ = ["KEY_PREFIX", "generate_key", "hash_key", "display_prefix", "is_well_formed"]
+__all__ = ["KEY_PREFIX", "display_prefix", "generate_key", "hash_key", "is_well_formed"]
 
 KEY_PREFIX = "nx_live_"
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"

@@ -25,7 +25,7 @@ from control_plane.domain.catalog import load_catalog, sync_catalog
 from control_plane.envoy_config import write_bootstrap, write_dynamic
 from control_plane.settings import Settings
 
-__all__ = ["prepare", "run_platform", "Child"]
+__all__ = ["Child", "prepare", "run_platform"]
 
 
 async def prepare(settings: Settings) -> BootstrapResult:

@@ -27,8 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from control_plane import idempotency
 from control_plane.db import make_engine, now_ms, write_tx
-from control_plane.domain.keys import bump_config_version
 from control_plane.domain.bootstrap import load_secrets
+from control_plane.domain.keys import bump_config_version
 from control_plane.envoy_config import write_dynamic
 from control_plane.events.delivery import Dispatcher
 from control_plane.ledger.jobs import ExpireHoldsJob

@@ -21,11 +21,11 @@ from proxy_plugins.estimate import estimate
 from proxy_plugins.hold import Holds
 from proxy_plugins.idempotency_gate import Gate, Refusal
 from proxy_plugins.limits import buckets_for, denial_message, limit_headers
-from proxy_plugins.ratelimit import Bucket, Denial, LimitStore, retry_after_seconds
+from proxy_plugins.ratelimit import Denial, LimitStore, retry_after_seconds
 from proxy_plugins.replay import SKEW_SECONDS, NonceStore, verify_signature
 from proxy_plugins.snapshot import KeyCache, KeyRecord, ModelRecord, Snapshot
 
-__all__ = ["CheckRequest", "Decision", "Checker", "classify"]
+__all__ = ["CheckRequest", "Checker", "Decision", "classify"]
 
 INFERENCE = {"/v1/responses": "responses", "/v1/chat/completions": "chat", "/v1/embeddings": "embeddings"}
 CONTROL_PREFIXES = (("/v1/models", "models"), ("/v1/usage", "usage"), ("/v1/webhooks", "webhooks"),

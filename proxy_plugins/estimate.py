@@ -16,7 +16,7 @@ import msgspec
 
 from proxy_plugins.snapshot import ModelRecord
 
-__all__ = ["Estimate", "estimate", "TEMPLATE_ALLOWANCE"]
+__all__ = ["TEMPLATE_ALLOWANCE", "Estimate", "estimate"]
 
 TEMPLATE_ALLOWANCE = 256
 """Tokens a backend may add around the messages (role markers, system prompt framing)."""

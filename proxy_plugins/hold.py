@@ -21,7 +21,7 @@ from control_plane.groupcommit import GroupCommit
 from proxy_plugins.estimate import Estimate
 from proxy_plugins.snapshot import BackendRecord, KeyRecord, ModelRecord
 
-__all__ = ["Holds", "HOLD_MARGIN_MS"]
+__all__ = ["HOLD_MARGIN_MS", "Holds"]
 
 log = logging.getLogger("nx.sidecar.hold")
 

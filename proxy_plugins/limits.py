@@ -11,7 +11,7 @@ from __future__ import annotations
 from proxy_plugins.ratelimit import Bucket, Denial, Usage, retry_after_seconds
 from proxy_plugins.snapshot import KeyRecord, Limits, Snapshot
 
-__all__ = ["buckets_for", "limit_headers", "denial_message", "token_buckets"]
+__all__ = ["buckets_for", "denial_message", "limit_headers", "token_buckets"]
 
 _KIND_FIELD = {"requests": "rpm", "tokens": "tpm", "concurrent": "concurrent"}
 _LABEL = {"requests": "requests per minute", "tokens": "tokens per minute",

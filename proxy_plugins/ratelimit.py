@@ -21,7 +21,7 @@ from typing import Literal, Protocol
 
 import msgspec
 
-__all__ = ["Bucket", "Verdict", "LimitStore", "MemoryStore", "WINDOW_MS", "LEASE_MS", "Denial"]
+__all__ = ["LEASE_MS", "WINDOW_MS", "Bucket", "Denial", "LimitStore", "MemoryStore", "Verdict"]
 
 WINDOW_MS = 60_000
 LEASE_MS = 15 * 60_000

@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 
 from nx_client.signing import canonical_string
 
-__all__ = ["SKEW_SECONDS", "NonceStore", "MemoryNonces", "RedisNonces", "verify_signature"]
+__all__ = ["SKEW_SECONDS", "MemoryNonces", "NonceStore", "RedisNonces", "verify_signature"]
 
 SKEW_SECONDS = 300
 _NONCE = re.compile(r"^[A-Za-z0-9_-]{16,128}$")

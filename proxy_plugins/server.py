@@ -140,11 +140,13 @@ class Sidecar:
             original = path[len("/authz"):]
             if scope.get("query_string"):
                 original += "?" + scope["query_string"].decode("latin-1")
+            signature = (headers.get("x-nxsig-timestamp", ""), headers.get("x-nxsig-nonce", ""),
+                         headers.get("x-nxsig-signature", ""))
             decision = await self.checker.check(CheckRequest(
-                request_id=headers.get("x-request-id", ""), method=scope["method"], path=original, authorization=headers.get("authorization"),
-                client_ip=headers.get("x-nx-client-ip", ""), project=headers.get("openai-project"),
-                body=body, idempotency_key=headers.get("idempotency-key"), signature=(headers.get("x-nxsig-timestamp", ""), headers.get("x-nxsig-nonce", ""),
-                                      headers.get("x-nxsig-signature", ""))))
+                request_id=headers.get("x-request-id", ""), method=scope["method"], path=original,
+                authorization=headers.get("authorization"), client_ip=headers.get("x-nx-client-ip", ""),
+                project=headers.get("openai-project"), body=body, idempotency_key=headers.get("idempotency-key"),
+                signature=signature))
             await _respond(send, decision)
         elif path == "/healthz":
             await _respond(send, Decision(status=200, headers=[("content-type", "application/json")],

@@ -17,7 +17,7 @@ import msgspec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-__all__ = ["KeyRecord", "ModelRecord", "Snapshot", "KeyCache", "load_snapshot", "load_key"]
+__all__ = ["KeyCache", "KeyRecord", "ModelRecord", "Snapshot", "load_key", "load_snapshot"]
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 

@@ -5,6 +5,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
+echo "== static checks: mypy --strict and ruff on the product code =="
+.venv/bin/mypy || exit 1
+.venv/bin/ruff check control_plane proxy_plugins local_models nx_client || exit 1
 status=0
 for db in sqlite postgresql; do
   echo "== tests on $db =="

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from control_plane.db import read_tx, write_tx
 
-__all__ = ["provide_read", "provide_tx", "Caller", "provide_caller"]
+__all__ = ["Caller", "provide_caller", "provide_read", "provide_tx"]
 
 
 async def provide_tx(state: State) -> AsyncIterator[AsyncConnection]:
@@ -29,7 +29,7 @@ async def provide_read(state: State) -> AsyncIterator[AsyncConnection]:
 class Caller:
     """Who is calling a /v1 route, as established by the sidecar."""
 
-    __slots__ = ("org_id", "project_id", "key_id")
+    __slots__ = ("key_id", "org_id", "project_id")
 
     def __init__(self, org_id: str, project_id: str, key_id: str) -> None:
         self.org_id, self.project_id, self.key_id = org_id, project_id, key_id

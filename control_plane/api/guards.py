@@ -10,7 +10,7 @@ from litestar.handlers.base import BaseRouteHandler
 
 from control_plane.errors import ApiError
 
-__all__ = ["edge_guard", "admin_guard"]
+__all__ = ["admin_guard", "edge_guard"]
 
 
 def edge_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:

@@ -27,7 +27,9 @@ log = logging.getLogger("nx.control_plane.idempotency")
 
 def idempotent_answers(app: ASGIApp) -> ASGIApp:
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        record = None if scope["type"] != ScopeType.HTTP else next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-nx-idem"), None)
+        record = None
+        if scope["type"] == ScopeType.HTTP:
+            record = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-nx-idem"), None)
         if record is None:
             await app(scope, receive, send)
             return

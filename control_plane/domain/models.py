@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from control_plane.money import format_usd
 
-__all__ = ["latency_bands", "ModelList", "ModelObject", "Pricing", "list_models"]
+__all__ = ["ModelList", "ModelObject", "Pricing", "latency_bands", "list_models"]
 
 
 class Pricing(msgspec.Struct, kw_only=True):

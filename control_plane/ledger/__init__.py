@@ -20,6 +20,7 @@ from control_plane.ledger.reconcile import ReconcileReport, reconcile
 from control_plane.ledger.settle import settle_hold, settle_many
 
 __all__ = ["BalanceView", "Hold", "PriceCard", "ReconcileReport", "Settlement", "StatementPage",
-           "TransactionView", "Usage", "adjust", "balance", "card_in_force", "card_version", "charge_for", "ensure_accounts",
+           "TransactionView", "Usage", "adjust", "balance", "card_in_force", "card_version", "charge_for",
+           "ensure_accounts",
            "expire_holds", "get_transaction", "grant", "load_hold", "max_cost", "place_hold", "reconcile",
            "release_hold", "reverse", "set_low_balance", "settle_hold", "settle_many", "statement"]

@@ -21,7 +21,7 @@ from proxy_plugins.adapter.exchange import DONE, Exchange, sse, stream_error
 from proxy_plugins.adapter.metering import metadata, metadata_comment
 from proxy_plugins.adapter.services import Services
 
-__all__ = ["chat", "to_messages_request", "from_message", "ChunkTranslator", "FINISH"]
+__all__ = ["FINISH", "ChunkTranslator", "chat", "from_message", "to_messages_request"]
 
 FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls",
           "refusal": "content_filter", "pause_turn": "stop"}

@@ -30,7 +30,7 @@ from proxy_plugins.adapter.replay import serve_replay
 from proxy_plugins.adapter.services import Handler, Services
 from proxy_plugins.snapshot import PriceRecord, Snapshot, current_version, load_snapshot
 
-__all__ = ["Adapter", "ROUTES"]
+__all__ = ["ROUTES", "Adapter"]
 
 log = logging.getLogger("nx.adapter")
 

@@ -10,7 +10,7 @@ from typing import Any
 from control_plane.errors import ApiError
 from proxy_plugins.adapter.context import RequestContext
 
-__all__ = ["refuse", "check_chat"]
+__all__ = ["check_chat", "refuse"]
 
 
 def refuse(ctx: RequestContext, capability: str, param: str, what: str) -> ApiError:

@@ -22,7 +22,7 @@ from control_plane.errors import ApiError, error_json
 from proxy_plugins.adapter.context import RequestContext
 from proxy_plugins.adapter.metering import metadata_headers
 
-__all__ = ["DONE", "Exchange", "Send", "Receive", "error_headers", "sse", "stream_error"]
+__all__ = ["DONE", "Exchange", "Receive", "Send", "error_headers", "sse", "stream_error"]
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]

@@ -21,9 +21,9 @@ from __future__ import annotations
 import msgspec
 
 from control_plane.money import format_usd, request_cost
-from proxy_plugins.adapter.context import RequestContext, Usage
+from proxy_plugins.adapter.context import RequestContext
 
-__all__ = ["wallet_debit", "metadata", "metadata_headers", "metadata_comment"]
+__all__ = ["metadata", "metadata_comment", "metadata_headers", "wallet_debit"]
 
 
 def wallet_debit(ctx: RequestContext) -> int:
