@@ -166,12 +166,14 @@ class Sidecar:
         if not self._internal(scope):
             await _respond(send, Decision(status=403, headers=[], body=b""))
             return
-        request = msgspec.json.decode(body, type=Finish)
-        await self.limits.release(request.request_id, request.buckets)
-        if request.actual_tokens is not None:
-            for bucket in request.buckets:
-                if bucket.kind == "tokens":
-                    await self.limits.adjust(request.request_id, bucket, request.actual_tokens)
+        # One report, or a batch of them (the adapter batches under load).
+        requests = msgspec.json.decode(body, type=Finish | list[Finish])
+        for request in requests if isinstance(requests, list) else [requests]:
+            await self.limits.release(request.request_id, request.buckets)
+            if request.actual_tokens is not None:
+                for bucket in request.buckets:
+                    if bucket.kind == "tokens":
+                        await self.limits.adjust(request.request_id, bucket, request.actual_tokens)
         await _respond(send, Decision(status=204, headers=[], body=b""))
 
     async def _invalidate(self, scope: Scope, body: bytes, send: Send) -> None:
