@@ -20,9 +20,11 @@ from typing import Any
 
 import msgspec
 
-from control_plane.db import read_tx, write_tx
+from control_plane.db import now_ms, read_tx, write_tx
 from control_plane.domain import response_jobs as jobs
 from control_plane.domain import responses as store
+from control_plane.events import record_event
+from control_plane.events.catalog import ResponseQueued
 from control_plane.ids import new_id
 from proxy_plugins.adapter.context import RequestContext, Usage
 from proxy_plugins.adapter.exchange import Exchange
@@ -136,6 +138,9 @@ async def _background(
     async with write_tx(svc.engine) as conn:
         await store.insert(conn, _record(ctx, req, response), items, [])
         await jobs.enqueue(conn, response.id, queued)
+        await record_event(conn, ctx.org_id, "response.queued", ResponseQueued(
+            response_id=response.id, model=ctx.requested_model, queued_at=now_ms() // 1000),
+            project_id=ctx.project_id or None)
     if not req.stream:
         await exchange.json(_encode(response))
         return

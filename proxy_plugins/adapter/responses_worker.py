@@ -27,6 +27,15 @@ from control_plane.db import now_ms, read_tx, write_tx
 from control_plane.domain import response_jobs as jobs
 from control_plane.domain import responses as store
 from control_plane.errors import ApiError
+from control_plane.events import record_event
+from control_plane.events.catalog import (
+    EventData,
+    EventError,
+    ResponseCancelled,
+    ResponseCompleted,
+    ResponseFailed,
+    ResponseUsage,
+)
 from proxy_plugins.adapter.backends import Backends
 from proxy_plugins.adapter.responses_run import ERROR_CODES, Run, usage_numbers
 from proxy_plugins.adapter.translate.events import ResponseStream
@@ -177,6 +186,7 @@ class BackgroundResponses:
         )
         await jobs.release(conn, response_id, self.owner)
         await self._settle(conn, response_id, final)
+        await _announce(conn, response_id, final)
 
     async def _settle(self, conn: Any, response_id: str, final: dict[str, Any]) -> None:
         """Charge the run in the same transaction that stores its end (no hold: nothing ran)."""
@@ -222,3 +232,25 @@ class BackgroundResponses:
         async with write_tx(self.engine) as conn:
             await jobs.append_events(conn, response_id, [event])
             await self._finish(conn, response_id, snapshot, ("cancelled",))
+
+
+async def _announce(conn: Any, response_id: str, final: dict[str, Any]) -> None:
+    """The background response's webhook event, in the transaction that stores its end."""
+    stored = await store.get_internal(conn, response_id)
+    if stored is None:
+        return
+    at, model, status = now_ms() // 1000, stored.requested_model, final.get("status")
+    data: EventData
+    if status == "failed":
+        error = final.get("error") or {}
+        data = ResponseFailed(response_id=response_id, model=model, failed_at=at, error=EventError(
+            code=str(error.get("code") or "server_error"), message=str(error.get("message") or "")))
+        kind = "response.failed"
+    elif status == "cancelled":
+        data, kind = ResponseCancelled(response_id=response_id, model=model, cancelled_at=at), "response.cancelled"
+    else:  # completed, or incomplete (stopped at its output cap): the run is over either way
+        inp, _, out = usage_numbers(final)
+        data = ResponseCompleted(response_id=response_id, model=model, completed_at=at, usage=ResponseUsage(
+            input_tokens=inp, output_tokens=out, total_tokens=inp + out))
+        kind = "response.completed"
+    await record_event(conn, stored.org_id, kind, data, project_id=stored.project_id or None)

@@ -13,6 +13,9 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
+
+from control_plane.db import make_engine
 
 from control_plane.money import format_usd, request_cost
 from proxy_plugins.estimate import TEMPLATE_ALLOWANCE
@@ -172,6 +175,17 @@ async def test_background_response_is_billed_when_the_worker_finishes_it(sp: Sim
         await asyncio.sleep(0.05)
     assert bal["wallet_nanos"] == 10**9 - cost and bal["held_nanos"] == 0
     await assert_reconciled(sp)
+    engine = make_engine(sp.platform.s)
+    try:
+        async with engine.connect() as conn:
+            rows = (await conn.execute(text("SELECT type, payload FROM events WHERE org_id = :o ORDER BY created_at"),
+                                       {"o": org})).all()
+    finally:
+        await engine.dispose()
+    events = {str(r[0]): json.loads(r[1]) for r in rows}
+    assert events["response.queued"]["data"]["response_id"] == response_id
+    done = events["response.completed"]["data"]
+    assert done["response_id"] == response_id and done["usage"]["output_tokens"] == usage["output_tokens"]
 
 
 async def test_models_show_latency_bands_from_real_traffic_only(sp: SimPlatform) -> None:
