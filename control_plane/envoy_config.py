@@ -28,6 +28,8 @@ __all__ = ["BackendRow", "render_bootstrap", "render_dynamic", "write_bootstrap"
 
 Json = dict[str, Any]
 ROUTE_HEADER = "x-nx-route"
+SIDECAR_ERROR_STATUS = 511
+SIDECAR_REFUSAL_503 = 418
 _HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 
 
@@ -85,7 +87,16 @@ def _error_mapper(flags: list[str] | None, status: int | None, code: str, messag
 def _local_reply_config() -> Json:
     # Envoy's own replies get the OpenAI error shape from the same table as the services'.
     return {"mappers": [
-        _error_mapper(["UAEX"], 503, "sidecar_unavailable",
+        # Envoy treats any 5xx from the authorization service as its failure, so the sidecar sends its
+        # own 503 refusals (billing or replay check unavailable) as 418, restored to 503 here with
+        # the sidecar's body; a sidecar that cannot be reached surfaces as 511 (status_on_error)
+        # and gets 503 sidecar_unavailable.
+        {"filter": {"and_filter": {"filters": [
+            {"response_flag_filter": {"flags": ["UAEX"]}},
+            {"status_code_filter": {"comparison": {"op": "EQ", "value": {
+                "default_value": SIDECAR_REFUSAL_503, "runtime_key": "nx.local_reply.sidecar_503"}}}}]}},
+         "status_code": 503},
+        _error_mapper(["UAEX"], SIDECAR_ERROR_STATUS, "sidecar_unavailable",
                       "The request could not be authorized right now; please retry."),
         _error_mapper(["NR"], None, "not_found", "Unknown path."),
         _error_mapper(None, 413, "request_too_large", "Request body is too large."),
@@ -172,7 +183,7 @@ def _ext_authz(settings: Settings) -> Json:
     return {"name": "envoy.filters.http.ext_authz", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
         "transport_api_version": "V3", "failure_mode_allow": False,
-        "status_on_error": {"code": 503}, "clear_route_cache": True,
+        "status_on_error": {"code": SIDECAR_ERROR_STATUS}, "clear_route_cache": True,
         "with_request_body": {"max_request_bytes": settings.max_body_bytes, "allow_partial_message": False},
         "allowed_headers": exact("authorization", "openai-project", "x-nx-client-ip", "content-type",
                                  "x-request-id", "idempotency-key", "openai-organization",

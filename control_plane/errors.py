@@ -65,6 +65,7 @@ ERRORS: dict[str, ErrorSpec] = {
     "server_busy": ErrorSpec(503, "server_error"),
     "sidecar_unavailable": ErrorSpec(503, "server_error"),
     "billing_unavailable": ErrorSpec(503, "server_error"),
+    "signature_check_unavailable": ErrorSpec(503, "server_error"),
     "upstream_timeout": ErrorSpec(504, "server_error"),
 }
 

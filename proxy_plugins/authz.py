@@ -15,7 +15,7 @@ import msgspec
 
 from control_plane.crypto import unseal
 from control_plane.domain.keys import SIGNING_PURPOSE
-from control_plane.errors import error_json
+from control_plane.errors import ERRORS, error_json
 from control_plane.keys import hash_key, is_well_formed
 from proxy_plugins.estimate import estimate
 from proxy_plugins.hold import Holds
@@ -67,8 +67,6 @@ class _ModelField(msgspec.Struct):
 
 
 def _deny(code: str, message: str, param: str | None = None, status: int | None = None) -> Decision:
-    from control_plane.errors import ERRORS
-
     return Decision(status=status or ERRORS[code].status, body=error_json(code, message, param),
                     headers=[("content-type", "application/json")])
 
@@ -81,6 +79,8 @@ _SIGNATURE_MESSAGES = {
     "signature_nonce_invalid": "x-nx-nonce must be 16-128 characters of [A-Za-z0-9_-].",
     "signature_invalid": "x-nx-signature does not match this request (method, path, timestamp, nonce, body).",
     "nonce_reused": "x-nx-nonce was already used within the replay window; use a fresh nonce per request.",
+    "signature_check_unavailable": "Replay protection is temporarily unavailable, so signed requests are "
+                                   "refused; please retry.",
 }
 
 RateLimited = Callable[[KeyRecord, str, CheckRequest, Denial, str | None], Awaitable[None]]
@@ -168,7 +168,8 @@ class Checker:
         ticket = await self.gate.enter(org_id=key.org_id, key_id=key.id, method=req.method, path=req.path,
                                        idem_key=req.idempotency_key, body=req.body, request_id=req.request_id)
         if isinstance(ticket, Refusal):
-            return Decision(status=ticket.status, body=ticket.body, headers=[("content-type", "application/json")])
+            return Decision(status=ticket.status, body=ticket.body,
+                            headers=[("content-type", "application/json")])
         if ticket is not None and ticket.mode == "replay":
             # Neither limits nor money: the adapter sends the stored answer.
             return Decision(status=200, headers=[*headers, ("x-nx-route", "adapter"),
@@ -214,8 +215,12 @@ class Checker:
         secret = unseal(key.signing_secret_enc, self.pepper, SIGNING_PURPOSE)
         timestamp, nonce, signature = req.signature
         code = verify_signature(secret, req.method, req.path, req.body, timestamp, nonce, signature, time.time())
-        if code is None and not await self.nonces.first_use(key.id, nonce):
-            code = "nonce_reused"
+        if code is None:
+            try:
+                if not await self.nonces.first_use(key.id, nonce):
+                    code = "nonce_reused"
+            except Exception:  # a replay check that cannot run refuses: it never fails open
+                code = "signature_check_unavailable"
         return None if code is None else _deny(code, _SIGNATURE_MESSAGES[code])
 
     def _project(self, key: KeyRecord, snap: Snapshot, asked: str | None) -> str | Decision:

@@ -22,6 +22,7 @@ import msgspec
 import uvicorn
 
 from control_plane.db import make_engine
+from control_plane.envoy_config import SIDECAR_REFUSAL_503
 from control_plane.domain.bootstrap import load_secrets
 from control_plane.settings import Settings, SettingsError, load_settings
 from proxy_plugins.authz import Checker, CheckRequest, Decision
@@ -64,6 +65,7 @@ class Sidecar:
         self.internal_token = secrets.internal_token
         self.cache = KeyCache(settings.key_cache_ttl_seconds)
         self._snapshot: Snapshot | None = None
+        self.decisions: dict[int, int] = {}
         self.holds = Holds(self.engine)
         self.limits: LimitStore = MemoryStore()
         nonces: NonceStore = MemoryNonces()
@@ -147,7 +149,13 @@ class Sidecar:
                 authorization=headers.get("authorization"), client_ip=headers.get("x-nx-client-ip", ""),
                 project=headers.get("openai-project"), body=body, idempotency_key=headers.get("idempotency-key"),
                 signature=signature))
+            self.decisions[decision.status] = self.decisions.get(decision.status, 0) + 1
+            if decision.status == 503:  # Envoy would take a 5xx for our failure (envoy_config.py)
+                decision = Decision(status=SIDECAR_REFUSAL_503, headers=decision.headers, body=decision.body)
             await _respond(send, decision)
+        elif path == "/metrics":
+            await _respond(send, Decision(status=200, headers=[("content-type", "text/plain; version=0.0.4")],
+                                          body=self.metrics().encode()))
         elif path == "/healthz":
             await _respond(send, Decision(status=200, headers=[("content-type", "application/json")],
                                           body=b'{"status":"ok"}'))
@@ -157,6 +165,18 @@ class Sidecar:
             await self._finish(scope, body, send)
         else:
             await _respond(send, Decision(status=404, headers=[], body=b""))
+
+    def metrics(self) -> str:
+        """Prometheus text: decisions by status, rate-limit store failures (fail-open events),
+        and the hold group commit's batching."""
+        lines = ["# TYPE nx_sidecar_decisions_total counter"]
+        lines += [f'nx_sidecar_decisions_total{{status="{s}"}} {n}' for s, n in sorted(self.decisions.items())]
+        failures = self.limits.failures if isinstance(self.limits, RedisStore) else 0
+        lines += ["# TYPE nx_ratelimit_store_failures_total counter",
+                  f"nx_ratelimit_store_failures_total {failures}",
+                  "# TYPE nx_hold_batches_total counter", f"nx_hold_batches_total {self.holds.commits.batches}",
+                  "# TYPE nx_hold_items_total counter", f"nx_hold_items_total {self.holds.commits.items}"]
+        return "\n".join(lines) + "\n"
 
     def _internal(self, scope: Scope) -> bool:
         token = dict(scope["headers"]).get(b"x-nx-internal", b"")
