@@ -22,8 +22,8 @@ import msgspec
 import uvicorn
 
 from control_plane.db import make_engine
-from control_plane.envoy_config import SIDECAR_REFUSAL_503
 from control_plane.domain.bootstrap import load_secrets
+from control_plane.envoy_config import SIDECAR_REFUSAL_503
 from control_plane.settings import Settings, SettingsError, load_settings
 from proxy_plugins.authz import Checker, CheckRequest, Decision
 from proxy_plugins.events import RateLimitEvents
