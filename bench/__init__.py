@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m bench run [--lane ...] [--quick]`; see docs/benchmarks.md."""
