@@ -46,6 +46,10 @@ def add_admin_commands(sub: Any) -> Dispatcher:
         p.add_argument("--ip-ranges", type=_csv, help="comma-separated CIDRs")
         p.add_argument("--monthly-budget-nanos", type=int)
         p.add_argument("--expires-at", type=int, help="unix seconds")
+        p.add_argument("--rate-limits", type=msgspec.json.decode,
+                       help='JSON, e.g. \'{"rpm": 60, "tpm": 100000, "concurrent": 4}\'')
+    create.add_argument("--signed-requests", action="store_true", default=None,
+                        help="require signed requests (replay protection); prints the signing secret once")
     upd.add_argument("--org", required=True)
     upd.add_argument("key_id")
     upd.add_argument("--disabled", choices=["true", "false"])
@@ -73,7 +77,8 @@ async def _keys(args: argparse.Namespace, settings: Settings) -> int:
     secrets = load_secrets(settings)
     engine = make_engine(settings)
     fields = {f: getattr(args, f, None) for f in ("name", "projects", "models", "endpoints", "ip_ranges",
-                                                 "monthly_budget_nanos", "expires_at")}
+                                                 "monthly_budget_nanos", "expires_at", "rate_limits",
+                                                 "signed_requests")}
     given = {f: v for f, v in fields.items() if v is not None}
     ops: dict[str, Callable[[AsyncConnection], Awaitable[Any]]] = {
         "create": lambda c: keys.create_key(c, args.org, msgspec.convert(given, keys.KeyScopes),
