@@ -439,8 +439,6 @@ CREATE INDEX IF NOT EXISTS usage_records_org ON usage_records (org_id, created_a
 CREATE INDEX IF NOT EXISTS usage_records_project ON usage_records (project_id, created_at);
 CREATE INDEX IF NOT EXISTS usage_records_key ON usage_records (key_id, created_at);
 CREATE INDEX IF NOT EXISTS usage_records_model ON usage_records (org_id, model_id, created_at);
--- Platform-wide latency bands on /v1/models read the last hour across organizations.
-CREATE INDEX IF NOT EXISTS usage_records_created ON usage_records (created_at);
 
 -- History is append-only; a correction is a new reversing transaction.
 -- dialect: sqlite
@@ -695,7 +693,7 @@ CREATE TABLE IF NOT EXISTS usage_rollup_state (
     updated_at BIGINT NOT NULL
 );
 
--- The rollup job scans usage_records by time across all organizations.
+-- The rollup job and the latency bands on /v1/models scan usage_records by time across organizations.
 CREATE INDEX IF NOT EXISTS usage_records_created ON usage_records (created_at);
 -- ==== end usage rollups ================================================================
 
