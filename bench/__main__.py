@@ -1,7 +1,10 @@
 """`python -m bench run [--lane overhead|streaming|peers|embeddings|memory|usage|profile] [--quick]`
 
 Lanes run one after another, never in parallel (the machine's cores are shared by everything).
-Each lane writes bench/results/<date>-<lane>.json; docs/benchmarks.md summarises them.
+Each lane writes bench/results/<date>-<lane>.json; docs/benchmarks.md summarises them. The platform
+runs on SQLite; with NX_TEST_DATABASE=postgresql (tests/harness.py) on a fresh PostgreSQL database,
+written as <date>-<lane>-postgresql.json. NX_* tuning variables (NX_SIDECAR_PROCESSES, with REDIS_URL;
+NX_ENVOY_CONCURRENCY) are passed to the platform (bench/stack.py).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import time
 from typing import Any
 
 from bench.tools import write_result
+from tests.harness import use_postgres
 
 LANES = ("overhead", "streaming", "peers", "embeddings", "memory", "usage", "profile")
 
@@ -32,7 +36,13 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--lane", choices=LANES, action="append",
                      help="one lane (repeatable); default: all, in order")
     run.add_argument("--quick", action="store_true", help="shorter runs (smoke check, noisier figures)")
+    sub.add_parser("report", help="print markdown tables of the newest result of each lane")
     args = parser.parse_args(argv)
+    if args.cmd == "report":
+        from bench.report import render
+
+        print(render())
+        return
     command = "python -m bench " + shlex.join(sys.argv[1:] if argv is None else argv)
     for lane in args.lane or LANES:
         print(f"== lane {lane}{' (quick)' if args.quick else ''}", flush=True)
@@ -40,7 +50,10 @@ def main(argv: list[str] | None = None) -> None:
         data = asyncio.run(_lane(lane, args.quick))
         data["quick"] = args.quick
         data["wall_s"] = round(time.monotonic() - t0, 1)
-        print(f"   wrote {write_result(lane, data, command)} in {data['wall_s']} s", flush=True)
+        data["database"] = "postgresql" if use_postgres() else "sqlite"
+        # SQLite is the default; a PostgreSQL run is kept beside it, not over it.
+        label = lane if data["database"] == "sqlite" else f"{lane}-postgresql"
+        print(f"   wrote {write_result(label, data, command)} in {data['wall_s']} s", flush=True)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from bench.lane_overhead import UPSTREAM_MS, targets
 from bench.stack import MODEL, start_stack
 from bench.tools import BENCH, RESULTS, chat_body, wrk
@@ -62,6 +64,13 @@ def top_frames(collapsed: str) -> dict[str, Any]:
     return {"samples": total, "own": share(own), "inclusive": share(inclusive), "project_inclusive": share(project)}
 
 
+def _envoy_stage_times(admin_port: int) -> list[str]:
+    """Envoy's upstream time histograms per cluster: how long the sidecar's check and the adapter's
+    answer took, as Envoy saw them (ms quantiles, cumulative over the run)."""
+    reply = httpx.get(f"http://127.0.0.1:{admin_port}/stats", params={"filter": "upstream_rq_time"}, timeout=5)
+    return [line for line in reply.text.splitlines() if line.startswith("cluster.")]
+
+
 async def run(quick: bool) -> dict[str, Any]:
     duration = 10 if quick else 20
     py_spy = ensure_py_spy()
@@ -87,11 +96,15 @@ async def run(quick: bool) -> dict[str, Any]:
             path = out_dir / f"profile-{name}.txt"
             profiles[name] = top_frames(path.read_text()) if path.exists() else {"error": err.decode()[-500:]}
         thread.join()
-        print(f"  under load: {load.get('rate')} req/s", flush=True)
+        stages = _envoy_stage_times(stack.platform.s.envoy_admin_port)  # type: ignore[union-attr]
+        print(f"  under load: {load.get('rate')} req/s; Envoy's view of each stage:", flush=True)
+        for line in stages:
+            print(f"   {line}", flush=True)
         for name, prof in profiles.items():
             print(f"  {name}: {prof.get('samples')} samples; top own:", flush=True)
             for row in prof.get("own", [])[:6] + prof.get("project_inclusive", [])[:10]:
                 print(f"   {row['share'] * 100:5.1f}%  {row['frame']}", flush=True)
-        return {"duration_s": duration, "load": load, "profiles": profiles, "py_spy": PY_SPY_VERSION}
+        return {"duration_s": duration, "load": load, "profiles": profiles, "py_spy": PY_SPY_VERSION,
+                "envoy_stage_times": stages}
     finally:
         await stack.stop()
