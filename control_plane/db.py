@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from control_plane.settings import Settings
@@ -32,7 +32,7 @@ def make_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
     if url.startswith("sqlite"):
         Path(url.removeprefix("sqlite+aiosqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(url, connect_args={"timeout": 5.0}, **kwargs)
-        _sqlite_pragmas(engine)
+        _sqlite_pragmas(engine.sync_engine)
         return engine
     # Each process keeps few connections: the hot path's writes are group-committed, and a
     # PostgreSQL server's connection budget is shared by every process of every replica.
@@ -41,8 +41,18 @@ def make_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
     return create_async_engine(url, pool_pre_ping=True, **kwargs)
 
 
-def _sqlite_pragmas(engine: AsyncEngine) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def make_sync_sqlite_engine(engine: AsyncEngine) -> Engine:
+    """A synchronous engine on the same SQLite file, for work that runs a whole batch of statements
+    in one worker thread (control_plane/groupcommit.py): aiosqlite hops threads on every cursor
+    call, which made a settlement's dozen statements cost milliseconds of CPU."""
+    url = str(engine.url.set(drivername="sqlite+pysqlite"))
+    sync = create_engine(url, connect_args={"timeout": 5.0, "check_same_thread": False})
+    _sqlite_pragmas(sync)
+    return sync
+
+
+def _sqlite_pragmas(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Let SQLAlchemy not emit BEGIN itself: write_tx issues BEGIN IMMEDIATE explicitly.
         dbapi_conn.isolation_level = None
@@ -51,7 +61,7 @@ def _sqlite_pragmas(engine: AsyncEngine) -> None:
             cur.execute(f"PRAGMA {pragma}")
         cur.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
         conn.exec_driver_sql(f"BEGIN {mode}")

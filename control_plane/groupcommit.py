@@ -12,6 +12,10 @@ under load batches grow exactly as much as the database is slower than the arriv
 
 Each item runs inside its own SAVEPOINT, so one item's refusal (insufficient funds) rolls back only
 that item; an error of the transaction itself fails every item of the batch.
+
+On SQLite a whole batch runs in ONE worker-thread hop, on a synchronous pysqlite connection
+presented to the (async) domain code through `_SyncAsAsync`: aiosqlite would hop threads on every
+cursor call, dozens per settlement. PostgreSQL (asyncpg, no threads) uses the async engine as is.
 """
 
 from __future__ import annotations
@@ -20,11 +24,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
+from types import TracebackType
+from typing import Any, Generic, TypeVar, cast
 
+from sqlalchemy import Connection, Engine, NestedTransaction
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from control_plane.db import write_tx
+from control_plane.db import make_sync_sqlite_engine, write_tx
 
 __all__ = ["GroupCommit"]
 
@@ -32,6 +38,36 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 log = logging.getLogger("nx.groupcommit")
+
+
+class _AsyncNested:
+    def __init__(self, tx: NestedTransaction) -> None:
+        self._tx = tx
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, kind: type[BaseException] | None, _exc: BaseException | None,
+                        _tb: TracebackType | None) -> None:
+        if kind is None:
+            self._tx.commit()
+        else:
+            self._tx.rollback()
+
+
+class _SyncAsAsync:
+    """The slice of AsyncConnection the hot-path domain code uses, over a synchronous connection.
+    Its coroutines never suspend, so a batch runs to completion inside the worker thread."""
+
+    def __init__(self, sync: Connection) -> None:
+        self._sync = sync
+        self.dialect = sync.dialect
+
+    async def execute(self, statement: Any, parameters: Any = None) -> Any:
+        return self._sync.execute(statement, parameters)
+
+    def begin_nested(self) -> _AsyncNested:
+        return _AsyncNested(self._sync.begin_nested())
 
 
 class GroupCommit(Generic[T, R]):
@@ -42,6 +78,7 @@ class GroupCommit(Generic[T, R]):
         self.max_batch = max_batch
         self.order = order
         """Sort key applied within a batch so concurrent batches take row locks in one order."""
+        self._sync: Engine | None = make_sync_sqlite_engine(engine) if engine.dialect.name == "sqlite" else None
         self._queue: list[tuple[T, asyncio.Future[R]]] = []
         self._wakeup = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
@@ -69,6 +106,8 @@ class GroupCommit(Generic[T, R]):
             self._runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._runner
+        if self._sync is not None:
+            self._sync.dispose()
 
     async def _run(self) -> None:
         while True:
@@ -81,15 +120,13 @@ class GroupCommit(Generic[T, R]):
     async def _commit(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         if self.order is not None:
             batch = sorted(batch, key=lambda pair: self.order(pair[0]))  # type: ignore[misc]
-        outcomes: list[R | BaseException] = []
+        items = [item for item, _ in batch]
         try:
-            async with write_tx(self.engine) as conn:
-                for item, _ in batch:
-                    try:
-                        async with conn.begin_nested():
-                            outcomes.append(await self.work(conn, item))
-                    except Exception as exc:  # this item only; its savepoint was rolled back
-                        outcomes.append(exc)
+            if self._sync is not None:
+                outcomes = await asyncio.to_thread(self._run_in_thread, items)
+            else:
+                async with write_tx(self.engine) as conn:
+                    outcomes = await self._items(conn, items)
         except Exception as exc:
             log.exception("group commit of %d items failed", len(batch))
             outcomes = [exc] * len(batch)
@@ -102,3 +139,24 @@ class GroupCommit(Generic[T, R]):
                 future.set_exception(outcome)
             else:
                 future.set_result(outcome)
+
+    async def _items(self, conn: AsyncConnection, items: list[T]) -> list[R | BaseException]:
+        outcomes: list[R | BaseException] = []
+        for item in items:
+            try:
+                async with conn.begin_nested():
+                    outcomes.append(await self.work(conn, item))
+            except Exception as exc:  # this item only; its savepoint was rolled back
+                outcomes.append(exc)
+        return outcomes
+
+    def _run_in_thread(self, items: list[T]) -> list[R | BaseException]:
+        assert self._sync is not None
+        loop = asyncio.new_event_loop()
+        try:
+            with self._sync.connect() as sync:
+                sync = sync.execution_options(sqlite_begin="IMMEDIATE")
+                with sync.begin():
+                    return loop.run_until_complete(self._items(cast(AsyncConnection, _SyncAsAsync(sync)), items))
+        finally:
+            loop.close()

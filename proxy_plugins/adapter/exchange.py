@@ -88,9 +88,11 @@ class Exchange:
             status, body = 503, error_json("billing_unavailable", "The answer could not be billed, so it "
                                            "is withheld; nothing was charged. Please retry.")
             out = [_JSON, (b"content-length", str(len(body)).encode())]
+        # Settled (or refused) exactly once, whatever happens to the sending: a client that went
+        # away must not make the caller's clean-up settle again.
+        self.finished = True
         await self._send({"type": "http.response.start", "status": status, "headers": out})
         await self._send({"type": "http.response.body", "body": body})
-        self.finished = True
 
     async def error(self, error: ApiError) -> None:
         await self.json(msgspec.json.encode(error.body()), error.status, error_headers(error))
@@ -116,6 +118,7 @@ class Exchange:
         commits first, and only then do the final bytes go out."""
         if self.finished:
             return
+        self.finished = True
         try:
             await self._commit(self.ctx, 200, b"".join(self._stream_body) + data, lambda: self._stream_head)
         except Exception:
@@ -124,7 +127,6 @@ class Exchange:
                                          "it is incomplete and nothing was charged. Please retry."))
         if not self.disconnected:
             await self._send({"type": "http.response.body", "body": data, "more_body": False})
-        self.finished = True
 
     def _claim(self) -> None:
         if self.started:
