@@ -99,13 +99,14 @@ def _embeddings(d: dict[str, Any]) -> list[str]:
 
 
 def _memory(d: dict[str, Any]) -> list[str]:
-    rows = [f"Load: {d['rate']} req/s open loop for {d['duration_s']} s, then 256 streams for "
-            f"{d['duration_s'] / 2} s.", "",
-            "| process | idle (MB) | peak at frontier | peak with 256 streams | after load |",
-            "| --- | --- | --- | --- | --- |"]
+    rows = [f"Load: {d['rate']} req/s open loop ({d.get('rate_from', 'frontier')}) for {d['duration_s']} s, "
+            f"then 256 streams for {d['duration_s'] / 2} s; 5 s idle; the same rate again; 5 s idle.", "",
+            "| process | idle (MB) | peak at rate | peak with 256 streams | after load | after a second round |",
+            "| --- | --- | --- | --- | --- | --- |"]
     for name, r in d["rss_mb"].items():
         rows.append(f"| {name} | {_f(r['idle'], 1)} | {_f(r['at_frontier_peak'], 1)} | "
-                    f"{_f(r['streams_256_peak'], 1)} | {_f(r['after_load'], 1)} |")
+                    f"{_f(r['streams_256_peak'], 1)} | {_f(r['after_load'], 1)} | "
+                    f"{_f(r.get('after_second_round'), 1)} |")
     return rows
 
 
@@ -123,10 +124,22 @@ def _profile(d: dict[str, Any]) -> list[str]:
     return rows
 
 
+def _usage(d: dict[str, Any]) -> list[str]:
+    if "skipped" in d:
+        return [f"Skipped: {d['skipped']}"]
+    rows = [f"{d['records']:,} records (bench/usage_query.py).", "", "| query (median) | " +
+            " | ".join(d["runs"]) + " |", "| --- |" + " --- |" * len(d["runs"])]
+    names = next((list(r["result"]["queries"]) for r in d["runs"].values() if "result" in r), [])
+    for q in names:
+        cells = [_f(r.get("result", {}).get("queries", {}).get(q, {}).get("median_ms")) for r in d["runs"].values()]
+        rows.append(f"| {q} | " + " | ".join(f"{c} ms" for c in cells) + " |")
+    return rows
+
+
 def render() -> str:
     out: list[str] = []
     for lane, fn in (("overhead", _overhead), ("streaming", _streaming), ("peers", _peers),
-                     ("embeddings", _embeddings), ("memory", _memory), ("profile", _profile)):
+                     ("embeddings", _embeddings), ("memory", _memory), ("usage", _usage), ("profile", _profile)):
         d = _latest(lane)
         if d is None:
             continue
