@@ -79,6 +79,9 @@ class Exchange:
                    headers: list[tuple[bytes, bytes]] | None = None) -> None:
         """The whole answer at once; metadata headers rendered after the charge is settled."""
         self._claim()
+        # Settled exactly once: a client that leaves while the commit is queued cancels this task,
+        # but the queued commit still runs, so the caller's clean-up must not settle again.
+        self.finished = True
         try:
             out = await self._commit(self.ctx, status, body, lambda: [
                 _JSON, (b"content-length", str(len(body)).encode()), *metadata_headers(self.ctx),
@@ -88,9 +91,6 @@ class Exchange:
             status, body = 503, error_json("billing_unavailable", "The answer could not be billed, so it "
                                            "is withheld; nothing was charged. Please retry.")
             out = [_JSON, (b"content-length", str(len(body)).encode())]
-        # Settled (or refused) exactly once, whatever happens to the sending: a client that went
-        # away must not make the caller's clean-up settle again.
-        self.finished = True
         await self._send({"type": "http.response.start", "status": status, "headers": out})
         await self._send({"type": "http.response.body", "body": body})
 
