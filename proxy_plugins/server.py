@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import hmac
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -25,6 +24,7 @@ from control_plane.db import make_engine
 from control_plane.domain.bootstrap import load_secrets
 from control_plane.envoy_config import SIDECAR_REFUSAL_503
 from control_plane.settings import Settings, SettingsError, load_settings
+from proxy_plugins.asgi import Receive, Send, serve_lifespan
 from proxy_plugins.authz import Checker, CheckRequest, Decision
 from proxy_plugins.events import RateLimitEvents
 from proxy_plugins.hold import Holds
@@ -37,8 +37,6 @@ from proxy_plugins.snapshot import KeyCache, Snapshot, current_version, load_key
 log = logging.getLogger("nx.sidecar")
 
 Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 INVALIDATE_CHANNEL = "nx:invalidate"
@@ -204,15 +202,7 @@ class Sidecar:
         await _respond(send, Decision(status=204, headers=[], body=b""))
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await self.start()
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self.stop()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await serve_lifespan(receive, send, self.start, self.stop)
 
 
 async def _read_body(receive: Receive) -> bytes:

@@ -7,9 +7,11 @@ from typing import Any
 
 from litestar import Request
 from litestar.datastructures import State
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from control_plane.db import read_tx, write_tx
+from control_plane.errors import ApiError
 
 __all__ = ["Caller", "provide_caller", "provide_read", "provide_tx"]
 
@@ -24,6 +26,13 @@ async def provide_read(state: State) -> AsyncIterator[AsyncConnection]:
     """A read-only transaction: on SQLite it takes no write lock, so reads never queue behind writers."""
     async with read_tx(state.engine) as conn:
         yield conn
+
+
+async def require_org(conn: AsyncConnection, org_id: str) -> str:
+    """The organization id, or 404 `not_found` when there is no such organization."""
+    if (await conn.execute(text("SELECT 1 FROM organizations WHERE id = :o"), {"o": org_id})).first() is None:
+        raise ApiError("not_found", f"No organization {org_id!r}")
+    return org_id
 
 
 class Caller:

@@ -17,9 +17,8 @@ from typing import Any
 from litestar import Controller, Request, get
 from litestar.datastructures import State
 from litestar.response import Stream
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from control_plane.api.deps import require_org
 from control_plane.api.guards import admin_guard
 from control_plane.db import now_ms, read_tx
 from control_plane.errors import ApiError
@@ -50,14 +49,10 @@ def _period(request: Request[Any, Any, Any]) -> tuple[int, int]:
     return exports.period(q.get("from"), q.get("to"), now_ms())
 
 
-async def _org(conn: AsyncConnection, org_id: str) -> None:
-    if (await conn.execute(text("SELECT 1 FROM organizations WHERE id = :o"), {"o": org_id})).first() is None:
-        raise ApiError("not_found", f"No organization {org_id!r}")
-
 
 async def _checked(state: State, org_id: str) -> None:
     async with read_tx(state.engine) as conn:
-        await _org(conn, org_id)
+        await require_org(conn, org_id)
 
 
 def _stream(body: Any, fmt: str, name: str) -> Stream:
@@ -81,7 +76,7 @@ class ExportsController(Controller):
     async def usage_totals(self, request: Request[Any, Any, Any], state: State, org_id: str) -> UsageTotals:
         lo, hi = _period(request)
         async with exports.snapshot(state.engine) as conn:
-            await _org(conn, org_id)
+            await require_org(conn, org_id)
             return await exports.usage_totals(conn, org_id, lo, hi)
 
     @get("/ledger")
@@ -99,5 +94,5 @@ class ExportsController(Controller):
         lo, hi = _period(request)
         account = _account(request)
         async with exports.snapshot(state.engine) as conn:
-            await _org(conn, org_id)
+            await require_org(conn, org_id)
             return await exports.ledger_totals(conn, org_id, lo, hi, account)

@@ -10,21 +10,14 @@ import msgspec
 from litestar import Controller, delete, get, patch, post
 from litestar.datastructures import State
 from litestar.di import Provide
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from control_plane.api.deps import provide_tx
+from control_plane.api.deps import provide_tx, require_org
 from control_plane.api.guards import admin_guard
 from control_plane.domain import keys
-from control_plane.errors import ApiError
 
 __all__ = ["KeysController"]
 
-
-async def _org(conn: AsyncConnection, org_id: str) -> str:
-    if (await conn.execute(text("SELECT 1 FROM organizations WHERE id = :o"), {"o": org_id})).first() is None:
-        raise ApiError("not_found", f"No organization {org_id!r}")
-    return org_id
 
 
 class KeysController(Controller):
@@ -35,12 +28,12 @@ class KeysController(Controller):
     @post("/", status_code=201)
     async def create(self, conn: AsyncConnection, state: State, org_id: str,
                      data: keys.KeyScopes) -> keys.CreatedKey:
-        return await keys.create_key(conn, await _org(conn, org_id), data, state.secrets.key_pepper,
+        return await keys.create_key(conn, await require_org(conn, org_id), data, state.secrets.key_pepper,
                                      actor="admin")
 
     @get("/")
     async def list_(self, conn: AsyncConnection, org_id: str) -> dict[str, object]:
-        return {"object": "list", "data": await keys.list_keys(conn, await _org(conn, org_id))}
+        return {"object": "list", "data": await keys.list_keys(conn, await require_org(conn, org_id))}
 
     @get("/{key_id:str}")
     async def retrieve(self, conn: AsyncConnection, org_id: str, key_id: str) -> keys.KeyView:

@@ -15,11 +15,10 @@ import msgspec
 from litestar import Controller, Request, get, post, put
 from litestar.di import Provide
 from litestar.params import Parameter
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from control_plane import ledger
-from control_plane.api.deps import provide_tx
+from control_plane.api.deps import provide_tx, require_org
 from control_plane.api.guards import admin_guard
 from control_plane.errors import ApiError
 from control_plane.money import parse_usd
@@ -74,11 +73,6 @@ def idempotency_key(request: Request[Any, Any, Any]) -> str:
     return key
 
 
-async def _org(conn: AsyncConnection, org_id: str) -> str:
-    if (await conn.execute(text("SELECT 1 FROM organizations WHERE id = :o"), {"o": org_id})).first() is None:
-        raise ApiError("not_found", f"No organization {org_id!r}")
-    return org_id
-
 
 class LedgerController(Controller):
     path = "/api"
@@ -90,7 +84,7 @@ class LedgerController(Controller):
                     data: GrantBody) -> ledger.TransactionView:
         key = idempotency_key(request)
         amount = amount_of(data.amount_nanos, data.amount_usd)
-        return await ledger.grant(conn, await _org(conn, org_id), amount,
+        return await ledger.grant(conn, await require_org(conn, org_id), amount,
                                   idempotency_key=key, actor="admin", reason=data.reason,
                                   promotional=data.promotional)
 
@@ -99,30 +93,30 @@ class LedgerController(Controller):
                      data: AdjustBody) -> ledger.TransactionView:
         key = idempotency_key(request)
         amount = amount_of(data.amount_nanos, data.amount_usd)
-        return await ledger.adjust(conn, await _org(conn, org_id), amount, reason=data.reason,
+        return await ledger.adjust(conn, await require_org(conn, org_id), amount, reason=data.reason,
                                    idempotency_key=key, actor="admin", account=data.account)
 
     @post("/orgs/{org_id:str}/ledger/transactions/{txn_id:str}/reverse", status_code=201)
     async def reverse(self, conn: AsyncConnection, request: Request[Any, Any, Any], org_id: str, txn_id: str,
                       data: ReverseBody) -> ledger.TransactionView:
         key = idempotency_key(request)
-        return await ledger.reverse(conn, await _org(conn, org_id), txn_id, reason=data.reason,
+        return await ledger.reverse(conn, await require_org(conn, org_id), txn_id, reason=data.reason,
                                     idempotency_key=key, actor="admin")
 
     @get("/orgs/{org_id:str}/ledger/transactions/{txn_id:str}")
     async def transaction(self, conn: AsyncConnection, org_id: str, txn_id: str) -> ledger.TransactionView:
-        found = await ledger.get_transaction(conn, await _org(conn, org_id), txn_id)
+        found = await ledger.get_transaction(conn, await require_org(conn, org_id), txn_id)
         if found is None:
             raise ApiError("not_found", f"No ledger transaction {txn_id!r}.")
         return found
 
     @get("/orgs/{org_id:str}/ledger/balance")
     async def balance(self, conn: AsyncConnection, org_id: str) -> ledger.BalanceView:
-        return await ledger.balance(conn, await _org(conn, org_id))
+        return await ledger.balance(conn, await require_org(conn, org_id))
 
     @put("/orgs/{org_id:str}/ledger/alerts")
     async def alerts(self, conn: AsyncConnection, org_id: str, data: AlertBody) -> ledger.BalanceView:
-        return await ledger.set_low_balance(conn, await _org(conn, org_id), data.low_balance_nanos)
+        return await ledger.set_low_balance(conn, await require_org(conn, org_id), data.low_balance_nanos)
 
     @get("/orgs/{org_id:str}/ledger/statement")
     async def statement(self, conn: AsyncConnection, org_id: str,
@@ -132,10 +126,10 @@ class LedgerController(Controller):
                         since: Annotated[int | None, Parameter(ge=0)] = None,
                         until: Annotated[int | None, Parameter(ge=0)] = None) -> ledger.StatementPage:
         """`since`/`until`: unix milliseconds; `after`: the `next_after` of the previous page."""
-        return await ledger.statement(conn, await _org(conn, org_id), account, after=after, limit=limit,
+        return await ledger.statement(conn, await require_org(conn, org_id), account, after=after, limit=limit,
                                       since_ms=since, until_ms=until)
 
     @get("/ledger/reconcile")
     async def reconcile(self, conn: AsyncConnection, org_id: str | None = None) -> dict[str, object]:
-        report = await ledger.reconcile(conn, None if org_id is None else await _org(conn, org_id))
+        report = await ledger.reconcile(conn, None if org_id is None else await require_org(conn, org_id))
         return {**msgspec.to_builtins(report), "ok": report.ok}

@@ -28,6 +28,7 @@ from proxy_plugins.adapter.exchange import Exchange, Receive, Send
 from proxy_plugins.adapter.finish import Finisher
 from proxy_plugins.adapter.replay import serve_replay
 from proxy_plugins.adapter.services import Handler, Services
+from proxy_plugins.asgi import serve_lifespan
 from proxy_plugins.snapshot import PriceRecord, Snapshot, current_version, load_snapshot
 
 __all__ = ["ROUTES", "Adapter"]
@@ -194,15 +195,7 @@ class Adapter:
                 await exchange.finish()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await self.start()
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self.stop()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await serve_lifespan(receive, send, self.start, self.stop)
 
 
 def _hold_price(value: str | None) -> PriceRecord | None:
