@@ -142,7 +142,7 @@ def render_bootstrap(settings: Settings) -> Json:
                 # One endpoint per sidecar process: Envoy balances checks across them per request.
                 _cluster("sidecar", settings.sidecar_host, settings.sidecar_ports),
                 _cluster("control_plane", settings.control_plane_host, settings.control_plane_port),
-                _cluster("adapter", settings.adapter_host, settings.adapter_port),
+                _cluster("adapter", settings.adapter_host, settings.adapter_ports),
             ],
         },
         "dynamic_resources": {"cds_config": {"resource_api_version": "V3", "path_config_source": {

@@ -44,6 +44,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     that rate limits and nonces are shared instead of multiplied by the process count."""
     adapter_host: str = "127.0.0.1"
     adapter_port: Port = 9200
+    adapter_processes: Annotated[int, msgspec.Meta(ge=1, le=16)] = 1
+    """Adapter processes on consecutive ports from adapter_port; Envoy balances inference across
+    them (each settles through its own group commit, so no shared in-process state is needed)."""
     """The inference adapter (protocol translation, stored responses) behind the edge."""
     control_plane_host: str = "127.0.0.1"
     control_plane_port: Port = 8000
@@ -94,6 +97,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     @property
     def sidecar_url(self) -> str:
         return f"http://{self.sidecar_host}:{self.sidecar_port}"
+
+    @property
+    def adapter_ports(self) -> list[int]:
+        return [self.adapter_port + i for i in range(self.adapter_processes)]
 
     @property
     def sidecar_ports(self) -> list[int]:

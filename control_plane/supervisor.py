@@ -68,8 +68,9 @@ def children(settings: Settings) -> list[Child]:
                 f"http://{settings.sidecar_host}:{port}/healthz")
           for i, port in enumerate(settings.sidecar_ports)),
         Child("control-plane", [py, "-m", "control_plane.serve"], f"{settings.control_plane_url}/healthz"),
-        Child("adapter", [py, "-m", "proxy_plugins.adapter"],
-              f"http://{settings.adapter_host}:{settings.adapter_port}/healthz"),
+        *(Child("adapter" if i == 0 else f"adapter-{i + 1}", [py, "-m", "proxy_plugins.adapter", "--port", str(port)],
+                f"http://{settings.adapter_host}:{port}/healthz")
+          for i, port in enumerate(settings.adapter_ports)),
         Child("worker", [py, "-m", "control_plane.worker"], None),
     ]
     models_dir = settings.data_path / "models"

@@ -136,7 +136,8 @@ class Platform:
         self.settings = load_settings(self.env)
         self.boot = await prepare(self.settings)
         for child in children(self.settings):
-            if ("sidecar" if child.name.startswith("sidecar") else child.name) not in self.names:
+            base = next((b for b in ("sidecar", "adapter") if child.name.startswith(b)), child.name)
+            if base not in self.names:
                 continue
             child.proc = await asyncio.create_subprocess_exec(*child.argv, env=self.env, cwd=str(ROOT))
             self.started.append(child)
