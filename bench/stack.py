@@ -12,18 +12,16 @@ import asyncio
 import os
 import secrets
 import subprocess
-import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 from sqlalchemy import text
 
 from bench.envoy_plain import PlainEnvoy
 from control_plane.db import make_engine, write_tx
 from tests.harness import ROOT, Platform, free_port
+from tests.inference.support import start_local_models
 from tests.simulator.server import SimulatorProcess
 
 __all__ = ["EMBED_MODEL", "MODEL", "Stack", "models_present", "start_stack"]
@@ -145,22 +143,6 @@ class Stack:
         self.tmp.cleanup()
 
 
-def _start_local(port: int, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "local_models.server", "--host", "127.0.0.1", "--port",
-                                 str(port), "--models-dir", str(models_dir())], cwd=ROOT, stdout=out,
-                                stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError(f"local model server did not start: {log.read_text()[-2000:]}")
-
-
 async def _raise_limits(platform: Platform) -> None:
     """Put the bootstrap organization on a plan no lane can reach, and wait for the sidecar to see it."""
     assert platform.settings is not None and platform.boot is not None
@@ -196,7 +178,7 @@ async def start_stack(*, plain_envoy: bool = False, platform: bool = False, loca
         if platform:
             local_port = free_port()
             if local_models:
-                stack.local = _start_local(local_port, Path(stack.tmp.name) / "local.log")
+                stack.local = start_local_models(local_port, models_dir(), Path(stack.tmp.name) / "local.log")
             catalog = Path(stack.tmp.name) / "catalog.toml"
             catalog.write_text(_CATALOG.format(sim=stack.sim.url, price_chat=_PRICE_CHAT, price_embed=_PRICE_EMBED))
             stack.platform = Platform(extra_env={

@@ -21,7 +21,7 @@ from local_models import EMBEDDING_MODEL_FILE, EMBEDDING_TOKENIZER_FILE, TEXT_MO
 from tests.harness import ROOT, Platform, free_port
 from tests.simulator.server import SimulatorProcess
 
-__all__ = ["SimPlatform", "start_sim_platform", "CATALOG"]
+__all__ = ["CATALOG", "SimPlatform", "start_local_models", "start_sim_platform"]
 
 PRICE = ("price = { input_nanos_per_mtok = 1_000_000_000, cached_input_nanos_per_mtok = 500_000_000,"
          " output_nanos_per_mtok = 2_000_000_000, effective_at = 2026-01-01 }")
@@ -204,7 +204,7 @@ class SimPlatform:
         self.tmp.cleanup()
 
 
-def _start_local(port: int, models: Path, log: Path) -> subprocess.Popen[bytes]:
+def start_local_models(port: int, models: Path, log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "local_models.server", "--host", "127.0.0.1", "--port",
                                  str(port), "--models-dir", str(models)], cwd=ROOT, stdout=out,
@@ -227,7 +227,7 @@ async def start_sim_platform() -> SimPlatform:
     catalog.write_text(CATALOG.format(sim=sim.url, dead_port=free_port(), price=PRICE))
     local_port = free_port()
     models = models_dir()
-    local = _start_local(local_port, models, Path(tmp.name) / "local.log") if models else None
+    local = start_local_models(local_port, models, Path(tmp.name) / "local.log") if models else None
     platform = Platform(extra_env={
         "NX_CATALOG_PATH": str(catalog), "NX_TEST_SIM_KEY": sim.api_key,
         "NX_TEST_SIM_ANT_KEY": sim.anthropic_key, "NX_LOCAL_MODELS_PORT": str(local_port)})
