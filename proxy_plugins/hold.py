@@ -25,6 +25,10 @@ __all__ = ["HOLD_MARGIN_MS", "Holds"]
 
 log = logging.getLogger("nx.sidecar.hold")
 
+PLACE_WITHIN_S = 1.5
+"""A hold not placed within this long is refused: Envoy's ext_authz timeout is 2 s
+(control_plane/envoy_config.py), after which nobody would be waiting for the request."""
+
 HOLD_MARGIN_MS = 5 * 60 * 1000
 """A hold outlives its backend's timeout by this much, so a slow answer still settles; the worker
 expires it only when the process carrying the request is gone."""
@@ -39,9 +43,15 @@ class _Item(msgspec.Struct, frozen=True, kw_only=True):
     client_ip: str
     est: Estimate
     expires_at_ms: int
+    place_by: float
+    """time.monotonic() after which Envoy has given up on this check (its ext_authz timeout)."""
 
 
 async def _place(conn: AsyncConnection, item: _Item) -> str:
+    if time.monotonic() > item.place_by:
+        # Under overload the queue outgrew Envoy's patience: placing the hold now would reserve
+        # money for a request Envoy has already answered with an error, until the hold expired.
+        raise ApiError("server_busy", "The platform is busy; the request was not run. Please retry.")
     hold = await ledger.place_hold(
         conn, org_id=item.key.org_id, project_id=item.project, key_id=item.key.id,
         request_id=item.request_id, model_id=item.model.id, endpoint=item.endpoint,
@@ -69,7 +79,8 @@ class Holds:
         timeout = backend.timeout_ms if backend is not None else 300_000
         item = _Item(key=key, project=project, model=model, endpoint=endpoint, request_id=request_id,
                      client_ip=client_ip, est=est,
-                     expires_at_ms=int(time.time() * 1000) + timeout + HOLD_MARGIN_MS)
+                     expires_at_ms=int(time.time() * 1000) + timeout + HOLD_MARGIN_MS,
+                     place_by=time.monotonic() + PLACE_WITHIN_S)
         try:
             return await self.commits.submit(item)
         except ApiError as exc:
