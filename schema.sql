@@ -157,17 +157,11 @@ END;
 $$ LANGUAGE plpgsql;
 
 -- dialect: postgresql
-DROP TRIGGER IF EXISTS audit_log_append_only ON audit_log;
-
--- dialect: postgresql
-CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log
+CREATE OR REPLACE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log
 FOR EACH ROW EXECUTE FUNCTION nx_append_only();
 
 -- dialect: postgresql
-DROP TRIGGER IF EXISTS price_cards_append_only ON price_cards;
-
--- dialect: postgresql
-CREATE TRIGGER price_cards_append_only BEFORE UPDATE OR DELETE ON price_cards
+CREATE OR REPLACE TRIGGER price_cards_append_only BEFORE UPDATE OR DELETE ON price_cards
 FOR EACH ROW EXECUTE FUNCTION nx_append_only();
 
 -- dialect: sqlite
@@ -564,59 +558,35 @@ END;
 $$ LANGUAGE plpgsql;
 
 -- dialect: postgresql
-DROP TRIGGER IF EXISTS ledger_entries_append_only ON ledger_entries;
-
--- dialect: postgresql
-CREATE TRIGGER ledger_entries_append_only BEFORE UPDATE OR DELETE ON ledger_entries
+CREATE OR REPLACE TRIGGER ledger_entries_append_only BEFORE UPDATE OR DELETE ON ledger_entries
 FOR EACH ROW EXECUTE FUNCTION nx_append_only();
 
 -- dialect: postgresql
-DROP TRIGGER IF EXISTS ledger_transactions_append_only ON ledger_transactions;
-
--- dialect: postgresql
-CREATE TRIGGER ledger_transactions_append_only BEFORE UPDATE OR DELETE ON ledger_transactions
+CREATE OR REPLACE TRIGGER ledger_transactions_append_only BEFORE UPDATE OR DELETE ON ledger_transactions
 FOR EACH ROW EXECUTE FUNCTION nx_append_only();
 
 -- dialect: postgresql
-DROP TRIGGER IF EXISTS usage_records_append_only ON usage_records;
-
--- dialect: postgresql
-CREATE TRIGGER usage_records_append_only BEFORE UPDATE OR DELETE ON usage_records
+CREATE OR REPLACE TRIGGER usage_records_append_only BEFORE UPDATE OR DELETE ON usage_records
 FOR EACH ROW EXECUTE FUNCTION nx_append_only();
 
 -- dialect: postgresql
-DROP TRIGGER IF EXISTS threshold_crossings_append_only ON threshold_crossings;
-
--- dialect: postgresql
-CREATE TRIGGER threshold_crossings_append_only BEFORE UPDATE OR DELETE ON threshold_crossings
+CREATE OR REPLACE TRIGGER threshold_crossings_append_only BEFORE UPDATE OR DELETE ON threshold_crossings
 FOR EACH ROW EXECUTE FUNCTION nx_append_only();
 
 -- dialect: postgresql
-DROP TRIGGER IF EXISTS ledger_accounts_guard ON ledger_accounts;
-
--- dialect: postgresql
-CREATE TRIGGER ledger_accounts_guard BEFORE UPDATE OR DELETE ON ledger_accounts
+CREATE OR REPLACE TRIGGER ledger_accounts_guard BEFORE UPDATE OR DELETE ON ledger_accounts
 FOR EACH ROW EXECUTE FUNCTION nx_ledger_account_guard();
 
 -- dialect: postgresql
-DROP TRIGGER IF EXISTS ledger_entries_check ON ledger_entries;
-
--- dialect: postgresql
-CREATE TRIGGER ledger_entries_check BEFORE INSERT ON ledger_entries
+CREATE OR REPLACE TRIGGER ledger_entries_check BEFORE INSERT ON ledger_entries
 FOR EACH ROW EXECUTE FUNCTION nx_ledger_entry_check();
 
 -- dialect: postgresql
-DROP TRIGGER IF EXISTS ledger_transactions_balanced ON ledger_transactions;
-
--- dialect: postgresql
-CREATE TRIGGER ledger_transactions_balanced AFTER INSERT ON ledger_transactions
+CREATE OR REPLACE TRIGGER ledger_transactions_balanced AFTER INSERT ON ledger_transactions
 FOR EACH ROW EXECUTE FUNCTION nx_ledger_txn_balanced();
 
 -- dialect: postgresql
-DROP TRIGGER IF EXISTS ledger_holds_guard ON ledger_holds;
-
--- dialect: postgresql
-CREATE TRIGGER ledger_holds_guard BEFORE UPDATE OR DELETE ON ledger_holds
+CREATE OR REPLACE TRIGGER ledger_holds_guard BEFORE UPDATE OR DELETE ON ledger_holds
 FOR EACH ROW EXECUTE FUNCTION nx_ledger_hold_guard();
 -- ==== end ledger ========================================================================
 
