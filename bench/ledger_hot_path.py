@@ -1,10 +1,12 @@
 """Ledger hot path: holds and settlements per second, one commit per settlement vs group commit.
 
-    .venv/bin/python bench/ledger_hot_path.py [--requests 2000] [--batch 64] [--postgresql]
+    .venv/bin/python -m bench.ledger_hot_path [--requests 2000] [--batch 64] [--postgresql]
 
 Uses a throwaway database (SQLite in a temp dir, or a fresh PostgreSQL database that is dropped
-afterwards). Sequential on one connection: this measures the cost of the ledger's own statements
-and commits, not contention.
+afterwards). The first figures are sequential on one connection: the cost of the ledger's own
+statements and commits, not contention. The last line is the hot path as the sidecar and the
+adapter run it: `--concurrency` callers submitting holds, then settlements, through a
+`GroupCommit` (control_plane/groupcommit.py), with the process's CPU time per request.
 """
 
 from __future__ import annotations
@@ -14,10 +16,13 @@ import asyncio
 import tempfile
 import time
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from control_plane import ledger
 from control_plane.db import apply_schema, make_engine, now_ms, write_tx
+from control_plane.groupcommit import GroupCommit
 from control_plane.ids import new_id
 from control_plane.ledger import Usage
 from control_plane.settings import load_settings
@@ -38,7 +43,41 @@ async def _holds(engine: AsyncEngine, t: object, n: int) -> list[str]:
     return ids
 
 
-async def main(requests: int, batch: int, postgresql: bool) -> None:
+async def _group_commit(engine: AsyncEngine, t: object, n: int, concurrency: int, db: str) -> None:
+    from tests.money.conftest import MODEL
+
+    async def hold(conn: AsyncConnection, request_id: str) -> str:
+        h = await ledger.place_hold(conn, org_id=t.org_id, project_id=t.project_id,  # type: ignore[attr-defined]
+                                    key_id=t.key_id, request_id=request_id,  # type: ignore[attr-defined]
+                                    model_id=MODEL, endpoint="chat", backend_id="be_test",
+                                    max_input_tokens=1000, max_output_tokens=500,
+                                    expires_at_ms=now_ms() + 600_000)
+        return h.id
+
+    async def settle(conn: AsyncConnection, request_id: str) -> int:
+        return (await ledger.settle_hold(conn, request_id, Usage(input_tokens=800, output_tokens=300))).charged
+
+    holds: GroupCommit[str, str] = GroupCommit(engine, hold)
+    settles: GroupCommit[str, int] = GroupCommit(engine, settle)
+    ids = [new_id("req") for _ in range(n)]
+    figures = []
+    for commits in (holds, settles):
+        queue = list(ids)
+        cpu, wall = time.process_time(), time.perf_counter()
+
+        async def caller(c: GroupCommit[str, Any]) -> None:
+            while queue:
+                await c.submit(queue.pop())
+
+        await asyncio.gather(*(caller(commits) for _ in range(concurrency)))
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        figures.append(f"{n / wall:,.0f}/s, {cpu / n * 1e6:,.0f} us CPU each, "
+                       f"{commits.items / max(commits.batches, 1):.1f} per batch")
+        await commits.close()
+    print(f"{db}: group commit, {concurrency} concurrent callers: holds {figures[0]}; settlements {figures[1]}")
+
+
+async def main(requests: int, batch: int, postgresql: bool, concurrency: int = 32) -> None:
     from tests.harness import create_pg_database, drop_pg_database
     from tests.money import conftest
 
@@ -75,6 +114,7 @@ async def main(requests: int, batch: int, postgresql: bool) -> None:
         print(f"{db}: {requests} requests; place_hold {requests / hold_s:,.0f}/s; "
               f"settle_hold (1 commit each) {requests / single_s:,.0f}/s; settle_many (batch {batch}) {requests / batch_s:,.0f}/s; "
               f"reconcile ok={report.ok}")
+        await _group_commit(engine, t, requests, concurrency, db)
     finally:
         await engine.dispose()
         if pg:
@@ -103,5 +143,6 @@ if __name__ == "__main__":
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--postgresql", action="store_true")
+    parser.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args()
-    asyncio.run(main(min(args.requests, 20_000), args.batch, args.postgresql))
+    asyncio.run(main(min(args.requests, 20_000), args.batch, args.postgresql, args.concurrency))

@@ -13,9 +13,10 @@ under load batches grow exactly as much as the database is slower than the arriv
 Each item runs inside its own SAVEPOINT, so one item's refusal (insufficient funds) rolls back only
 that item; an error of the transaction itself fails every item of the batch.
 
-On SQLite a whole batch runs in ONE worker-thread hop, on a synchronous pysqlite connection
-presented to the (async) domain code through `_SyncAsAsync`: aiosqlite would hop threads on every
-cursor call, dozens per settlement. PostgreSQL (asyncpg, no threads) uses the async engine as is.
+The batch's statements run on the driver itself (control_plane/rawsql.py), not through
+SQLAlchemy's per-statement layers. On SQLite a whole batch runs in ONE worker-thread hop on a
+synchronous `sqlite3` connection (aiosqlite would hop threads on every cursor call, dozens per
+settlement); on PostgreSQL on the pooled asyncpg connection, in an asyncpg transaction.
 """
 
 from __future__ import annotations
@@ -23,14 +24,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
-from types import TracebackType
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Generic, TypeVar, cast
 
-from sqlalchemy import Connection, Engine, NestedTransaction
+from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from control_plane.db import make_sync_sqlite_engine, write_tx
+from control_plane.db import make_sync_sqlite_engine
+from control_plane.rawsql import AsyncpgConnection, SqliteConnection
 
 __all__ = ["GroupCommit"]
 
@@ -38,36 +39,6 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 log = logging.getLogger("nx.groupcommit")
-
-
-class _AsyncNested:
-    def __init__(self, tx: NestedTransaction) -> None:
-        self._tx = tx
-
-    async def __aenter__(self) -> None:
-        return None
-
-    async def __aexit__(self, kind: type[BaseException] | None, _exc: BaseException | None,
-                        _tb: TracebackType | None) -> None:
-        if kind is None:
-            self._tx.commit()
-        else:
-            self._tx.rollback()
-
-
-class _SyncAsAsync:
-    """The slice of AsyncConnection the hot-path domain code uses, over a synchronous connection.
-    Its coroutines never suspend, so a batch runs to completion inside the worker thread."""
-
-    def __init__(self, sync: Connection) -> None:
-        self._sync = sync
-        self.dialect = sync.dialect
-
-    async def execute(self, statement: Any, parameters: Any = None) -> Any:
-        return self._sync.execute(statement, parameters)
-
-    def begin_nested(self) -> _AsyncNested:
-        return _AsyncNested(self._sync.begin_nested())
 
 
 class GroupCommit(Generic[T, R]):
@@ -125,8 +96,7 @@ class GroupCommit(Generic[T, R]):
             if self._sync is not None:
                 outcomes = await asyncio.to_thread(self._run_in_thread, items)
             else:
-                async with write_tx(self.engine) as conn:
-                    outcomes = await self._items(conn, items)
+                outcomes = await self._run_on_asyncpg(items)
         except Exception as exc:
             log.exception("group commit of %d items failed", len(batch))
             outcomes = [exc] * len(batch)
@@ -150,13 +120,28 @@ class GroupCommit(Generic[T, R]):
                 outcomes.append(exc)
         return outcomes
 
+    async def _run_on_asyncpg(self, items: list[T]) -> list[R | BaseException]:
+        async with self.engine.connect() as conn:
+            driver = (await conn.get_raw_connection()).driver_connection
+            assert driver is not None
+            async with driver.transaction():
+                return await self._items(cast(AsyncConnection, AsyncpgConnection(driver)), items)
+
     def _run_in_thread(self, items: list[T]) -> list[R | BaseException]:
         assert self._sync is not None
-        loop = asyncio.new_event_loop()
-        try:
-            with self._sync.connect() as sync:
-                sync = sync.execution_options(sqlite_begin="IMMEDIATE")
-                with sync.begin():
-                    return loop.run_until_complete(self._items(cast(AsyncConnection, _SyncAsAsync(sync)), items))
-        finally:
-            loop.close()
+        with self._sync.connect() as sync:
+            sync = sync.execution_options(sqlite_begin="IMMEDIATE")
+            with sync.begin():  # BEGIN IMMEDIATE (control_plane/db.py); COMMIT on leaving
+                raw = SqliteConnection(cast(Any, sync.connection.dbapi_connection))
+                return _complete(self._items(cast(AsyncConnection, raw), items))
+
+
+def _complete(coro: Coroutine[Any, Any, R]) -> R:
+    """Run a coroutine that never suspends (statements on a synchronous connection) to its end,
+    without the cost of an event loop per batch."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return cast(R, done.value)
+    coro.close()
+    raise RuntimeError("a group-commit batch on SQLite suspended; its work must not await I/O")

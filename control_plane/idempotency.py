@@ -20,11 +20,11 @@ import hashlib
 from typing import Literal
 
 import msgspec
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from control_plane.db import now_ms
 from control_plane.ids import new_id
+from control_plane.rawsql import sql
 
 __all__ = [
     "LEASE_MS",
@@ -73,14 +73,14 @@ async def claim(conn: AsyncConnection, *, org_id: str, key_id: str, method: str,
     scope = {"o": org_id, "k": key_id, "m": method, "p": path, "i": idem_key}
     digest = body_hash(body)
     new = new_id("idem")
-    inserted = await conn.execute(text(
+    inserted = await conn.execute(sql(
         "INSERT INTO idempotency_keys (id, org_id, key_id, method, path, idem_key, request_hash, request_id,"
         " state, lease_expires_at, created_at) VALUES (:id, :o, :k, :m, :p, :i, :h, :r, 'in_flight', :lease,"
         " :now) ON CONFLICT (org_id, key_id, method, path, idem_key) DO NOTHING"),
         {**scope, "id": new, "h": digest, "r": request_id, "lease": now + LEASE_MS, "now": now})
     if inserted.rowcount == 1:
         return Claim(outcome="run", record_id=new)
-    row = (await conn.execute(text(
+    row = (await conn.execute(sql(
         "SELECT id, request_hash, state, lease_expires_at, response_status, response_headers, response_body,"
         " created_at FROM idempotency_keys WHERE org_id = :o AND key_id = :k AND method = :m AND path = :p"
         " AND idem_key = :i"), scope)).one()
@@ -88,7 +88,7 @@ async def claim(conn: AsyncConnection, *, org_id: str, key_id: str, method: str,
     expired = int(created) + RETENTION_MS <= now
     if expired or (state == "in_flight" and int(lease) <= now):
         # A reuse after the retention window runs as new; so does a run whose process died.
-        await conn.execute(text(
+        await conn.execute(sql(
             "UPDATE idempotency_keys SET request_hash = :h, request_id = :r, state = 'in_flight',"
             " lease_expires_at = :lease, response_status = NULL, response_headers = NULL, response_body = NULL,"
             " created_at = CASE WHEN :expired = 1 THEN :now ELSE created_at END, completed_at = NULL"
@@ -107,7 +107,7 @@ async def claim(conn: AsyncConnection, *, org_id: str, key_id: str, method: str,
 
 async def complete(conn: AsyncConnection, record_id: str, response: StoredResponse) -> None:
     """Store the answer in the caller's transaction (the adapter: the one that posts the charge)."""
-    await conn.execute(text(
+    await conn.execute(sql(
         "UPDATE idempotency_keys SET state = 'completed', response_status = :s, response_headers = :h,"
         " response_body = :b, completed_at = :now WHERE id = :id AND state = 'in_flight'"),
         {"s": response.status, "h": msgspec.json.encode(response.headers).decode(),
@@ -116,13 +116,13 @@ async def complete(conn: AsyncConnection, record_id: str, response: StoredRespon
 
 async def release(conn: AsyncConnection, record_id: str) -> None:
     """The run failed before any side effect committed: the next retry runs it again."""
-    await conn.execute(text("DELETE FROM idempotency_keys WHERE id = :id AND state = 'in_flight'"),
+    await conn.execute(sql("DELETE FROM idempotency_keys WHERE id = :id AND state = 'in_flight'"),
                        {"id": record_id})
 
 
 async def prune(conn: AsyncConnection, now: int | None = None) -> int:
     now = now_ms() if now is None else now
-    result = await conn.execute(text(
+    result = await conn.execute(sql(
         "DELETE FROM idempotency_keys WHERE created_at <= :cut AND (state = 'completed' OR lease_expires_at <= :now)"),
         {"cut": now - RETENTION_MS, "now": now})
     return int(result.rowcount)

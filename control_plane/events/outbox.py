@@ -10,12 +10,12 @@ from __future__ import annotations
 import datetime as dt
 
 import msgspec
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from control_plane.db import now_ms
 from control_plane.events.catalog import EVENT_TYPES, OPT_IN_TYPES, SCHEMA_VERSION, Envelope, EventData
 from control_plane.ids import new_id
+from control_plane.rawsql import sql
 
 __all__ = ["encode_envelope", "insert_event", "record_event"]
 
@@ -54,7 +54,7 @@ async def insert_event(conn: AsyncConnection, org_id: str, event_type: str, data
     event_id, created = new_id("evt"), now_ms()
     body = encode_envelope(event_id, org_id, project_id, event_type, data, created)
     result = await conn.execute(
-        text("INSERT INTO events (id, org_id, project_id, type, payload, dedup_key, fanned_out, created_at) "
+        sql("INSERT INTO events (id, org_id, project_id, type, payload, dedup_key, fanned_out, created_at) "
              "VALUES (:id, :o, :p, :t, :body, :dedup, :fanned, :now) "
              "ON CONFLICT (org_id, dedup_key) DO NOTHING"),
         {"id": event_id, "o": org_id, "p": project_id, "t": event_type, "body": body.decode(),
@@ -65,7 +65,7 @@ async def insert_event(conn: AsyncConnection, org_id: str, event_type: str, data
 async def _anyone_subscribed(conn: AsyncConnection, org_id: str, event_type: str) -> bool:
     # LIKE on the JSON array text is enough: type names contain no quote or wildcard characters.
     row = await conn.execute(
-        text("SELECT 1 FROM webhook_endpoints WHERE org_id = :o AND deleted_at IS NULL AND enabled = 1 "
+        sql("SELECT 1 FROM webhook_endpoints WHERE org_id = :o AND deleted_at IS NULL AND enabled = 1 "
              "AND event_types LIKE :pat LIMIT 1"),
         {"o": org_id, "pat": f'%"{event_type}"%'})
     return row.first() is not None

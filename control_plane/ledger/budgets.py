@@ -15,11 +15,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from control_plane.events import record_event
 from control_plane.events.catalog import UsageThresholdReached
+from control_plane.rawsql import sql
 
 __all__ = [
     "BUDGET_PERCENTS",
@@ -41,7 +41,7 @@ def period_of(ms: int) -> str:
 async def budgets_of(conn: AsyncConnection, org_id: str, key_id: str,
                      project_id: str) -> tuple[int | None, int | None]:
     """(key budget, project budget) in one round trip; None means unlimited."""
-    r = (await conn.execute(text(
+    r = (await conn.execute(sql(
         "SELECT (SELECT monthly_budget_nanos FROM api_keys WHERE id = :k AND org_id = :o),"
         " (SELECT monthly_budget_nanos FROM projects WHERE id = :p AND org_id = :o)"),
         {"k": key_id, "p": project_id, "o": org_id})).one()
@@ -59,7 +59,7 @@ async def reserve(conn: AsyncConnection, org_id: str, scope_id: str, period: str
     if budget is not None and amount > budget:
         return False
     guard = "" if budget is None else " WHERE budget_usage.spent + budget_usage.held + :a <= :b"
-    result = await conn.execute(text(
+    result = await conn.execute(sql(
         "INSERT INTO budget_usage (scope_id, period, org_id, held, limit_nanos) VALUES (:s, :p, :o, :a, :b)"
         " ON CONFLICT (scope_id, period) DO UPDATE SET held = budget_usage.held + :a, limit_nanos = :b"
         f"{guard}"), {"a": amount, "s": scope_id, "p": period, "o": org_id, "b": budget})
@@ -71,7 +71,7 @@ async def consume(conn: AsyncConnection, scope_id: str, period: str, spent: int,
     """Settle: `spent` moves into the period's spend, `released` leaves its open holds.
 
     Returns (spend after, budget remembered at the last hold)."""
-    r = (await conn.execute(text(
+    r = (await conn.execute(sql(
         "UPDATE budget_usage SET spent = spent + :c, held = held - :r WHERE scope_id = :s AND period = :p"
         " RETURNING spent, limit_nanos"), {"c": spent, "r": released, "s": scope_id, "p": period})).first()
     if r is None:
@@ -85,7 +85,7 @@ ScopeKind = Literal["key", "project", "wallet"]
 async def _cross(conn: AsyncConnection, org_id: str, scope_kind: ScopeKind, scope_id: str, period: str,
                  threshold: str, txn_id: str, value: int, limit: int, mark: int, project_id: str | None,
                  now: int) -> bool:
-    inserted = await conn.execute(text(
+    inserted = await conn.execute(sql(
         "INSERT INTO threshold_crossings (org_id, scope_kind, scope_id, period, threshold, txn_id,"
         " value_nanos, limit_nanos, created_at) VALUES (:o, :k, :s, :p, :t, :txn, :v, :l, :now)"
         " ON CONFLICT (scope_kind, scope_id, period, threshold) DO NOTHING"),

@@ -18,13 +18,13 @@ import hashlib
 from collections.abc import Sequence
 
 import msgspec
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from control_plane.db import now_ms
 from control_plane.errors import ApiError
 from control_plane.ids import new_id
 from control_plane.ledger.model import CUSTOMER_KINDS, KIND_ORDER, EntryView, Leg, TransactionView
+from control_plane.rawsql import sql
 
 __all__ = ["TxnMeta", "ensure_accounts", "get_transaction", "is_postgres", "post", "release_held"]
 
@@ -37,7 +37,7 @@ async def ensure_accounts(conn: AsyncConnection, org_id: str) -> None:
     """Create the organization's accounts if missing (idempotent, safe under concurrency)."""
     now = now_ms()
     for kind in KIND_ORDER:
-        await conn.execute(text(
+        await conn.execute(sql(
             "INSERT INTO ledger_accounts (id, org_id, kind, customer, created_at)"
             " VALUES (:id, :o, :k, :c, :now) ON CONFLICT (org_id, kind) DO NOTHING"),
             {"id": new_id("acct"), "o": org_id, "k": kind, "c": int(kind in CUSTOMER_KINDS), "now": now})
@@ -67,7 +67,7 @@ def _fingerprint(org_id: str, legs: Sequence[Leg], meta: TxnMeta) -> str:
 async def release_held(conn: AsyncConnection, org_id: str, kind: str, amount: int) -> None:
     """Return `amount` of an account's held reservation to its available balance."""
     if amount:
-        await conn.execute(text(
+        await conn.execute(sql(
             "UPDATE ledger_accounts SET held = held - :a WHERE org_id = :o AND kind = :k"),
             {"a": amount, "o": org_id, "k": kind})
 
@@ -77,7 +77,7 @@ async def _apply(conn: AsyncConnection, org_id: str, leg: Leg) -> tuple[str, int
     # The state after the update must keep balance - held >= 0 (the CHECK would refuse it anyway;
     # the WHERE turns that into a clean "no row" instead of an aborted transaction).
     guard = " AND balance + :a - held + :r >= 0" if leg.kind in CUSTOMER_KINDS and leg.amount < 0 else ""
-    row = (await conn.execute(text(
+    row = (await conn.execute(sql(
         "UPDATE ledger_accounts SET balance = balance + :a, held = held - :r, entry_seq = entry_seq + 1"
         f" WHERE org_id = :o AND kind = :k{guard} RETURNING id, entry_seq, balance"),
         {"a": leg.amount, "r": leg.release, "o": org_id, "k": leg.kind})).first()
@@ -94,7 +94,7 @@ async def post(conn: AsyncConnection, org_id: str, legs: Sequence[Leg], meta: Tx
     if sum(leg.amount for leg in legs) != 0 or sum(1 for leg in legs if leg.amount) < 2:
         raise ValueError("a ledger transaction needs at least two non-zero legs summing to zero")
     fingerprint = _fingerprint(org_id, legs, meta)
-    existing = (await conn.execute(text(
+    existing = (await conn.execute(sql(
         "SELECT id, fingerprint FROM ledger_transactions WHERE idempotency_key = :k"),
         {"k": idempotency_key})).first()
     if existing is not None:
@@ -120,14 +120,14 @@ async def post(conn: AsyncConnection, org_id: str, legs: Sequence[Leg], meta: Tx
             raise ApiError("insufficient_quota",
                            f"The {leg.kind} balance cannot cover {-leg.amount} nano-dollars.")
         account_id, account_seq, balance_after = applied
-        await conn.execute(text(
+        await conn.execute(sql(
             "INSERT INTO ledger_entries (txn_id, seq, account_id, amount, account_seq, balance_after,"
             " created_at) VALUES (:t, :s, :a, :amt, :aseq, :bal, :now)"),
             {"t": txn_id, "s": seq, "a": account_id, "amt": leg.amount, "aseq": account_seq,
              "bal": balance_after, "now": now})
         entries.append(EntryView(account_id=account_id, account=leg.kind, amount=leg.amount,
                                  balance_after=balance_after))
-    inserted = await conn.execute(text(
+    inserted = await conn.execute(sql(
         "INSERT INTO ledger_transactions (id, org_id, kind, idempotency_key, fingerprint, amount, reverses,"
         " request_id, project_id, key_id, period, model_id, price_version, reason, actor, created_at)"
         " VALUES (:id, :o, :kind, :k, :f, :amount, :rev, :req, :proj, :key, :period, :model, :pv, :reason,"
@@ -148,13 +148,13 @@ async def post(conn: AsyncConnection, org_id: str, legs: Sequence[Leg], meta: Tx
 
 
 async def _has_accounts(conn: AsyncConnection, org_id: str) -> bool:
-    row = (await conn.execute(text("SELECT 1 FROM ledger_accounts WHERE org_id = :o AND kind = 'wallet'"),
+    row = (await conn.execute(sql("SELECT 1 FROM ledger_accounts WHERE org_id = :o AND kind = 'wallet'"),
                               {"o": org_id})).first()
     return row is not None
 
 
 async def _entries(conn: AsyncConnection, txn_id: str) -> list[EntryView]:
-    rows = await conn.execute(text(
+    rows = await conn.execute(sql(
         "SELECT e.account_id, a.kind, e.amount, e.balance_after FROM ledger_entries e"
         " JOIN ledger_accounts a ON a.id = e.account_id WHERE e.txn_id = :t ORDER BY e.seq"), {"t": txn_id})
     return [EntryView(account_id=str(r[0]), account=str(r[1]), amount=int(r[2]), balance_after=int(r[3]))
@@ -163,7 +163,7 @@ async def _entries(conn: AsyncConnection, txn_id: str) -> list[EntryView]:
 
 async def get_transaction(conn: AsyncConnection, org_id: str, txn_id: str) -> TransactionView | None:
     """One transaction of this organization; another tenant's id behaves like a missing one."""
-    r = (await conn.execute(text(
+    r = (await conn.execute(sql(
         "SELECT id, org_id, kind, amount, reason, reverses, request_id, model_id, price_version, actor,"
         " created_at FROM ledger_transactions WHERE id = :t AND org_id = :o"),
         {"t": txn_id, "o": org_id})).first()

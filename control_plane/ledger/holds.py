@@ -13,7 +13,6 @@ released, or expired by the worker (`expire_holds`) when the process that placed
 
 from __future__ import annotations
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from control_plane.db import now_ms
@@ -23,6 +22,7 @@ from control_plane.ledger import budgets
 from control_plane.ledger.core import is_postgres, release_held
 from control_plane.ledger.model import KIND_ORDER, Hold
 from control_plane.ledger.pricing import card_in_force, max_cost
+from control_plane.rawsql import sql
 
 __all__ = ["HOLD_COLUMNS", "expire_holds", "hold_from_row", "load_hold", "place_hold", "release_hold",
            "unreserve"]
@@ -46,7 +46,7 @@ async def load_hold(conn: AsyncConnection, ref: str, *, for_update: bool = False
     """By hold id (`hold_...`) or by the request id it was placed for (`req_...`)."""
     column = "id" if ref.startswith("hold_") else "request_id"
     lock = " FOR UPDATE" if for_update and is_postgres(conn) else ""
-    r = (await conn.execute(text(f"SELECT {HOLD_COLUMNS} FROM ledger_holds WHERE {column} = :r{lock}"),
+    r = (await conn.execute(sql(f"SELECT {HOLD_COLUMNS} FROM ledger_holds WHERE {column} = :r{lock}"),
                             {"r": ref})).first()
     return None if r is None else hold_from_row(tuple(r))
 
@@ -81,7 +81,7 @@ async def place_hold(conn: AsyncConnection, *, org_id: str, project_id: str, key
     promo_part = await _reserve_promo(conn, org_id, amount)
     rest = amount - promo_part
     if rest:
-        moved = await conn.execute(text(
+        moved = await conn.execute(sql(
             "UPDATE ledger_accounts SET held = held + :x WHERE org_id = :o AND kind = 'wallet'"
             " AND balance - held >= :x"), {"x": rest, "o": org_id})
         if moved.rowcount != 1:
@@ -91,7 +91,7 @@ async def place_hold(conn: AsyncConnection, *, org_id: str, project_id: str, key
                 model_id=model_id, price_version=card.version, endpoint=endpoint, backend_id=backend_id,
                 client_ip=client_ip, amount=amount, promo_part=promo_part, period=period, status="open",
                 charged=None, txn_id=None, expires_at=expires_at_ms, created_at=now)
-    await conn.execute(text(
+    await conn.execute(sql(
         "INSERT INTO ledger_holds (id, org_id, project_id, key_id, request_id, model_id, price_version,"
         " endpoint, backend_id, client_ip, amount, promo_part, period, status, expires_at, created_at)"
         " VALUES (:id, :o, :p, :k, :r, :m, :pv, :e, :b, :ip, :a, :pp, :period, 'open', :exp, :now)"),
@@ -104,12 +104,12 @@ async def place_hold(conn: AsyncConnection, *, org_id: str, project_id: str, key
 async def _reserve_promo(conn: AsyncConnection, org_id: str, amount: int) -> int:
     """Reserve what promotional credit can cover (it is spent before the wallet)."""
     lock = " FOR UPDATE" if is_postgres(conn) else ""
-    r = (await conn.execute(text(
+    r = (await conn.execute(sql(
         f"SELECT balance - held FROM ledger_accounts WHERE org_id = :o AND kind = 'promo'{lock}"),
         {"o": org_id})).first()
     take = 0 if r is None else min(amount, max(0, int(r[0])))
     if take:
-        await conn.execute(text(
+        await conn.execute(sql(
             "UPDATE ledger_accounts SET held = held + :x WHERE org_id = :o AND kind = 'promo'"
             " AND balance - held >= :x"), {"x": take, "o": org_id})
     return take
@@ -138,7 +138,7 @@ async def release_hold(conn: AsyncConnection, ref: str, *, now: int | None = Non
     hold = await load_hold(conn, ref)
     if hold is None:
         raise ApiError("not_found", f"No hold {ref!r}.")
-    claimed = await conn.execute(text(
+    claimed = await conn.execute(sql(
         "UPDATE ledger_holds SET status = 'released', charged = 0, resolved_at = :now"
         " WHERE id = :id AND status = 'open'"), {"now": now, "id": hold.id})
     if claimed.rowcount != 1:
@@ -150,13 +150,13 @@ async def release_hold(conn: AsyncConnection, ref: str, *, now: int | None = Non
 async def expire_holds(conn: AsyncConnection, now: int | None = None, limit: int = 500) -> int:
     """Release every open hold whose time is up (orphans of a crashed process); returns how many."""
     now = now_ms() if now is None else now
-    rows = await conn.execute(text(
+    rows = await conn.execute(sql(
         f"SELECT {HOLD_COLUMNS} FROM ledger_holds WHERE status = 'open' AND expires_at <= :now"
         " ORDER BY id LIMIT :lim"), {"now": now, "lim": limit})
     expired: list[Hold] = []
     for hold in [hold_from_row(tuple(r)) for r in rows]:
         # Conditional: a settlement racing this sweep wins or loses cleanly, never both.
-        claimed = await conn.execute(text(
+        claimed = await conn.execute(sql(
             "UPDATE ledger_holds SET status = 'expired', charged = 0, resolved_at = :now"
             " WHERE id = :id AND status = 'open'"), {"now": now, "id": hold.id})
         if claimed.rowcount == 1:

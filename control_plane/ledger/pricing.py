@@ -8,11 +8,11 @@ force is refused, never charged 0.
 from __future__ import annotations
 
 import msgspec
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from control_plane.errors import ApiError
 from control_plane.money import request_cost
+from control_plane.rawsql import sql
 
 __all__ = ["PriceCard", "card_in_force", "card_version", "charge_for", "max_cost"]
 
@@ -39,7 +39,7 @@ def _card(r: tuple[object, ...]) -> PriceCard:
 
 async def card_in_force(conn: AsyncConnection, model_id: str, at_ms: int) -> PriceCard:
     """The latest card already effective at `at_ms` (same rule as the sidecar's snapshot)."""
-    r = (await conn.execute(text(
+    r = (await conn.execute(sql(
         f"SELECT {_COLUMNS} FROM price_cards WHERE model_id = :m AND effective_at <= :at"
         " ORDER BY effective_at DESC, version DESC LIMIT 1"), {"m": model_id, "at": at_ms})).first()
     if r is None:
@@ -49,7 +49,7 @@ async def card_in_force(conn: AsyncConnection, model_id: str, at_ms: int) -> Pri
 
 
 async def card_version(conn: AsyncConnection, model_id: str, version: int) -> PriceCard:
-    r = (await conn.execute(text(f"SELECT {_COLUMNS} FROM price_cards WHERE model_id = :m AND version = :v"),
+    r = (await conn.execute(sql(f"SELECT {_COLUMNS} FROM price_cards WHERE model_id = :m AND version = :v"),
                             {"m": model_id, "v": version})).first()
     if r is None:
         raise ApiError("model_not_priced", f"Price card version {version} of '{model_id}' does not exist.")

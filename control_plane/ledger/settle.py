@@ -19,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import msgspec
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from control_plane.db import now_ms
@@ -32,6 +31,7 @@ from control_plane.ledger.core import TxnMeta, post, release_held
 from control_plane.ledger.holds import load_hold
 from control_plane.ledger.model import Hold, Leg, Settlement, Usage
 from control_plane.ledger.pricing import PriceCard, card_version, charge_for
+from control_plane.rawsql import sql
 
 __all__ = ["settle_hold", "settle_many"]
 
@@ -95,7 +95,7 @@ async def _claim(conn: AsyncConnection, index: int, ref: str, usage: Usage,
                        f"by {hold.id}; nothing was posted.")
     txn_id = new_id("txn") if cost else None
     # The conditional UPDATE is the at-most-once gate: a racing settle or expiry sees no open row.
-    won = await conn.execute(text(
+    won = await conn.execute(sql(
         "UPDATE ledger_holds SET status = 'settled', charged = :c, txn_id = :t, resolved_at = :now"
         " WHERE id = :id AND status = 'open'"), {"c": cost, "t": txn_id, "now": now, "id": hold.id})
     if won.rowcount != 1:
@@ -137,7 +137,7 @@ async def _post_org(conn: AsyncConnection, org_id: str, group: list[_Claimed], n
             charged, last_txn = charged + c.cost, c.txn_id
         await _usage_record(conn, c, now)
     if last_txn is not None:
-        r = (await conn.execute(text(
+        r = (await conn.execute(sql(
             "SELECT SUM(balance), MAX(CASE WHEN kind = 'wallet' THEN low_balance_nanos END),"
             " MAX(CASE WHEN kind = 'wallet' THEN id END) FROM ledger_accounts"
             " WHERE org_id = :o AND kind IN ('wallet', 'promo')"), {"o": org_id})).one()
@@ -148,7 +148,7 @@ async def _post_org(conn: AsyncConnection, org_id: str, group: list[_Claimed], n
 
 async def _usage_record(conn: AsyncConnection, c: _Claimed, now: int) -> None:
     h, u = c.hold, c.usage
-    await conn.execute(text(
+    await conn.execute(sql(
         "INSERT INTO usage_records (request_id, org_id, project_id, key_id, model_id, backend_id, endpoint,"
         " status, input_tokens, cached_tokens, output_tokens, cost_nanos, price_version, txn_id, hold_id,"
         " ttft_ms, latency_ms, cache_status, client_ip, created_at) VALUES (:r, :o, :p, :k, :m, :b, :e, :s,"
