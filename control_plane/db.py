@@ -2,11 +2,17 @@
 
 SQLite: WAL, `busy_timeout` 5 s and `BEGIN IMMEDIATE` for writes (`write_tx`), because a plain
 `BEGIN` followed by a read upgrades to a write lock late and fails under contention (measured in
-`stack-measurements.md`). PostgreSQL: READ COMMITTED with conditional UPDATEs.
+`stack-measurements.md`). Writers of this platform's processes queue on a lock file first
+(`WriteLock`), so they meet SQLite's write lock free: SQLite's own busy handler waits by sleeping
+1, 2, 5, 10 ... ms, far longer than the sub-millisecond transactions of the hot path hold the
+lock. PostgreSQL: READ COMMITTED with conditional UPDATEs.
 """
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,7 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from control_plane.settings import Settings
 
-__all__ = ["apply_schema", "make_engine", "now_ms", "read_tx", "split_schema", "write_tx"]
+__all__ = ["WriteLock", "apply_schema", "make_engine", "now_ms", "read_tx", "split_schema", "write_lock_path",
+           "write_tx"]
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema.sql"
 
@@ -67,10 +74,79 @@ def _sqlite_pragmas(engine: Engine) -> None:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
+def write_lock_path(engine: AsyncEngine | Engine) -> Path | None:
+    """The lock file SQLite writers queue on; None for PostgreSQL or an in-memory database."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        return None
+    return Path(database + "-writelock")
+
+
+class WriteLock:
+    """A queue for the writers of one SQLite file, across processes: `flock` on a lock file.
+
+    A blocked `flock` wakes the moment the holder releases it, where SQLite's busy handler would
+    sleep for milliseconds. Every writer takes it before `BEGIN IMMEDIATE` and releases it after
+    COMMIT, so it never waits for it while holding SQLite's lock (no deadlock). A writer that does
+    not take it (a tool, a test) still meets SQLite's own lock, which stays the authority."""
+
+    def __init__(self, path: Path) -> None:
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+
+    def acquire(self) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+
+    def try_acquire(self) -> bool:
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    def release(self) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+class _AsyncWriters:
+    """The async writers of one process for one file: in turn (a lock file descriptor is one
+    `flock` owner, so its holders must not overlap), then across processes on the lock file."""
+
+    def __init__(self, path: Path) -> None:
+        self.mutex = asyncio.Lock()
+        self.file = WriteLock(path)
+        self.loop = asyncio.get_running_loop()
+
+
+_writers: dict[Path, _AsyncWriters] = {}
+
+
+@asynccontextmanager
+async def _queued(engine: AsyncEngine) -> AsyncIterator[None]:
+    path = write_lock_path(engine)
+    if path is None:
+        yield
+        return
+    writers = _writers.get(path)
+    if writers is None or writers.loop is not asyncio.get_running_loop():
+        writers = _writers[path] = _AsyncWriters(path)
+    async with writers.mutex:
+        # Polled rather than blocking in a thread: a task cancelled while waiting must not go
+        # on to take the lock with nobody left to release it.
+        while not writers.file.try_acquire():
+            await asyncio.sleep(0.0005)
+        try:
+            yield
+        finally:
+            writers.file.release()
+
+
 @asynccontextmanager
 async def write_tx(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """A transaction that takes the write lock up front on SQLite; commits on success."""
-    async with engine.connect() as conn:
+    async with _queued(engine), engine.connect() as conn:
         if engine.dialect.name == "sqlite":
             conn = await conn.execution_options(sqlite_begin="IMMEDIATE")
         async with conn.begin():

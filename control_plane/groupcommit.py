@@ -30,7 +30,7 @@ from typing import Any, Generic, TypeVar, cast
 from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from control_plane.db import make_sync_sqlite_engine
+from control_plane.db import WriteLock, make_sync_sqlite_engine, write_lock_path
 from control_plane.rawsql import AsyncpgConnection, SqliteConnection
 
 __all__ = ["GroupCommit"]
@@ -50,6 +50,8 @@ class GroupCommit(Generic[T, R]):
         self.order = order
         """Sort key applied within a batch so concurrent batches take row locks in one order."""
         self._sync: Engine | None = make_sync_sqlite_engine(engine) if engine.dialect.name == "sqlite" else None
+        lock_path = write_lock_path(engine)
+        self._lock = WriteLock(lock_path) if lock_path is not None else None
         self._queue: list[tuple[T, asyncio.Future[R]]] = []
         self._wakeup = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
@@ -79,6 +81,8 @@ class GroupCommit(Generic[T, R]):
                 await self._runner
         if self._sync is not None:
             self._sync.dispose()
+        if self._lock is not None:
+            self._lock.close()
 
     async def _run(self) -> None:
         while True:
@@ -129,11 +133,18 @@ class GroupCommit(Generic[T, R]):
 
     def _run_in_thread(self, items: list[T]) -> list[R | BaseException]:
         assert self._sync is not None
-        with self._sync.connect() as sync:
-            sync = sync.execution_options(sqlite_begin="IMMEDIATE")
-            with sync.begin():  # BEGIN IMMEDIATE (control_plane/db.py); COMMIT on leaving
-                raw = SqliteConnection(cast(Any, sync.connection.dbapi_connection))
-                return _complete(self._items(cast(AsyncConnection, raw), items))
+        if self._lock is not None:
+            self._lock.acquire()  # queue behind the other writers (control_plane/db.py WriteLock)
+        try:
+            with self._sync.connect() as sync:
+                sync = sync.execution_options(sqlite_begin="IMMEDIATE")
+                with sync.begin():  # BEGIN IMMEDIATE (control_plane/db.py); COMMIT on leaving
+                    raw = SqliteConnection(cast(Any, sync.connection.dbapi_connection))
+                    return _complete(self._items(cast(AsyncConnection, raw), items))
+        finally:
+            if self._lock is not None:
+                with contextlib.suppress(OSError):  # closed at shutdown under a cancelled batch
+                    self._lock.release()
 
 
 def _complete(coro: Coroutine[Any, Any, R]) -> R:

@@ -66,11 +66,13 @@ class PriceActivationJob:
 
     async def __call__(self) -> None:
         now = now_ms()
-        async with write_tx(self.engine) as conn:
+        # Read first: the write lock is taken only on the rare tick when a card comes into force.
+        async with self.engine.connect() as conn:
             due = (await conn.execute(text(
                 "SELECT 1 FROM price_cards WHERE effective_at > :since AND effective_at <= :now LIMIT 1"),
                 {"since": self.checked_until, "now": now})).first()
-            if due is not None:
+        if due is not None:
+            async with write_tx(self.engine) as conn:
                 await bump_config_version(conn)
         self.checked_until = now
 

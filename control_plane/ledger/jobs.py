@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from control_plane.db import write_tx
+from control_plane.db import now_ms, write_tx
 from control_plane.ledger.holds import expire_holds
 
 __all__ = ["ExpireHoldsJob"]
@@ -22,6 +23,13 @@ class ExpireHoldsJob:
 
     async def __call__(self) -> None:
         while True:
+            # Read first: on most ticks nothing has expired, and the write lock is the hot path's.
+            async with self.engine.connect() as conn:
+                due = (await conn.execute(text(
+                    "SELECT 1 FROM ledger_holds WHERE status = 'open' AND expires_at <= :now LIMIT 1"),
+                    {"now": now_ms()})).first()
+            if due is None:
+                return
             async with write_tx(self.engine) as conn:
                 released = await expire_holds(conn, limit=self.batch)
             if released:
