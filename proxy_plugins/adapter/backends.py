@@ -13,8 +13,11 @@ Interface (what handlers use):
 `path` is relative to the backend's `base_url`, which ends in `/v1` by convention
 (`chat/completions`, `embeddings`, `responses`, `messages`).
 
-Why one `httpx.AsyncClient` per backend: each gets its own connection pool and timeouts, and a
-catalog change (new URL or timeout) makes a new client while in-flight calls finish on the old one.
+Why one `http1.Pool` per backend: each gets its own keep-alive connections and timeouts (connect;
+read, which bounds the wait for the first byte and every gap between chunks; on `post` also a
+total of `timeout_ms`), and a catalog change (new URL or timeout) makes a new pool while in-flight
+calls finish on the old one. `http1` is a small asyncio + httptools client, several times cheaper
+per request than httpx or aiohttp (docs/benchmarks.md, "Backend client").
 Credentials: the value of the environment variable named by the backend's `api_key_env`, sent as
 `Authorization: Bearer` (OpenAI protocols) or `x-api-key` (Anthropic). It is never logged, never
 returned, and scrubbed from upstream error messages before they are relayed.
@@ -28,10 +31,10 @@ import logging
 import os
 from collections.abc import AsyncIterator
 
-import httpx
 import msgspec
 
 from control_plane.errors import ERRORS, ApiError
+from proxy_plugins.adapter import http1
 from proxy_plugins.snapshot import BackendRecord
 
 __all__ = ["Backends", "SseEvent", "SseParser", "UpstreamReply", "map_status"]
@@ -133,10 +136,10 @@ def map_status(backend: BackendRecord, status: int, body: bytes, headers: dict[s
 
 
 def _transport_error(backend: BackendRecord, exc: Exception) -> ApiError:
-    if isinstance(exc, httpx.ConnectTimeout | httpx.ConnectError | httpx.PoolTimeout):
+    if isinstance(exc, http1.ConnectError):  # refused, unresolvable, TLS, connect or pool timeout
         log.warning("backend %s unreachable: %s", backend.id, type(exc).__name__)
         return ApiError("upstream_unavailable", "The model backend is unavailable; please retry.")
-    if isinstance(exc, httpx.TimeoutException | TimeoutError):
+    if isinstance(exc, http1.ReadTimeout | TimeoutError):
         return ApiError("upstream_timeout", "The model backend did not answer in time.")
     log.warning("backend %s transport failure: %r", backend.id, exc)
     return ApiError("upstream_error", "The connection to the model backend failed.")
@@ -146,22 +149,18 @@ class Backends:
     """Pooled HTTP clients keyed by backend; `aclose()` at shutdown."""
 
     def __init__(self, max_connections: int = 1000) -> None:
-        self._clients: dict[tuple[str, str, int, int], httpx.AsyncClient] = {}
-        self._limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=200,
-                                    keepalive_expiry=30)
+        self._pools: dict[tuple[str, str, int, int], http1.Pool] = {}
+        self._max_connections = max_connections
 
-    def client(self, backend: BackendRecord) -> httpx.AsyncClient:
+    def pool(self, backend: BackendRecord) -> http1.Pool:
         key = (backend.id, backend.base_url, backend.timeout_ms, backend.connect_timeout_ms)
-        client = self._clients.get(key)
-        if client is None:
-            read = backend.timeout_ms / 1000
-            connect = backend.connect_timeout_ms / 1000
-            client = httpx.AsyncClient(
-                base_url=backend.base_url.rstrip("/") + "/", limits=self._limits, follow_redirects=False,
-                # Read timeout bounds the wait for the first byte and every gap between chunks.
-                timeout=httpx.Timeout(read, connect=connect, pool=connect), trust_env=False)
-            self._clients[key] = client
-        return client
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = http1.Pool(backend.base_url, connect_timeout=backend.connect_timeout_ms / 1000,
+                              read_timeout=backend.timeout_ms / 1000, max_connections=self._max_connections,
+                              max_idle=200, keepalive_expiry=30)
+            self._pools[key] = pool
+        return pool
 
     def headers(self, backend: BackendRecord, stream: bool) -> dict[str, str]:
         headers = {"content-type": "application/json",
@@ -181,52 +180,56 @@ class Backends:
         return headers
 
     async def post(self, backend: BackendRecord, path: str, payload: bytes) -> UpstreamReply:
-        client = self.client(backend)
+        pool = self.pool(backend)
+        headers = self.headers(backend, False)
         try:
             async with asyncio.timeout(backend.timeout_ms / 1000):
-                resp = await client.post(path, content=payload, headers=self.headers(backend, False))
-        except (httpx.HTTPError, TimeoutError) as exc:
+                resp = await pool.request("POST", path, payload, headers)
+                try:
+                    body = await resp.read()
+                finally:
+                    resp.close()
+        except (http1.HttpError, TimeoutError) as exc:
             raise _transport_error(backend, exc) from None
-        headers = {k.lower(): v for k, v in resp.headers.items()}
-        if resp.status_code >= 300:
-            raise map_status(backend, resp.status_code, resp.content, headers)
-        return UpstreamReply(resp.status_code, headers, resp.content)
+        if resp.status >= 300:
+            raise map_status(backend, resp.status, body, resp.headers)
+        return UpstreamReply(resp.status, resp.headers, body)
 
     @contextlib.asynccontextmanager
     async def stream(self, backend: BackendRecord, path: str,
                      payload: bytes) -> AsyncIterator[AsyncIterator[SseEvent]]:
-        client = self.client(backend)
-        request = client.build_request("POST", path, content=payload, headers=self.headers(backend, True))
+        pool = self.pool(backend)
+        headers = self.headers(backend, True)
         try:
-            resp = await client.send(request, stream=True)
-        except httpx.HTTPError as exc:
+            resp = await pool.request("POST", path, payload, headers)
+        except http1.HttpError as exc:
             raise _transport_error(backend, exc) from None
         try:
-            if resp.status_code >= 300:
+            if resp.status >= 300:
                 try:
-                    body = await resp.aread()
-                except httpx.HTTPError:
+                    body = await resp.read()
+                except http1.HttpError:
                     body = b""
-                raise map_status(backend, resp.status_code, body,
-                                 {k.lower(): v for k, v in resp.headers.items()})
+                raise map_status(backend, resp.status, body, resp.headers)
             yield _events(backend, resp)
         finally:
-            await resp.aclose()
+            # Aborts the socket unless the response was read to its end (then it is kept alive).
+            resp.close()
 
     async def aclose(self) -> None:
-        for client in self._clients.values():
-            await client.aclose()
-        self._clients.clear()
+        for pool in self._pools.values():
+            await pool.aclose()
+        self._pools.clear()
 
 
-async def _events(backend: BackendRecord, resp: httpx.Response) -> AsyncIterator[SseEvent]:
+async def _events(backend: BackendRecord, resp: http1.Response) -> AsyncIterator[SseEvent]:
     parser = SseParser()
     try:
-        async for chunk in resp.aiter_bytes():
+        async for chunk in resp.chunks():
             for event in parser.feed(chunk):
                 yield event
-    except httpx.HTTPError as exc:
-        if isinstance(exc, httpx.TimeoutException):
-            raise ApiError("upstream_timeout", "The model backend stalled mid-stream.") from None
+    except http1.ReadTimeout:
+        raise ApiError("upstream_timeout", "The model backend stalled mid-stream.") from None
+    except http1.HttpError as exc:
         log.warning("backend %s: stream cut: %r", backend.id, exc)
         raise ApiError("upstream_error", "The model backend's stream was cut off.") from None

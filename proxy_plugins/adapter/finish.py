@@ -15,8 +15,9 @@ import contextlib
 import logging
 from typing import Any
 
-import httpx
 import msgspec
+
+from proxy_plugins.adapter import http1
 
 __all__ = ["Finisher"]
 
@@ -27,9 +28,9 @@ MAX_BATCH = 500
 
 class Finisher:
     def __init__(self, sidecar_url: str, internal_token: str) -> None:
-        self._client = httpx.AsyncClient(base_url=sidecar_url, timeout=2.0, trust_env=False,
-                                         headers={"x-nx-internal": internal_token,
-                                                  "content-type": "application/json"})
+        self._url = sidecar_url
+        self._headers = {"x-nx-internal": internal_token, "content-type": "application/json"}
+        self._pool: http1.Pool | None = None  # made on first use: it needs the running loop
         self._queue: list[dict[str, Any]] = []
         self._wakeup = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
@@ -56,11 +57,19 @@ class Finisher:
                 await self._send(batch)
 
     async def _send(self, batch: list[dict[str, Any]]) -> None:
+        if self._pool is None:
+            self._pool = http1.Pool(self._url, connect_timeout=2.0, read_timeout=2.0, max_connections=4,
+                                    max_idle=4, headers=self._headers)
         try:
-            reply = await self._client.post("/internal/finish", content=msgspec.json.encode(batch))
-            if reply.status_code >= 300:
-                log.warning("sidecar refused %d finish reports (%s)", len(batch), reply.status_code)
-        except httpx.HTTPError as exc:
+            async with asyncio.timeout(2.0):
+                reply = await self._pool.request("POST", "/internal/finish", msgspec.json.encode(batch))
+                try:
+                    await reply.read()
+                finally:
+                    reply.close()
+            if reply.status >= 300:
+                log.warning("sidecar refused %d finish reports (%s)", len(batch), reply.status)
+        except (http1.HttpError, TimeoutError) as exc:
             log.warning("%d finish reports failed: %r", len(batch), exc)
 
     async def aclose(self) -> None:
@@ -72,4 +81,5 @@ class Finisher:
             self._sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sender
-        await self._client.aclose()
+        if self._pool is not None:
+            await self._pool.aclose()
