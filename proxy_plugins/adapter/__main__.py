@@ -22,6 +22,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s adapter %(levelname)s %(message)s")
     uvicorn.run(Adapter(settings), host=settings.adapter_host, port=args.port or settings.adapter_port,
                 loop="uvloop", http="httptools", lifespan="on", access_log=False, log_level="warning",
+                # Nothing here reads the client address: skip the X-Forwarded-For middleware.
+                proxy_headers=False,
                 timeout_graceful_shutdown=10)
 
 

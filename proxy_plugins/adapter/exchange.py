@@ -72,6 +72,8 @@ class Exchange:
         self.finished = False
         self.detached = False
         self.disconnected = False
+        self.sent = False
+        """The final bytes are being sent: a disconnect after this is the answer's normal end."""
         self._stream_head: list[tuple[bytes, bytes]] = []
         self._stream_body: list[bytes] = []
 
@@ -92,6 +94,7 @@ class Exchange:
                                            "is withheld; nothing was charged. Please retry.")
             out = [_JSON, (b"content-length", str(len(body)).encode())]
         await self._send({"type": "http.response.start", "status": status, "headers": out})
+        self.sent = True
         await self._send({"type": "http.response.body", "body": body})
 
     async def error(self, error: ApiError) -> None:
@@ -126,6 +129,7 @@ class Exchange:
             data = stream_error(ApiError("billing_unavailable", "The end of this answer could not be billed; "
                                          "it is incomplete and nothing was charged. Please retry."))
         if not self.disconnected:
+            self.sent = True
             await self._send({"type": "http.response.body", "body": data, "more_body": False})
 
     def _claim(self) -> None:

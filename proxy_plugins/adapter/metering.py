@@ -54,11 +54,18 @@ def metadata(ctx: RequestContext) -> dict[str, str]:
 
 
 def metadata_headers(ctx: RequestContext, *, final: bool = True) -> list[tuple[bytes, bytes]]:
-    """ASGI headers. `final=False` (a stream's start) leaves out what is not known yet."""
-    values = metadata(ctx)
+    """ASGI headers. `final=False` (a stream's start) leaves out what is not known yet. Built
+    directly rather than from `metadata()`'s dict: this runs for every answer."""
+    ctx.account_produced()
+    head = [(b"x-request-id", ctx.request_id.encode("latin-1")), (b"x-model", ctx.model.id.encode("latin-1"))]
     if not final:
-        values = {k: values[k] for k in ("x-request-id", "x-model", "x-cache-status")}
-    return [(k.encode(), v.encode("latin-1")) for k, v in values.items()]
+        head.append((b"x-cache-status", ctx.cache_status.encode()))
+        return head
+    usage = ctx.usage
+    head += [(b"x-input-tokens", b"%d" % usage.input_tokens), (b"x-output-tokens", b"%d" % usage.output_tokens),
+             (b"x-cache-status", ctx.cache_status.encode()),
+             (b"x-wallet-debit", format_usd(wallet_debit(ctx)).encode())]
+    return head
 
 
 def metadata_comment(ctx: RequestContext) -> bytes:
