@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, event, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from control_plane.settings import Settings
@@ -48,14 +49,19 @@ def make_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
     return create_async_engine(url, pool_pre_ping=True, **kwargs)
 
 
-def make_sync_sqlite_engine(engine: AsyncEngine) -> Engine:
-    """A synchronous engine on the same SQLite file, for work that runs a whole batch of statements
-    in one worker thread (control_plane/groupcommit.py): aiosqlite hops threads on every cursor
-    call, which made a settlement's dozen statements cost milliseconds of CPU."""
-    url = str(engine.url.set(drivername="sqlite+pysqlite"))
-    sync = create_engine(url, connect_args={"timeout": 5.0, "check_same_thread": False})
-    _sqlite_pragmas(sync)
-    return sync
+_PRAGMAS = ("journal_mode=WAL", "busy_timeout=5000", "foreign_keys=ON", "synchronous=NORMAL")
+
+
+def sqlite_connection(engine: AsyncEngine) -> sqlite3.Connection:
+    """A plain `sqlite3` connection to the engine's file, with the engine's pragmas, for work that
+    runs a whole batch of statements synchronously (control_plane/groupcommit.py): aiosqlite hops
+    threads on every cursor call, which made a settlement's dozen statements cost milliseconds.
+    Autocommit mode: the caller issues BEGIN IMMEDIATE and COMMIT itself."""
+    db = sqlite3.connect(engine.url.database or ":memory:", timeout=5.0, isolation_level=None,
+                         check_same_thread=False)
+    for pragma in _PRAGMAS:
+        db.execute(f"PRAGMA {pragma}")
+    return db
 
 
 def _sqlite_pragmas(engine: Engine) -> None:
@@ -64,7 +70,7 @@ def _sqlite_pragmas(engine: Engine) -> None:
         # Let SQLAlchemy not emit BEGIN itself: write_tx issues BEGIN IMMEDIATE explicitly.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
-        for pragma in ("journal_mode=WAL", "busy_timeout=5000", "foreign_keys=ON", "synchronous=NORMAL"):
+        for pragma in _PRAGMAS:
             cur.execute(f"PRAGMA {pragma}")
         cur.close()
 

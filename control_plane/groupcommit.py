@@ -10,13 +10,15 @@ Batching is natural, not timed: while one transaction runs, new work queues up, 
 transaction takes all of it (up to `max_batch`). At low load a batch is one item and nothing waits;
 under load batches grow exactly as much as the database is slower than the arrivals.
 
-Each item runs inside its own SAVEPOINT, so one item's refusal (insufficient funds) rolls back only
-that item; an error of the transaction itself fails every item of the batch.
+A batch first runs every item in plain sequence. If one of them fails (a refusal: insufficient
+funds), the transaction is rolled back and the batch runs again with each item inside its own
+SAVEPOINT, so that item's refusal rolls back only that item; an error of the transaction itself
+fails every item of the batch.
 
 The batch's statements run on the driver itself (control_plane/rawsql.py), not through
-SQLAlchemy's per-statement layers. On SQLite a whole batch runs in ONE worker-thread hop on a
-synchronous `sqlite3` connection (aiosqlite would hop threads on every cursor call, dozens per
-settlement); on PostgreSQL on the pooled asyncpg connection, in an asyncpg transaction.
+SQLAlchemy's per-statement layers. On SQLite a whole batch runs on one synchronous `sqlite3`
+connection, on the event loop's thread (aiosqlite would hop threads on every cursor call, dozens
+per settlement); on PostgreSQL on a pooled asyncpg connection, in an asyncpg transaction.
 """
 
 from __future__ import annotations
@@ -24,13 +26,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Generic, TypeVar, cast
 
-from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from control_plane.db import WriteLock, make_sync_sqlite_engine, write_lock_path
+from control_plane.db import WriteLock, sqlite_connection, write_lock_path
 from control_plane.rawsql import AsyncpgConnection, SqliteConnection
 
 __all__ = ["GroupCommit"]
@@ -49,7 +51,7 @@ class GroupCommit(Generic[T, R]):
         self.max_batch = max_batch
         self.order = order
         """Sort key applied within a batch so concurrent batches take row locks in one order."""
-        self._sync: Engine | None = make_sync_sqlite_engine(engine) if engine.dialect.name == "sqlite" else None
+        self._sqlite = sqlite_connection(engine) if engine.dialect.name == "sqlite" else None
         lock_path = write_lock_path(engine)
         self._lock = WriteLock(lock_path) if lock_path is not None else None
         self._queue: list[tuple[T, asyncio.Future[R]]] = []
@@ -79,8 +81,8 @@ class GroupCommit(Generic[T, R]):
             self._runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._runner
-        if self._sync is not None:
-            self._sync.dispose()
+        if self._sqlite is not None:
+            self._sqlite.close()
         if self._lock is not None:
             self._lock.close()
 
@@ -97,8 +99,8 @@ class GroupCommit(Generic[T, R]):
             batch = sorted(batch, key=lambda pair: self.order(pair[0]))  # type: ignore[misc]
         items = [item for item, _ in batch]
         try:
-            if self._sync is not None:
-                outcomes = await asyncio.to_thread(self._run_in_thread, items)
+            if self._sqlite is not None:
+                outcomes = await self._run_on_sqlite(self._sqlite, items)
             else:
                 outcomes = await self._run_on_asyncpg(items)
         except Exception as exc:
@@ -114,7 +116,19 @@ class GroupCommit(Generic[T, R]):
             else:
                 future.set_result(outcome)
 
-    async def _items(self, conn: AsyncConnection, items: list[T]) -> list[R | BaseException]:
+    async def _optimistic(self, conn: AsyncConnection, items: list[T]) -> list[R | BaseException] | None:
+        """Every item without savepoints (two statements fewer each), or None if one of them
+        failed: the caller then rolls the transaction back and runs `_isolated`. Refusals are
+        rare on the hot path (an unaffordable request), so the common batch pays nothing for them."""
+        outcomes: list[R | BaseException] = []
+        for item in items:
+            try:
+                outcomes.append(await self.work(conn, item))
+            except Exception:
+                return None
+        return outcomes
+
+    async def _isolated(self, conn: AsyncConnection, items: list[T]) -> list[R | BaseException]:
         outcomes: list[R | BaseException] = []
         for item in items:
             try:
@@ -128,23 +142,52 @@ class GroupCommit(Generic[T, R]):
         async with self.engine.connect() as conn:
             driver = (await conn.get_raw_connection()).driver_connection
             assert driver is not None
-            async with driver.transaction():
-                return await self._items(cast(AsyncConnection, AsyncpgConnection(driver)), items)
+            raw = cast(AsyncConnection, AsyncpgConnection(driver))
+            tx = driver.transaction()
+            await tx.start()
+            try:
+                outcomes = await self._optimistic(raw, items)
+                if outcomes is None:
+                    await tx.rollback()
+                    tx = driver.transaction()
+                    await tx.start()
+                    outcomes = await self._isolated(raw, items)
+            except BaseException:
+                await tx.rollback()
+                raise
+            await tx.commit()
+            return outcomes
 
-    def _run_in_thread(self, items: list[T]) -> list[R | BaseException]:
-        assert self._sync is not None
-        if self._lock is not None:
-            self._lock.acquire()  # queue behind the other writers (control_plane/db.py WriteLock)
+    async def _run_on_sqlite(self, db: sqlite3.Connection, items: list[T]) -> list[R | BaseException]:
+        """The batch runs on the event loop's own thread: its statements take microseconds each,
+        less than the two thread switches a worker thread would cost per batch."""
+        lock = self._lock
+        if lock is not None and not lock.try_acquire():
+            # Another process is writing: wait for it in a thread, not on the loop.
+            waiting = asyncio.ensure_future(asyncio.to_thread(lock.acquire))
+            try:
+                await asyncio.shield(waiting)
+            except asyncio.CancelledError:  # shutting down: give the lock back once it is ours
+                waiting.add_done_callback(lambda _: lock.release())
+                raise
         try:
-            with self._sync.connect() as sync:
-                sync = sync.execution_options(sqlite_begin="IMMEDIATE")
-                with sync.begin():  # BEGIN IMMEDIATE (control_plane/db.py); COMMIT on leaving
-                    raw = SqliteConnection(cast(Any, sync.connection.dbapi_connection))
-                    return _complete(self._items(cast(AsyncConnection, raw), items))
+            raw = cast(AsyncConnection, SqliteConnection(db))
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                outcomes = _complete(self._optimistic(raw, items))
+                if outcomes is None:
+                    db.execute("ROLLBACK")
+                    db.execute("BEGIN IMMEDIATE")
+                    outcomes = _complete(self._isolated(raw, items))
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return outcomes
         finally:
-            if self._lock is not None:
-                with contextlib.suppress(OSError):  # closed at shutdown under a cancelled batch
-                    self._lock.release()
+            if lock is not None:
+                lock.release()
 
 
 def _complete(coro: Coroutine[Any, Any, R]) -> R:
