@@ -26,7 +26,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from control_plane import idempotency
-from control_plane.db import make_engine, now_ms, write_tx
+from control_plane.db import checkpoint, make_engine, now_ms, write_tx
 from control_plane.domain.bootstrap import load_secrets
 from control_plane.domain.keys import bump_config_version
 from control_plane.envoy_config import write_dynamic
@@ -110,6 +110,7 @@ async def run(settings: Settings) -> None:
     responses = BackgroundResponses(engine)
     jobs.append(("responses", 0.25, responses))
     jobs.append(("expire_holds", 2.0, ExpireHoldsJob(engine)))
+    jobs.append(("wal_checkpoint", 1.0, lambda: checkpoint(engine)))
     jobs.append(("prune_idempotency", 300.0, PruneIdempotencyJob(engine)))
     jobs.append(("price_activation", 5.0, PriceActivationJob(engine)))
     jobs.append(("usage_rollups", 30.0, RollupJob(engine)))
