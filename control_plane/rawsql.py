@@ -26,7 +26,7 @@ from typing import Any
 
 from sqlalchemy import TextClause, text
 
-__all__ = ["AsyncpgConnection", "RawResult", "SqliteConnection", "sql"]
+__all__ = ["AsyncpgConnection", "RawResult", "SqliteConnection", "memo_of", "sql"]
 
 _BIND = re.compile(r"(?<![:\w]):(\w+)")
 
@@ -98,6 +98,7 @@ class SqliteConnection:
         self._db = dbapi
         self.dialect = _Dialect("sqlite")
         self._savepoints = 0
+        self.memo: dict[tuple[Any, ...], Any] = {}
 
     async def run(self, sql: str) -> None:
         self._db.execute(sql)
@@ -122,6 +123,7 @@ class AsyncpgConnection:
         self._pg = driver
         self.dialect = _Dialect("postgresql")
         self._savepoints = 0
+        self.memo: dict[tuple[Any, ...], Any] = {}
 
     async def run(self, sql: str) -> None:
         await self._pg.execute(sql)
@@ -155,6 +157,14 @@ class AsyncpgConnection:
     def begin_nested(self) -> _Savepoint:
         self._savepoints += 1
         return _Savepoint(self, f"nx_sp{self._savepoints}")
+
+
+def memo_of(conn: object) -> dict[tuple[Any, ...], Any] | None:
+    """A batch connection's memo: answers that cannot change within its one transaction (a price
+    card in force, whether an organization subscribes to an event type), read once per batch
+    instead of once per item. None for any other connection."""
+    memo = getattr(conn, "memo", None)
+    return memo if isinstance(memo, dict) else None
 
 
 @functools.lru_cache(maxsize=1024)

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from control_plane.db import now_ms
 from control_plane.events.catalog import EVENT_TYPES, OPT_IN_TYPES, SCHEMA_VERSION, Envelope, EventData
 from control_plane.ids import new_id
-from control_plane.rawsql import sql
+from control_plane.rawsql import memo_of, sql
 
 __all__ = ["encode_envelope", "insert_event", "record_event"]
 
@@ -63,9 +63,15 @@ async def insert_event(conn: AsyncConnection, org_id: str, event_type: str, data
 
 
 async def _anyone_subscribed(conn: AsyncConnection, org_id: str, event_type: str) -> bool:
+    memo = memo_of(conn)
+    if memo is not None and ("subscribed", org_id, event_type) in memo:
+        return bool(memo[("subscribed", org_id, event_type)])
     # LIKE on the JSON array text is enough: type names contain no quote or wildcard characters.
     row = await conn.execute(
         sql("SELECT 1 FROM webhook_endpoints WHERE org_id = :o AND deleted_at IS NULL AND enabled = 1 "
-             "AND event_types LIKE :pat LIMIT 1"),
+            "AND event_types LIKE :pat LIMIT 1"),
         {"o": org_id, "pat": f'%"{event_type}"%'})
-    return row.first() is not None
+    subscribed = row.first() is not None
+    if memo is not None:
+        memo[("subscribed", org_id, event_type)] = subscribed
+    return subscribed

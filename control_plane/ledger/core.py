@@ -85,7 +85,7 @@ async def _apply(conn: AsyncConnection, org_id: str, leg: Leg) -> tuple[str, int
 
 
 async def post(conn: AsyncConnection, org_id: str, legs: Sequence[Leg], meta: TxnMeta,
-               idempotency_key: str, txn_id: str | None = None) -> TransactionView:
+               idempotency_key: str, txn_id: str | None = None, *, first_use: bool = False) -> TransactionView:
     """Write one balanced transaction in the caller's database transaction; see the module doc.
 
     Raises `insufficient_quota` when a customer account would go below its held amount; the caller
@@ -94,7 +94,10 @@ async def post(conn: AsyncConnection, org_id: str, legs: Sequence[Leg], meta: Tx
     if sum(leg.amount for leg in legs) != 0 or sum(1 for leg in legs if leg.amount) < 2:
         raise ValueError("a ledger transaction needs at least two non-zero legs summing to zero")
     fingerprint = _fingerprint(org_id, legs, meta)
-    existing = (await conn.execute(sql(
+    # `first_use`: the caller has already made this key's first use certain (a settlement's key
+    # names a hold it has just claimed), so there is no earlier transaction to look up; the
+    # unique index still refuses a duplicate below.
+    existing = None if first_use else (await conn.execute(sql(
         "SELECT id, fingerprint FROM ledger_transactions WHERE idempotency_key = :k"),
         {"k": idempotency_key})).first()
     if existing is not None:

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from control_plane.errors import ApiError
 from control_plane.money import request_cost
-from control_plane.rawsql import sql
+from control_plane.rawsql import memo_of, sql
 
 __all__ = ["PriceCard", "card_in_force", "card_version", "charge_for", "max_cost"]
 
@@ -39,21 +39,35 @@ def _card(r: tuple[object, ...]) -> PriceCard:
 
 async def card_in_force(conn: AsyncConnection, model_id: str, at_ms: int) -> PriceCard:
     """The latest card already effective at `at_ms` (same rule as the sidecar's snapshot)."""
+    memo = memo_of(conn)
+    found = memo.get(("card_in_force", model_id)) if memo is not None else None
+    if isinstance(found, PriceCard) and found.effective_at <= at_ms:
+        return found
     r = (await conn.execute(sql(
         f"SELECT {_COLUMNS} FROM price_cards WHERE model_id = :m AND effective_at <= :at"
         " ORDER BY effective_at DESC, version DESC LIMIT 1"), {"m": model_id, "at": at_ms})).first()
     if r is None:
         raise ApiError("model_not_priced", f"The model '{model_id}' has no price card in force; "
                        "it cannot be served or charged.", param="model")
-    return _card(tuple(r))
+    card = _card(tuple(r))
+    if memo is not None:
+        memo[("card_in_force", model_id)] = card
+    return card
 
 
 async def card_version(conn: AsyncConnection, model_id: str, version: int) -> PriceCard:
+    memo = memo_of(conn)
+    found = memo.get(("card_version", model_id, version)) if memo is not None else None
+    if isinstance(found, PriceCard):
+        return found
     r = (await conn.execute(sql(f"SELECT {_COLUMNS} FROM price_cards WHERE model_id = :m AND version = :v"),
                             {"m": model_id, "v": version})).first()
     if r is None:
         raise ApiError("model_not_priced", f"Price card version {version} of '{model_id}' does not exist.")
-    return _card(tuple(r))
+    card = _card(tuple(r))
+    if memo is not None:
+        memo[("card_version", model_id, version)] = card
+    return card
 
 
 def charge_for(card: PriceCard, input_tokens: int, cached_tokens: int, output_tokens: int) -> int:

@@ -133,7 +133,8 @@ async def _post_org(conn: AsyncConnection, org_id: str, group: list[_Claimed], n
             meta = TxnMeta(kind="charge", actor="system", request_id=h.request_id,
                            project_id=h.project_id, key_id=h.key_id, period=h.period, model_id=h.model_id,
                            price_version=h.price_version)
-            await post(conn, org_id, [*legs, Leg("revenue", c.cost)], meta, f"charge:{h.id}", txn_id=c.txn_id)
+            await post(conn, org_id, [*legs, Leg("revenue", c.cost)], meta, f"charge:{h.id}", txn_id=c.txn_id,
+                       first_use=True)
             charged, last_txn = charged + c.cost, c.txn_id
         await _usage_record(conn, c, now)
     if last_txn is not None:
