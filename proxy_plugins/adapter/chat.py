@@ -3,7 +3,9 @@
 OpenAI-protocol backends get the client's body as it came, with `model` rewritten to the upstream
 name and, when streaming, `stream_options.include_usage` forced on so the platform can meter every
 stream; the usage chunk reaches the client only if it asked. Anthropic backends go through the
-translation in anthropic.py. Streams are relayed event by event as they arrive.
+translation in anthropic.py. Streams are relayed event by event as they arrive; an ordinary content
+chunk is relayed by chat_chunk.py without being rebuilt as Python objects (its bytes are kept, only
+`model` is swapped), everything else (usage, errors, nulls to drop) by `_relay` here.
 
 A stream that ends without `[DONE]` (cut, stall) ends with `data: {"error": {...}}` and no
 `[DONE]`: both official SDKs raise on a data event carrying `error`, so a truncated answer never
@@ -17,7 +19,7 @@ from typing import Any
 import msgspec
 
 from control_plane.errors import ApiError
-from proxy_plugins.adapter import anthropic
+from proxy_plugins.adapter import anthropic, chat_chunk
 from proxy_plugins.adapter.capabilities import check_chat
 from proxy_plugins.adapter.context import RequestContext, Usage
 from proxy_plugins.adapter.exchange import DONE, Exchange, sse, stream_error
@@ -95,14 +97,22 @@ async def handle(svc: Services, ctx: RequestContext, body: bytes, exchange: Exch
 
 async def _stream(svc: Services, ctx: RequestContext, payload: bytes, exchange: Exchange,
                   client_wants_usage: bool) -> None:
+    model_json = _encode(ctx.requested_model)
     async with svc.backends.stream(ctx.backend, "chat/completions", payload) as events:
         await exchange.start_stream()
         try:
             async for event in events:
-                if event.data == b"[DONE]":
+                data = event.data
+                if data == b"[DONE]":
                     await exchange.finish(metadata_comment(ctx) + DONE)
                     return
-                await _relay(ctx, event.data, exchange, client_wants_usage)
+                fast = chat_chunk.relay(data, model_json)
+                if fast is None:
+                    await _relay(ctx, data, exchange, client_wants_usage)
+                    continue
+                if fast[1]:
+                    ctx.produced_chunks += 1
+                await exchange.event(fast[0])
             raise ApiError("upstream_error", "The model backend's stream ended before it was complete.")
         except ApiError as exc:
             await exchange.finish(stream_error(exc) + metadata_comment(ctx))
