@@ -17,7 +17,7 @@ from control_plane.crypto import unseal
 from control_plane.domain.keys import SIGNING_PURPOSE
 from control_plane.errors import ERRORS, error_json
 from control_plane.keys import hash_key, is_well_formed
-from proxy_plugins.estimate import estimate
+from proxy_plugins.estimate import BodyFields, Estimate, EstimateFields, estimate_from
 from proxy_plugins.hold import Holds
 from proxy_plugins.idempotency_gate import Gate, Refusal
 from proxy_plugins.limits import buckets_for, denial_message, limit_headers
@@ -159,14 +159,21 @@ class Checker:
                    # The client's key never travels further than the sidecar.
                    ("x-envoy-auth-headers-to-remove", "authorization")]
         model: ModelRecord | None = None
+        est: Estimate | None = None
         if upstream == "inference" and req.method == "POST":
             resolved = self._model(key, snap, req.body, endpoint)
             if isinstance(resolved, Decision):
                 return resolved
-            model = resolved
+            model, fields = resolved
+            # One estimate sizes both the tokens-per-minute charge and the money hold.
+            est = estimate_from(fields, len(req.body), model)
             headers += [("x-nx-model", model.id), ("x-nx-backend", model.backend_id)]
-        ticket = await self.gate.enter(org_id=key.org_id, key_id=key.id, method=req.method, path=req.path,
-                                       idem_key=req.idempotency_key, body=req.body, request_id=req.request_id)
+        # The gate only acts on a POST with an Idempotency-Key; skip the call (and its coroutine) otherwise.
+        ticket = None
+        if req.idempotency_key is not None and req.method == "POST":
+            ticket = await self.gate.enter(org_id=key.org_id, key_id=key.id, method=req.method, path=req.path,
+                                           idem_key=req.idempotency_key, body=req.body,
+                                           request_id=req.request_id)
         if isinstance(ticket, Refusal):
             return Decision(status=ticket.status, body=ticket.body,
                             headers=[("content-type", "application/json")])
@@ -178,8 +185,8 @@ class Checker:
         if ticket is not None:
             headers.append(("x-nx-idem", ticket.record_id))
         # Limits are taken only after authentication and authorization succeeded.
-        tokens = estimate(req.body, model).total if model is not None else 0
-        buckets = buckets_for(key, project, snap, inference=model is not None, tokens=tokens)
+        buckets = buckets_for(key, project, snap, inference=model is not None,
+                              tokens=est.total if est is not None else 0)
         verdict = await self.limits.acquire(req.request_id, buckets)
         rl_headers = limit_headers(verdict.usage)
         if verdict.denial is not None:
@@ -190,11 +197,10 @@ class Checker:
             denied.headers += [*rl_headers, ("retry-after", str(retry_after_seconds(verdict.denial.retry_after_ms))),
                                ("retry-after-ms", str(verdict.denial.retry_after_ms))]
             return denied
-        if model is not None:
+        if model is not None and est is not None:
             unheld = await self.holds.place(
                 key=key, project=project, model=model, backend=snap.backends.get(model.backend_id),
-                endpoint=endpoint, request_id=req.request_id, client_ip=req.client_ip,
-                est=estimate(req.body, model))
+                endpoint=endpoint, request_id=req.request_id, client_ip=req.client_ip, est=est)
             if isinstance(unheld, str):
                 headers.append(("x-nx-hold-price", unheld))
             else:
@@ -235,11 +241,21 @@ class Checker:
             return sorted(key.projects & org_projects or key.projects)[0]
         return snap.default_project.get(key.org_id, "")
 
-    def _model(self, key: KeyRecord, snap: Snapshot, body: bytes, endpoint: str) -> ModelRecord | Decision:
+    def _model(self, key: KeyRecord, snap: Snapshot, body: bytes,
+               endpoint: str) -> tuple[ModelRecord, EstimateFields] | Decision:
+        """The model the body names, with the fields the estimate reads (one decode of the body)."""
+        fields: EstimateFields
         try:
-            name = msgspec.json.decode(body or b"{}", type=_ModelField).model
+            both = msgspec.json.decode(body or b"{}", type=BodyFields)
+            name, fields = both.model, both
         except msgspec.ValidationError:
-            return _deny("invalid_request_error", "'model' must be a string.", param="model")
+            # Some field has the wrong type. Decode the two readers apart, as each alone would: a
+            # non-string model is refused, any other wrong field only gives the estimate its defaults.
+            try:
+                name = msgspec.json.decode(body or b"{}", type=_ModelField).model
+            except msgspec.ValidationError:
+                return _deny("invalid_request_error", "'model' must be a string.", param="model")
+            fields = _estimate_fields(body)
         except msgspec.DecodeError:
             return _deny("invalid_json", "We could not parse the JSON body of your request.")
         if not name:
@@ -256,4 +272,11 @@ class Checker:
             return _deny("invalid_request_error",
                          f"The model '{name}' is a {model.kind} model and cannot serve /{endpoint}.",
                          param="model")
-        return model
+        return model, fields
+
+
+def _estimate_fields(body: bytes) -> EstimateFields:
+    try:
+        return msgspec.json.decode(body, type=EstimateFields)
+    except msgspec.MsgspecError:
+        return EstimateFields()  # the backend will refuse the body; the estimate only needs to be safe

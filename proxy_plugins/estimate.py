@@ -16,17 +16,29 @@ import msgspec
 
 from proxy_plugins.snapshot import ModelRecord
 
-__all__ = ["TEMPLATE_ALLOWANCE", "Estimate", "estimate"]
+__all__ = ["TEMPLATE_ALLOWANCE", "BodyFields", "Estimate", "EstimateFields", "estimate", "estimate_from"]
 
 TEMPLATE_ALLOWANCE = 256
 """Tokens a backend may add around the messages (role markers, system prompt framing)."""
 
 
-class _Body(msgspec.Struct):
+class EstimateFields(msgspec.Struct):
+    """The body fields an estimate reads."""
+
     max_output_tokens: int | None = None
     max_tokens: int | None = None
     max_completion_tokens: int | None = None
     previous_response_id: str | None = None
+
+
+class BodyFields(EstimateFields):
+    """Everything the check reads from an inference body, so that it decodes the body once (model
+    and estimate together) rather than once per reader."""
+
+    model: str | None = None
+
+
+_NO_FIELDS = EstimateFields()
 
 
 class Estimate(msgspec.Struct, frozen=True):
@@ -40,14 +52,20 @@ class Estimate(msgspec.Struct, frozen=True):
 
 def estimate(body: bytes, model: ModelRecord) -> Estimate:
     try:
-        fields = msgspec.json.decode(body, type=_Body)
+        fields = msgspec.json.decode(body, type=EstimateFields)
     except msgspec.MsgspecError:
-        fields = _Body()  # the backend will refuse the body; the estimate only needs to be safe
-    input_tokens = min(len(body) + TEMPLATE_ALLOWANCE, model.context_window)
+        fields = _NO_FIELDS  # the backend will refuse the body; the estimate only needs to be safe
+    return estimate_from(fields, len(body), model)
+
+
+def estimate_from(fields: EstimateFields, body_bytes: int, model: ModelRecord) -> Estimate:
+    """The estimate from a body already decoded (`fields`) and its length in bytes."""
+    if model.kind == "embedding":
+        return Estimate(body_bytes + TEMPLATE_ALLOWANCE, 0)  # a batch may exceed one text's window
     if fields.previous_response_id:
         input_tokens = model.context_window
-    if model.kind == "embedding":
-        return Estimate(len(body) + TEMPLATE_ALLOWANCE, 0)  # a batch may exceed one text's window
+    else:
+        input_tokens = min(body_bytes + TEMPLATE_ALLOWANCE, model.context_window)
     asked = fields.max_output_tokens or fields.max_completion_tokens or fields.max_tokens
     cap = model.max_output_tokens
     return Estimate(input_tokens, min(asked, cap) if asked and asked > 0 else cap)

@@ -19,7 +19,7 @@ from control_plane import ledger
 from control_plane.errors import ApiError, error_json
 from control_plane.groupcommit import GroupCommit
 from proxy_plugins.estimate import Estimate
-from proxy_plugins.snapshot import BackendRecord, KeyRecord, ModelRecord
+from proxy_plugins.snapshot import BackendRecord, KeyRecord, ModelRecord, PriceRecord
 
 __all__ = ["HOLD_MARGIN_MS", "Holds"]
 
@@ -59,11 +59,27 @@ async def _place(conn: AsyncConnection, item: _Item) -> str:
         max_output_tokens=item.est.output_tokens, expires_at_ms=item.expires_at_ms, client_ip=item.client_ip)
     price = item.model.price
     if price is not None and price.version == hold.price_version:
-        figures = (price.input_nanos_per_mtok, price.cached_input_nanos_per_mtok, price.output_nanos_per_mtok)
-    else:  # the snapshot lags a new card: price with the card the hold was placed at
-        card = await ledger.card_version(conn, item.model.id, hold.price_version)
-        figures = (card.input_nanos_per_mtok, card.cached_input_nanos_per_mtok, card.output_nanos_per_mtok)
-    return ",".join(str(x) for x in (hold.price_version, *figures))
+        # The snapshot's card, the usual case: its header text is formatted once per card.
+        header = _PRICE_HEADERS.get(price)
+        if header is None:
+            if len(_PRICE_HEADERS) > 10_000:
+                _PRICE_HEADERS.clear()
+            header = _PRICE_HEADERS[price] = _price_header(price.version, price.input_nanos_per_mtok,
+                                                           price.cached_input_nanos_per_mtok,
+                                                           price.output_nanos_per_mtok)
+        return header
+    # The snapshot lags a new card: price with the card the hold was placed at.
+    card = await ledger.card_version(conn, item.model.id, hold.price_version)
+    return _price_header(hold.price_version, card.input_nanos_per_mtok, card.cached_input_nanos_per_mtok,
+                         card.output_nanos_per_mtok)
+
+
+_PRICE_HEADERS: dict[PriceRecord, str] = {}
+"""Price card -> its `x-nx-hold-price` text (cards are immutable; bounded against churn)."""
+
+
+def _price_header(version: int, input_nanos: int, cached_nanos: int, output_nanos: int) -> str:
+    return f"{version},{input_nanos},{cached_nanos},{output_nanos}"
 
 
 class Holds:

@@ -18,8 +18,16 @@ _LABEL = {"requests": "requests per minute", "tokens": "tokens per minute",
           "concurrent": "concurrent requests"}
 
 
-def buckets_for(key: KeyRecord, project: str, snap: Snapshot, *, inference: bool,
-                tokens: int) -> list[Bucket]:
+_Plan = tuple[KeyRecord, tuple[Bucket, ...], tuple[int, ...]]
+_plans: dict[tuple[str, str, bool], _Plan] = {}
+"""(key id, project, inference) -> the buckets a request of that key and project touches, built once
+per key record (a reloaded record: rebuilt) and per snapshot (a new one empties the cache), with the
+positions of the tokens buckets, whose weight is each request's own. Bounded like the key cache."""
+_plans_snapshot: list[Snapshot | None] = [None]
+_MAX_PLANS = 100_000
+
+
+def _plan(key: KeyRecord, project: str, snap: Snapshot, inference: bool) -> _Plan:
     scopes: list[tuple[str, str, Limits | None]] = [
         ("key", key.id, key.limits),
         ("project", project, snap.project_limits.get(project)),
@@ -34,9 +42,24 @@ def buckets_for(key: KeyRecord, project: str, snap: Snapshot, *, inference: bool
         for kind in kinds:
             limit = getattr(limits, _KIND_FIELD[kind])
             if limit is not None:
-                weight = tokens if kind == "tokens" else 1
                 out.append(Bucket(key=f"rl:{scope}:{ident}:{kind}", kind=kind, scope=scope,  # type: ignore[arg-type]
-                                  limit=int(limit), weight=weight))
+                                  limit=int(limit), weight=1))
+    return key, tuple(out), tuple(i for i, b in enumerate(out) if b.kind == "tokens")
+
+
+def buckets_for(key: KeyRecord, project: str, snap: Snapshot, *, inference: bool,
+                tokens: int) -> list[Bucket]:
+    if _plans_snapshot[0] is not snap or len(_plans) >= _MAX_PLANS:
+        _plans.clear()
+        _plans_snapshot[0] = snap
+    cache_key = (key.id, project, inference)
+    plan = _plans.get(cache_key)
+    if plan is None or plan[0] is not key:
+        plan = _plans[cache_key] = _plan(key, project, snap, inference)
+    out = list(plan[1])
+    for i in plan[2]:
+        b = out[i]
+        out[i] = Bucket(key=b.key, kind=b.kind, scope=b.scope, limit=b.limit, weight=tokens)
     return out
 
 
@@ -55,13 +78,23 @@ def _duration(ms: int) -> str:
 
 
 def limit_headers(usage: list[Usage]) -> list[tuple[str, str]]:
+    requests = tokens = None
+    for u in usage:  # usage is in precedence order: the first of each kind is the one reported
+        kind = u.bucket.kind
+        if kind == "requests":
+            if requests is None:
+                requests = u
+        elif kind == "tokens" and tokens is None:
+            tokens = u
     headers: list[tuple[str, str]] = []
-    for kind, suffix in (("requests", "requests"), ("tokens", "tokens")):
-        first = next((u for u in usage if u.bucket.kind == kind), None)  # usage is in precedence order
-        if first is not None:
-            headers += [(f"x-ratelimit-limit-{suffix}", str(first.bucket.limit)),
-                        (f"x-ratelimit-remaining-{suffix}", str(first.remaining)),
-                        (f"x-ratelimit-reset-{suffix}", _duration(first.reset_ms))]
+    if requests is not None:
+        headers += [("x-ratelimit-limit-requests", str(requests.bucket.limit)),
+                    ("x-ratelimit-remaining-requests", str(requests.remaining)),
+                    ("x-ratelimit-reset-requests", _duration(requests.reset_ms))]
+    if tokens is not None:
+        headers += [("x-ratelimit-limit-tokens", str(tokens.bucket.limit)),
+                    ("x-ratelimit-remaining-tokens", str(tokens.remaining)),
+                    ("x-ratelimit-reset-tokens", _duration(tokens.reset_ms))]
     return headers
 
 

@@ -16,12 +16,12 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Literal, Protocol
 
 import msgspec
 
-__all__ = ["LEASE_MS", "WINDOW_MS", "Bucket", "Denial", "LimitStore", "MemoryStore", "Verdict"]
+__all__ = ["LEASE_MS", "WINDOW_MS", "Bucket", "Denial", "Finished", "LimitStore", "MemoryStore", "Verdict"]
 
 WINDOW_MS = 60_000
 LEASE_MS = 15 * 60_000
@@ -64,6 +64,10 @@ class Verdict(msgspec.Struct, frozen=True):
         return self.denial is None
 
 
+Finished = tuple[str, list[Bucket], int | None]
+"""A request that ended: its id, the buckets it was admitted with, its actual tokens if known."""
+
+
 class LimitStore(Protocol):
     async def acquire(self, request_id: str, buckets: list[Bucket]) -> Verdict: ...
 
@@ -74,6 +78,10 @@ class LimitStore(Protocol):
 
     async def refund(self, request_id: str, buckets: list[Bucket]) -> None:
         """Give everything back: the request was admitted by the limits but refused afterwards."""
+
+    async def finish(self, finished: Sequence[Finished]) -> None:
+        """For each: `release`, then `adjust` its tokens buckets to the actual tokens (one call for a
+        whole batch of reports, so a store can do it in one pass or one round trip)."""
 
 
 class _Log:
@@ -108,11 +116,16 @@ class MemoryStore:
     async def acquire(self, request_id: str, buckets: list[Bucket]) -> Verdict:
         # No await between checking and taking: on one event loop this is atomic.
         now = self._now()
-        logs = [self._logs.setdefault(b.key, _Log()) for b in buckets]
-        for b, log in zip(buckets, logs, strict=True):
+        logs: list[_Log] = []
+        for b in buckets:
+            log = self._logs.get(b.key)
+            if log is None:  # get first: setdefault would build a _Log on every call
+                log = self._logs[b.key] = _Log()
             log.expire(now)
+            logs.append(log)
             if log.total + b.weight > b.limit:
                 retry = _retry_after(log, b, now)
+                logs += [self._logs.setdefault(rest.key, _Log()) for rest in buckets[len(logs):]]
                 return Verdict(denial=Denial(b, retry), usage=_usage(buckets, logs, now))
         for b, log in zip(buckets, logs, strict=True):
             log.entries[request_id] = (now + b.ttl_ms, b.weight)
@@ -130,6 +143,23 @@ class MemoryStore:
         for b in buckets:
             if (log := self._logs.get(b.key)) is not None and (entry := log.entries.pop(request_id, None)):
                 log.total -= entry[1]
+
+    async def finish(self, finished: Sequence[Finished]) -> None:
+        logs = self._logs
+        for request_id, buckets, actual in finished:
+            for b in buckets:
+                log = logs.get(b.key)
+                if log is None:
+                    continue
+                if b.kind == "concurrent":
+                    entry = log.entries.pop(request_id, None)
+                    if entry is not None:
+                        log.total -= entry[1]
+                elif b.kind == "tokens" and actual is not None:
+                    entry = log.entries.get(request_id)
+                    if entry is not None:  # else already expired out of the window
+                        log.entries[request_id] = (entry[0], actual)
+                        log.total += actual - entry[1]
 
     async def adjust(self, request_id: str, bucket: Bucket, actual_weight: int) -> None:
         log = self._logs.get(bucket.key)

@@ -8,11 +8,12 @@ of request ids scored by expiry, a hash of their weights, and a running total.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
-from proxy_plugins.ratelimit import Bucket, Denial, Usage, Verdict
+from proxy_plugins.ratelimit import Bucket, Denial, Finished, Usage, Verdict
 
 __all__ = ["RedisStore"]
 
@@ -136,6 +137,30 @@ class RedisStore:
 
     async def adjust(self, request_id: str, bucket: Bucket, actual_weight: int) -> None:
         await self._call_adjust(bucket, request_id, actual_weight)
+
+    async def finish(self, finished: Sequence[Finished]) -> None:
+        # One pipelined round trip for a whole batch of reports instead of one per bucket. EVALSHA
+        # directly: a Script on a pipeline would first ask SCRIPT EXISTS, one more round trip.
+        calls: list[tuple[Bucket, str, int]] = []
+        for request_id, buckets, actual in finished:
+            for b in buckets:
+                if b.kind == "concurrent":
+                    calls.append((b, request_id, -1))  # -1: remove the slot
+                elif b.kind == "tokens" and actual is not None:
+                    calls.append((b, request_id, actual))
+        if not calls:
+            return
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for b, request_id, weight in calls:
+                    pipe.evalsha(self._adjust.sha, 3, *_keys(b), request_id, weight)
+                await pipe.execute()
+        except NoScriptError:  # Redis restarted or was flushed: the per-call path loads the script
+            for b, request_id, weight in calls:  # each adjustment is idempotent, so a rerun is safe
+                await self._call_adjust(b, request_id, weight)
+        except (RedisError, OSError) as exc:
+            self.failures += 1
+            log.warning("rate-limit store unreachable on release: %s", exc)
 
     async def _call_adjust(self, b: Bucket, request_id: str, weight: int) -> None:
         try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import hmac
 import logging
 from typing import Any
@@ -40,6 +41,10 @@ Scope = dict[str, Any]
 
 
 INVALIDATE_CHANNEL = "nx:invalidate"
+_CHECK_HEADERS = {name.encode(): name for name in (
+    "x-request-id", "authorization", "x-nx-client-ip", "openai-project", "idempotency-key",
+    "x-nxsig-timestamp", "x-nxsig-nonce", "x-nxsig-signature")}
+"""Request headers the check reads, by their raw (lower-case) name as the server hands them over."""
 
 
 class Invalidate(msgspec.Struct):
@@ -82,6 +87,9 @@ class Sidecar:
 
     async def start(self) -> None:
         self._snapshot = await load_snapshot(self.engine)
+        # Everything loaded so far (modules, engine, snapshot) lives as long as the process: out of
+        # the collector's generations, a full collection no longer walks it (measured ~10 us/check).
+        gc.freeze()
         self._poller = asyncio.create_task(self._poll())
         if isinstance(self.limits, RedisStore):
             self._subscriber = asyncio.create_task(self._subscribe(self.limits))
@@ -136,17 +144,21 @@ class Sidecar:
         path: str = scope["path"]
         body = await _read_body(receive)
         if path.startswith("/authz/"):
-            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            # Decode only the headers the check reads (of the dozen or so Envoy sends).
+            wanted: dict[str, str] = {}
+            for name, value in scope["headers"]:
+                field = _CHECK_HEADERS.get(name)
+                if field is not None:
+                    wanted[field] = value.decode("latin-1")
             original = path[len("/authz"):]
             if scope.get("query_string"):
                 original += "?" + scope["query_string"].decode("latin-1")
-            signature = (headers.get("x-nxsig-timestamp", ""), headers.get("x-nxsig-nonce", ""),
-                         headers.get("x-nxsig-signature", ""))
+            get = wanted.get
             decision = await self.checker.check(CheckRequest(
-                request_id=headers.get("x-request-id", ""), method=scope["method"], path=original,
-                authorization=headers.get("authorization"), client_ip=headers.get("x-nx-client-ip", ""),
-                project=headers.get("openai-project"), body=body, idempotency_key=headers.get("idempotency-key"),
-                signature=signature))
+                request_id=get("x-request-id", ""), method=scope["method"], path=original,
+                authorization=get("authorization"), client_ip=get("x-nx-client-ip", ""),
+                project=get("openai-project"), body=body, idempotency_key=get("idempotency-key"),
+                signature=(get("x-nxsig-timestamp", ""), get("x-nxsig-nonce", ""), get("x-nxsig-signature", ""))))
             self.decisions[decision.status] = self.decisions.get(decision.status, 0) + 1
             if decision.status == 503:  # Envoy would take a 5xx for our failure (envoy_config.py)
                 decision = Decision(status=SIDECAR_REFUSAL_503, headers=decision.headers, body=decision.body)
@@ -184,14 +196,10 @@ class Sidecar:
         if not self._internal(scope):
             await _respond(send, Decision(status=403, headers=[], body=b""))
             return
-        # One report, or a batch of them (the adapter batches under load).
+        # One report, or a batch of them (the adapter batches under load): one store call for all.
         requests = msgspec.json.decode(body, type=Finish | list[Finish])
-        for request in requests if isinstance(requests, list) else [requests]:
-            await self.limits.release(request.request_id, request.buckets)
-            if request.actual_tokens is not None:
-                for bucket in request.buckets:
-                    if bucket.kind == "tokens":
-                        await self.limits.adjust(request.request_id, bucket, request.actual_tokens)
+        await self.limits.finish([(r.request_id, r.buckets, r.actual_tokens)
+                                  for r in (requests if isinstance(requests, list) else [requests])])
         await _respond(send, Decision(status=204, headers=[], body=b""))
 
     async def _invalidate(self, scope: Scope, body: bytes, send: Send) -> None:
@@ -231,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"nx sidecar: {exc}") from None
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s sidecar %(levelname)s %(message)s")
     uvicorn.run(Sidecar(settings), host=settings.sidecar_host, port=args.port or settings.sidecar_port,
-                loop="uvloop", http="httptools", lifespan="on", access_log=False,
+                loop="uvloop", http="httptools", lifespan="on", access_log=False, proxy_headers=False,
                 log_level="warning", timeout_graceful_shutdown=10)
 
 

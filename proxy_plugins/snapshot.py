@@ -45,6 +45,8 @@ class KeyRecord(msgspec.Struct, frozen=True, kw_only=True):
     signing_secret_enc: str | None = None
 
     def allows_model(self, *names: str) -> bool:
+        if "*" in self.model_patterns:  # the common allow-all: fnmatch's `*` matches every name
+            return True
         return any(fnmatch.fnmatchcase(n, p) for p in self.model_patterns for n in names)
 
     def allows_ip(self, ip: str) -> bool:
