@@ -36,12 +36,18 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--lane", choices=LANES, action="append",
                      help="one lane (repeatable); default: all, in order")
     run.add_argument("--quick", action="store_true", help="shorter runs (smoke check, noisier figures)")
-    sub.add_parser("report", help="print markdown tables of the newest result of each lane")
+    report = sub.add_parser("report", help="print the generated part of docs/benchmarks.md (newest result "
+                            "of each lane)")
+    report.add_argument("--write", action="store_true",
+                        help="regenerate docs/benchmarks.md above its marker line, keeping the text below it")
     args = parser.parse_args(argv)
     if args.cmd == "report":
-        from bench.report import render
+        from bench.report import render, write
 
-        print(render())
+        if args.write:
+            print(f"wrote {write()}")
+        else:
+            print(render(), end="")
         return
     command = "python -m bench " + shlex.join(sys.argv[1:] if argv is None else argv)
     for lane in args.lane or LANES:
