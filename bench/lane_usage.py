@@ -1,5 +1,5 @@
-"""Usage lane: runs bench/usage_query.py (owned by the usage engineer) on SQLite and PostgreSQL and
-collects what it writes. 10 million records in a full run (the goal's size), 200,000 with --quick.
+"""Usage lane: `/v1/usage` query times over generated usage records (bench/usage_query.py), on
+SQLite and PostgreSQL. 10 million records in a full run (the goal's size), 200,000 with --quick.
 """
 
 from __future__ import annotations

@@ -270,7 +270,11 @@ async def _run(args: argparse.Namespace) -> dict[str, object]:
     runner = Runner(args)
     t0 = _now()
     await (runner.open_loop() if args.rate else runner.closed_loop())
-    return summarise(runner, _now() - t0)
+    elapsed = _now() - t0
+    if args.trace:
+        with open(args.trace, "w") as out:
+            out.writelines(f"{x.due - t0:.4f} {x.status} {(x.done - x.due) * 1000:.3f}\n" for x in runner.results)
+    return summarise(runner, elapsed)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -286,6 +290,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--timeout", type=float, default=30.0)
     p.add_argument("--stream", action="store_true")
     p.add_argument("--stall-ms", type=float, default=250.0)
+    p.add_argument("--trace", help="also write each request's due time (s from start), status and latency (ms)"
+                   " to this file, one per line: where a high percentile comes from")
     args = p.parse_args(argv)
     host = urlsplit(args.url).hostname
     if host not in ("127.0.0.1", "localhost"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import hmac
 import logging
 import time
@@ -66,6 +67,9 @@ class Adapter:
 
     async def start(self) -> None:
         self._snapshot = await load_snapshot(self.svc.engine)
+        # What is loaded by now (modules, engine, snapshot) lives as long as the process: frozen out
+        # of the collector's generations, a full collection no longer walks it (as in the sidecar).
+        gc.freeze()
         self._poller = asyncio.create_task(self._poll())
 
     async def stop(self) -> None:
