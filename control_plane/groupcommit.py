@@ -44,10 +44,16 @@ log = logging.getLogger("nx.groupcommit")
 
 
 class GroupCommit(Generic[T, R]):
-    def __init__(self, engine: AsyncEngine, work: Callable[[AsyncConnection, T], Awaitable[R]],
-                 *, max_batch: int = 256, order: Callable[[T], str] | None = None) -> None:
+    def __init__(self, engine: AsyncEngine, work: Callable[[AsyncConnection, T], Awaitable[R]] | None = None,
+                 *, work_many: Callable[[AsyncConnection, list[T]], Awaitable[list[R | BaseException]]] | None = None,
+                 max_batch: int = 256, order: Callable[[T], str] | None = None) -> None:
+        """`work` runs once per item; or `work_many` once per batch, returning one outcome per item
+        (an exception value refuses that item, which must then have written nothing)."""
+        if (work is None) == (work_many is None):
+            raise TypeError("give exactly one of work and work_many")
         self.engine = engine
         self.work = work
+        self.work_many = work_many
         self.max_batch = max_batch
         self.order = order
         """Sort key applied within a batch so concurrent batches take row locks in one order."""
@@ -120,20 +126,34 @@ class GroupCommit(Generic[T, R]):
         """Every item without savepoints (two statements fewer each), or None if one of them
         failed: the caller then rolls the transaction back and runs `_isolated`. Refusals are
         rare on the hot path (an unaffordable request), so the common batch pays nothing for them."""
+        if self.work_many is not None:
+            try:
+                return await self.work_many(conn, items)
+            except Exception:
+                return None
         outcomes: list[R | BaseException] = []
         for item in items:
             try:
-                outcomes.append(await self.work(conn, item))
+                outcomes.append(await self._one(conn, item))
             except Exception:
                 return None
         return outcomes
+
+    async def _one(self, conn: AsyncConnection, item: T) -> R:
+        if self.work is not None:
+            return await self.work(conn, item)
+        assert self.work_many is not None
+        outcome = (await self.work_many(conn, [item]))[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
 
     async def _isolated(self, conn: AsyncConnection, items: list[T]) -> list[R | BaseException]:
         outcomes: list[R | BaseException] = []
         for item in items:
             try:
                 async with conn.begin_nested():
-                    outcomes.append(await self.work(conn, item))
+                    outcomes.append(await self._one(conn, item))
             except Exception as exc:  # this item only; its savepoint was rolled back
                 outcomes.append(exc)
         return outcomes

@@ -1,7 +1,7 @@
 """The last step of every inference answer: make its charge durable before its final bytes go out.
 
 One transaction settles the sidecar's hold at the actual usage (the charge, the usage record,
-budgets, thresholds and `request.completed` are written by `ledger.settle_hold`) and stores the
+budgets, thresholds and `request.completed` are written by `ledger.settle_many`) and stores the
 answer under its Idempotency-Key, so "charged" and "answer stored" commit together: a retry after a
 crash either finds the stored answer or finds nothing charged. Server-side failures (5xx, 429)
 charge nothing and give the Idempotency-Key back, so a retry runs again.
@@ -20,6 +20,7 @@ import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from control_plane import idempotency, ledger
+from control_plane.errors import ApiError
 from control_plane.groupcommit import GroupCommit
 from proxy_plugins.adapter.context import RequestContext
 from proxy_plugins.adapter.metering import wallet_debit
@@ -40,34 +41,54 @@ class _Item(msgspec.Struct, frozen=True):
     latency_ms: int
 
 
-async def _commit(conn: AsyncConnection, item: _Item) -> Headers:
-    ctx, status = item.ctx, item.status
-    failed = status >= 500 or status == 429
-    if ctx.hold_price is not None:
-        expected = wallet_debit(ctx)
-        usage = ledger.Usage(
-            status=status, input_tokens=0 if failed else ctx.usage.input_tokens,
-            cached_tokens=0 if failed else min(ctx.usage.cached_tokens, ctx.usage.input_tokens),
-            output_tokens=0 if failed else ctx.usage.output_tokens, ttft_ms=item.ttft_ms,
-            latency_ms=item.latency_ms, cache_status=ctx.cache_status)
-        settled = await ledger.settle_hold(conn, ctx.request_id, usage)
-        ctx.charged = settled.charged
-        if not failed and settled.charged != expected:
-            log.error("request %s: charged %d but priced %d", ctx.request_id, settled.charged, expected)
-    rendered = item.headers()
-    record = ctx.idempotency_record
-    if record is not None:
-        if failed:
-            await idempotency.release(conn, record)
-        else:
-            stored = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in rendered]
-            await idempotency.complete(conn, record, idempotency.StoredResponse(status, stored, item.body))
-    return rendered
+def _usage(item: _Item) -> ledger.Usage:
+    ctx, failed = item.ctx, _failed(item.status)
+    return ledger.Usage(
+        status=item.status, input_tokens=0 if failed else ctx.usage.input_tokens,
+        cached_tokens=0 if failed else min(ctx.usage.cached_tokens, ctx.usage.input_tokens),
+        output_tokens=0 if failed else ctx.usage.output_tokens, ttft_ms=item.ttft_ms,
+        latency_ms=item.latency_ms, cache_status=ctx.cache_status)
+
+
+def _failed(status: int) -> bool:
+    return status >= 500 or status == 429
+
+
+async def _commit_many(conn: AsyncConnection, items: list[_Item]) -> list[Headers | BaseException]:
+    """A batch's settlements in one `settle_many` (budgets and balances move once per scope and
+    organization, not once per request), then each answer's Idempotency-Key record. A refused
+    settlement (`hold_already_resolved`, ...) wrote nothing; that answer alone is withheld."""
+    billed = [i for i, item in enumerate(items) if item.ctx.hold_price is not None]
+    settled = await ledger.settle_many(conn, [(items[i].ctx.request_id, _usage(items[i])) for i in billed])
+    by_index = dict(zip(billed, settled, strict=True))
+    outcomes: list[Headers | BaseException] = []
+    for i, item in enumerate(items):
+        ctx = item.ctx
+        settlement = by_index.get(i)
+        if isinstance(settlement, ApiError):
+            outcomes.append(settlement)
+            continue
+        if settlement is not None:
+            expected = wallet_debit(ctx)
+            ctx.charged = settlement.charged
+            if not _failed(item.status) and settlement.charged != expected:
+                log.error("request %s: charged %d but priced %d", ctx.request_id, settlement.charged, expected)
+        rendered = item.headers()
+        record = ctx.idempotency_record
+        if record is not None:
+            if _failed(item.status):
+                await idempotency.release(conn, record)
+            else:
+                stored = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in rendered]
+                await idempotency.complete(conn, record, idempotency.StoredResponse(item.status, stored, item.body))
+        outcomes.append(rendered)
+    return outcomes
 
 
 class Committer:
     def __init__(self, engine: AsyncEngine) -> None:
-        self.commits: GroupCommit[_Item, Headers] = GroupCommit(engine, _commit, order=lambda i: i.ctx.org_id)
+        self.commits: GroupCommit[_Item, Headers] = GroupCommit(engine, work_many=_commit_many,
+                                                                order=lambda i: i.ctx.org_id)
 
     async def __call__(self, ctx: RequestContext, status: int, body: bytes,
                        headers: Callable[[], Headers]) -> Headers:
