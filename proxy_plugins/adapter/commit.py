@@ -63,7 +63,7 @@ async def _commit_many(conn: AsyncConnection, items: list[_Item]) -> list[Header
     by_index = dict(zip(billed, settled, strict=True))
     outcomes: list[Headers | BaseException] = []
     for i, item in enumerate(items):
-        ctx = item.ctx
+        ctx, failed = item.ctx, _failed(item.status)
         settlement = by_index.get(i)
         if isinstance(settlement, ApiError):
             outcomes.append(settlement)
@@ -71,12 +71,12 @@ async def _commit_many(conn: AsyncConnection, items: list[_Item]) -> list[Header
         if settlement is not None:
             expected = wallet_debit(ctx)
             ctx.charged = settlement.charged
-            if not _failed(item.status) and settlement.charged != expected:
+            if not failed and settlement.charged != expected:
                 log.error("request %s: charged %d but priced %d", ctx.request_id, settlement.charged, expected)
         rendered = item.headers()
         record = ctx.idempotency_record
         if record is not None:
-            if _failed(item.status):
+            if failed:
                 await idempotency.release(conn, record)
             else:
                 stored = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in rendered]

@@ -16,6 +16,9 @@ from control_plane.groupcommit import GroupCommit
 from control_plane.rawsql import sql
 from control_plane.settings import load_settings
 
+calls: list[int] = []
+"""The size of every `work_many` call, in order."""
+
 
 async def _batch(conn: AsyncConnection, items: list[int]) -> list[int | BaseException]:
     """Insert every item; refuse odd ones without writing; a negative one breaks the statement."""
@@ -28,9 +31,6 @@ async def _batch(conn: AsyncConnection, items: list[int]) -> list[int | BaseExce
         await conn.execute(sql("INSERT INTO gc_probe (x) VALUES (:x)"), {"x": x})
         out.append(x)
     return out
-
-
-calls: list[int] = []
 
 
 async def test_work_many_refuses_items_and_isolates_a_broken_one(tmp_path: Path) -> None:
