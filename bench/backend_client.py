@@ -30,9 +30,9 @@ import httpx
 import msgspec
 import uvloop
 
+from core.snapshot import BackendRecord
 from proxy_plugins.adapter import http1
 from proxy_plugins.adapter.backends import Backends, SseParser
-from proxy_plugins.snapshot import BackendRecord
 from tests.simulator.server import SimulatorProcess
 
 KEY_ENV = "NX_BENCH_SIM_KEY"

@@ -6,7 +6,7 @@ Uses a throwaway database (SQLite in a temp dir, or a fresh PostgreSQL database 
 afterwards). The first figures are sequential on one connection: the cost of the ledger's own
 statements and commits, not contention. The last line is the hot path as the sidecar and the
 adapter run it: `--concurrency` callers submitting holds, then settlements, through a
-`GroupCommit` (control_plane/groupcommit.py), with the process's CPU time per request.
+`GroupCommit` (core/groupcommit.py), with the process's CPU time per request.
 """
 
 from __future__ import annotations
@@ -15,17 +15,16 @@ import argparse
 import asyncio
 import tempfile
 import time
-
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from control_plane import ledger
-from control_plane.db import apply_schema, make_engine, now_ms, write_tx
-from control_plane.groupcommit import GroupCommit
-from control_plane.ids import new_id
-from control_plane.ledger import Usage
-from control_plane.settings import load_settings
+from core import ledger
+from core.db import apply_schema, make_engine, now_ms, write_tx
+from core.groupcommit import GroupCommit
+from core.ids import new_id
+from core.ledger import Usage
+from core.settings import load_settings
 
 
 async def _holds(engine: AsyncEngine, t: object, n: int) -> list[str]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from sqlalchemy import text
 
 from bench.envoy_plain import PlainEnvoy
-from control_plane.db import make_engine, write_tx
+from core.db import make_engine, write_tx
 from tests.harness import ROOT, Platform, free_port
 from tests.inference.support import start_local_models
 from tests.simulator.server import SimulatorProcess

@@ -30,9 +30,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from control_plane.db import apply_schema, make_engine, read_tx, write_tx  # noqa: E402
-from control_plane.settings import load_settings  # noqa: E402
 from control_plane.usage import parse_query, roll_step, run_query  # noqa: E402
+from core.db import apply_schema, make_engine, read_tx, write_tx  # noqa: E402
+from core.settings import load_settings  # noqa: E402
 from tests.harness import create_pg_database, drop_pg_database  # noqa: E402
 from tests.usage.synthetic import insert  # noqa: E402
 

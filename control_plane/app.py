@@ -26,11 +26,11 @@ from control_plane.api.responses import ResponsesController
 from control_plane.api.routing import ModelAdminController, RoutingController
 from control_plane.api.usage import UsageController
 from control_plane.api.webhooks import WebhooksController
-from control_plane.db import make_engine
-from control_plane.domain.bootstrap import load_secrets
-from control_plane.errors import ApiError, error_body
-from control_plane.notify import Notifier
-from control_plane.settings import Settings
+from core.db import make_engine
+from core.errors import ApiError, error_body
+from core.notify import Notifier
+from core.secrets import load_secrets
+from core.settings import Settings
 
 __all__ = ["create_app"]
 

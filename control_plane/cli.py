@@ -15,7 +15,7 @@ import sys
 
 from control_plane.domain.bootstrap import BootstrapResult
 from control_plane.domain.catalog import CatalogError
-from control_plane.settings import Settings, SettingsError, load_settings
+from core.settings import Settings, SettingsError, load_settings
 
 __all__ = ["main"]
 

@@ -18,12 +18,12 @@ import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from control_plane.cli_manage import OPS, add_manage_commands, body_from_args
-from control_plane.db import make_engine, write_tx
 from control_plane.domain import keys, routing
-from control_plane.domain.bootstrap import load_secrets
-from control_plane.errors import ApiError
-from control_plane.notify import Notifier
-from control_plane.settings import Settings
+from core.db import make_engine, write_tx
+from core.errors import ApiError
+from core.notify import Notifier
+from core.secrets import load_secrets
+from core.settings import Settings
 
 __all__ = ["add_admin_commands"]
 

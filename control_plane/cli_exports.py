@@ -21,10 +21,10 @@ from typing import IO, Any
 import msgspec
 from sqlalchemy import text
 
-from control_plane.db import make_engine, now_ms
-from control_plane.errors import ApiError
-from control_plane.settings import Settings
 from control_plane.usage import exports
+from core.db import make_engine, now_ms
+from core.errors import ApiError
+from core.settings import Settings
 
 __all__ = ["add_export_commands"]
 

@@ -24,11 +24,11 @@ from typing import Any
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from control_plane import ledger
-from control_plane.db import make_engine, write_tx
-from control_plane.errors import ApiError
-from control_plane.money import parse_usd
-from control_plane.settings import Settings
+from core import ledger
+from core.db import make_engine, write_tx
+from core.errors import ApiError
+from core.money import parse_usd
+from core.settings import Settings
 
 __all__ = ["add_ledger_commands"]
 

@@ -21,15 +21,15 @@ import msgspec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from control_plane.errors import ERRORS
-from control_plane.settings import Settings
+from core.contract import SIDECAR_REFUSAL_503
+from core.errors import ERRORS
+from core.settings import Settings
 
 __all__ = ["BackendRow", "render_bootstrap", "render_dynamic", "write_bootstrap", "write_dynamic"]
 
 Json = dict[str, Any]
 ROUTE_HEADER = "x-nx-route"
 SIDECAR_ERROR_STATUS = 511
-SIDECAR_REFUSAL_503 = 418
 _HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 
 

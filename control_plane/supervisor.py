@@ -19,11 +19,12 @@ from pathlib import Path
 
 import httpx
 
-from control_plane.db import apply_schema, make_engine, write_tx
-from control_plane.domain.bootstrap import BootstrapResult, bootstrap, load_secrets
+from control_plane.domain.bootstrap import BootstrapResult, bootstrap
 from control_plane.domain.catalog import load_catalog, sync_catalog
 from control_plane.envoy_config import write_bootstrap, write_dynamic
-from control_plane.settings import Settings
+from core.db import apply_schema, make_engine, write_tx
+from core.secrets import load_secrets
+from core.settings import Settings
 
 __all__ = ["Child", "prepare", "run_platform"]
 
@@ -64,7 +65,8 @@ class Child:
 def children(settings: Settings) -> list[Child]:
     py = sys.executable
     out = [
-        *(Child("sidecar" if i == 0 else f"sidecar-{i + 1}", [py, "-m", "proxy_plugins.server", "--port", str(port)],
+        *(Child("sidecar" if i == 0 else f"sidecar-{i + 1}", [py, "-m", "proxy_plugins.sidecar.server",
+                                                                 "--port", str(port)],
                 f"http://{settings.sidecar_host}:{port}/healthz")
           for i, port in enumerate(settings.sidecar_ports)),
         Child("control-plane", [py, "-m", "control_plane.serve"], f"{settings.control_plane_url}/healthz"),

@@ -4,14 +4,13 @@ Jobs run in one asyncio loop, each on its own interval, each failure logged and 
 next tick. Current jobs:
 - `envoy_config`: when `config_version` moves (a routing change on any control-plane replica),
   re-render Envoy's clusters and routes on this node.
-- `webhooks`: fan out outbox events and deliver due webhooks (control_plane/events/delivery.py).
-- `responses`: run background responses (proxy_plugins/adapter/responses_worker.py).
-- `expire_holds`: release ledger holds whose request never settled (control_plane/ledger/jobs.py).
+- `webhooks`: fan out outbox events and deliver due webhooks (core/events/delivery.py).
+- `expire_holds`: release ledger holds whose request never settled (core/ledger/jobs.py).
 - `prune_idempotency`: forget Idempotency-Keys older than 24 hours.
 - `price_activation`: reload prices everywhere when a future-dated price card takes effect.
 - `usage_rollups`: hourly and daily usage aggregates for /v1/usage (control_plane/usage/rollups.py).
 - `embedding_cache`: evict embedding cache entries unused for 30 days or beyond the per-organization
-  bound (proxy_plugins/adapter/embedding_cache.py).
+  bound (core/embedding_cache.py).
 """
 
 from __future__ import annotations
@@ -25,17 +24,16 @@ from collections.abc import Awaitable, Callable
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from control_plane import idempotency
-from control_plane.db import checkpoint, make_engine, now_ms, write_tx
-from control_plane.domain.bootstrap import load_secrets
 from control_plane.domain.keys import bump_config_version
 from control_plane.envoy_config import write_dynamic
-from control_plane.events.delivery import Dispatcher
-from control_plane.ledger.jobs import ExpireHoldsJob
-from control_plane.settings import Settings, SettingsError, load_settings
 from control_plane.usage.rollups import RollupJob
-from proxy_plugins.adapter.embedding_cache import EvictJob
-from proxy_plugins.adapter.responses_worker import BackgroundResponses
+from core import idempotency
+from core.db import checkpoint, make_engine, now_ms, write_tx
+from core.embedding_cache import EvictJob
+from core.events.delivery import Dispatcher
+from core.ledger.jobs import ExpireHoldsJob
+from core.secrets import load_secrets
+from core.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("nx.worker")
 
@@ -78,7 +76,7 @@ class PriceActivationJob:
 
 
 class PruneIdempotencyJob:
-    """Forget Idempotency-Keys after their 24-hour retention (control_plane/idempotency.py)."""
+    """Forget Idempotency-Keys after their 24-hour retention (core/idempotency.py)."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -107,8 +105,6 @@ async def run(settings: Settings) -> None:
     webhooks = Dispatcher(settings, engine, load_secrets(settings).key_pepper)
     jobs: list[tuple[str, float, Job]] = [("envoy_config", 1.0, EnvoyConfigJob(settings, engine)),
                                           ("webhooks", 0.25, webhooks)]
-    responses = BackgroundResponses(engine)
-    jobs.append(("responses", 0.25, responses))
     jobs.append(("expire_holds", 2.0, ExpireHoldsJob(engine)))
     jobs.append(("wal_checkpoint", 1.0, lambda: checkpoint(engine)))
     jobs.append(("prune_idempotency", 300.0, PruneIdempotencyJob(engine)))
@@ -119,7 +115,6 @@ async def run(settings: Settings) -> None:
         await asyncio.gather(*(_every(name, secs, job, stop) for name, secs, job in jobs))
     finally:
         await webhooks.aclose()  # let in-flight attempts finish and record, within the timeout
-        await responses.aclose()  # abandoned runs are re-claimed when their lease expires
         await engine.dispose()
 
 

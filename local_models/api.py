@@ -16,14 +16,7 @@ from local_models.chat import chat_completions, completions
 from local_models.embeddings import DIMENSIONS
 from local_models.errors import ApiError, bad_request
 from local_models.generation import check_model
-from local_models.schemas import (
-    Embedding,
-    EmbeddingList,
-    EmbeddingRequest,
-    EmbeddingUsage,
-    ModelCard,
-    ModelList,
-)
+from local_models.schemas import Embedding, EmbeddingList, EmbeddingRequest, EmbeddingUsage, ModelCard, ModelList
 from local_models.state import KNOWN_MODELS, ServerState
 
 __all__ = ["MAX_EMBEDDING_INPUTS", "routes"]

@@ -26,12 +26,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from local_models import (
-    DEFAULT_MODELS_DIR,
-    EMBEDDING_MODEL_FILE,
-    EMBEDDING_TOKENIZER_FILE,
-    TEXT_MODEL_FILE,
-)
+from local_models import DEFAULT_MODELS_DIR, EMBEDDING_MODEL_FILE, EMBEDDING_TOKENIZER_FILE, TEXT_MODEL_FILE
 
 __all__ = ["ARTIFACTS", "Artifact", "FetchError", "fetch", "main"]
 

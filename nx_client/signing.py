@@ -1,6 +1,6 @@
 """Sign requests for API keys that require signed requests (replay protection).
 
-The scheme (verified by the sidecar, proxy_plugins/replay.py):
+The scheme (verified by the sidecar, proxy_plugins/sidecar/replay.py):
 
     canonical = METHOD + "\\n" + PATH_WITH_QUERY + "\\n" + TIMESTAMP + "\\n" + NONCE + "\\n" + hex(sha256(BODY))
     x-nx-timestamp: TIMESTAMP   (unix seconds; refused more than 300 s from the server's clock)

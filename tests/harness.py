@@ -20,9 +20,10 @@ from typing import Any
 import asyncpg
 import httpx
 
-from control_plane.domain.bootstrap import BootstrapResult, load_secrets
-from control_plane.settings import Settings, load_settings
+from control_plane.domain.bootstrap import BootstrapResult
 from control_plane.supervisor import Child, _stop, _wait_healthy, children, prepare
+from core.secrets import load_secrets
+from core.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_DSN = os.environ.get("NX_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")

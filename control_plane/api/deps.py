@@ -10,8 +10,8 @@ from litestar.datastructures import State
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from control_plane.db import read_tx, write_tx
-from control_plane.errors import ApiError
+from core.db import read_tx, write_tx
+from core.errors import ApiError
 
 __all__ = ["Caller", "provide_caller", "provide_read", "provide_tx"]
 

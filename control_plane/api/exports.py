@@ -20,10 +20,10 @@ from litestar.response import Stream
 
 from control_plane.api.deps import require_org
 from control_plane.api.guards import admin_guard
-from control_plane.db import now_ms, read_tx
-from control_plane.errors import ApiError
 from control_plane.usage import exports
 from control_plane.usage.export_model import LedgerTotals, UsageTotals
+from core.db import now_ms, read_tx
+from core.errors import ApiError
 
 __all__ = ["ExportsController"]
 

@@ -8,7 +8,7 @@ from typing import Any
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
-from control_plane.errors import ApiError
+from core.errors import ApiError
 
 __all__ = ["admin_guard", "edge_guard"]
 

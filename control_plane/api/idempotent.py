@@ -1,6 +1,6 @@
 """Stores the control plane's `/v1` answers under the Idempotency-Key the sidecar claimed.
 
-The sidecar claims the key before the request (proxy_plugins/idempotency_gate.py) and passes the
+The sidecar claims the key before the request (proxy_plugins/sidecar/idempotency_gate.py) and passes the
 record in `x-nx-idem`; this ASGI middleware captures the answer and stores it just before its last
 body chunk is sent, so a repeat that arrives after the client saw the answer finds it stored.
 Server errors give the key back instead (a retry runs again). The handler's own transaction has
@@ -17,8 +17,8 @@ from typing import Any
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from control_plane import idempotency
-from control_plane.db import write_tx
+from core import idempotency
+from core.db import write_tx
 
 __all__ = ["idempotent_answers"]
 

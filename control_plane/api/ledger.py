@@ -17,11 +17,11 @@ from litestar.di import Provide
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from control_plane import ledger
 from control_plane.api.deps import provide_tx, require_org
 from control_plane.api.guards import admin_guard
-from control_plane.errors import ApiError
-from control_plane.money import parse_usd
+from core import ledger
+from core.errors import ApiError
+from core.money import parse_usd
 
 __all__ = ["AdjustBody", "AlertBody", "GrantBody", "LedgerController", "ReverseBody"]
 

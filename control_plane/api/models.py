@@ -13,9 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from control_plane.api.deps import Caller, provide_caller, provide_read
 from control_plane.api.guards import edge_guard
-from control_plane.db import now_ms
 from control_plane.domain.models import ModelList, ModelObject, latency_bands, list_models
-from control_plane.errors import ApiError
+from core.db import now_ms
+from core.errors import ApiError
 
 LATENCY_REFRESH_MS = 30_000
 

@@ -18,10 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from control_plane.api.deps import Caller, provide_caller, provide_tx
 from control_plane.api.guards import edge_guard
-from control_plane.db import read_tx
-from control_plane.domain import response_jobs as jobs
-from control_plane.domain import responses as store
-from control_plane.errors import ApiError
+from core.db import read_tx
+from core.errors import ApiError
+from core.responses import jobs as jobs
+from core.responses import store as store
 
 __all__ = ["ResponsesController"]
 

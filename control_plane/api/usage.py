@@ -18,8 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from control_plane.api.deps import Caller, provide_caller
 from control_plane.api.guards import edge_guard
-from control_plane.db import now_ms, read_tx
 from control_plane.usage import UsagePage, parse_query, run_query
+from core.db import now_ms, read_tx
 
 __all__ = ["UsageController"]
 

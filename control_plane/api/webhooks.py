@@ -1,6 +1,6 @@
 """`/v1/webhooks/endpoints` (through the edge; the sidecar checks key scope `webhooks`).
 
-Thin handlers over `control_plane.events`: endpoints CRUD, secret rotation, test events, the
+Thin handlers over `core.events`: endpoints CRUD, secret rotation, test events, the
 delivery log and replays. Lists use OpenAI's shape (`object`, `data`, `first_id`, `last_id`,
 `has_more`, paginated with `limit` and `after`).
 """
@@ -20,9 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from control_plane.api.deps import Caller, provide_caller, provide_tx
 from control_plane.api.guards import edge_guard
-from control_plane.db import read_tx
-from control_plane.events import endpoints as ep
-from control_plane.events import log
+from core.db import read_tx
+from core.events import endpoints as ep
+from core.events import log
 
 __all__ = ["WebhooksController"]
 

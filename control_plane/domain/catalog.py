@@ -18,10 +18,10 @@ import msgspec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from control_plane.db import now_ms
 from control_plane.domain.keys import bump_config_version
-from control_plane.ids import new_id
-from control_plane.settings import Settings
+from core.db import now_ms
+from core.ids import new_id
+from core.settings import Settings
 
 __all__ = ["Capabilities", "Catalog", "CatalogError", "Price", "load_catalog", "sync_catalog"]
 

@@ -17,13 +17,14 @@ import msgspec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from control_plane.crypto import seal
-from control_plane.db import now_ms
-from control_plane.errors import ApiError
-from control_plane.events import record_event
-from control_plane.events.catalog import KeyRevoked
-from control_plane.ids import new_id
-from control_plane.keys import display_prefix, generate_key, hash_key
+from core.apikeys import display_prefix, generate_key, hash_key
+from core.audit import audit
+from core.crypto import SIGNING_PURPOSE, seal
+from core.db import now_ms
+from core.errors import ApiError
+from core.events import record_event
+from core.events.catalog import KeyRevoked
+from core.ids import new_id
 
 __all__ = [
     "ENDPOINTS",
@@ -31,7 +32,6 @@ __all__ = [
     "KeyPatch",
     "KeyScopes",
     "KeyView",
-    "audit",
     "bump_config_version",
     "create_key",
     "get_key",
@@ -45,8 +45,6 @@ ENDPOINTS: tuple[Endpoint, ...] = ("responses", "chat", "embeddings", "models", 
 Nanos = Annotated[int, msgspec.Meta(ge=0)]
 
 
-SIGNING_PURPOSE = "request-signing"
-"""Purpose label under which per-key signing secrets are sealed (control_plane/crypto.py)."""
 
 PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
 
@@ -259,13 +257,6 @@ async def revoke_key(conn: AsyncConnection, org_id: str, key_id: str, actor: str
     return await get_key(conn, org_id, key_id)
 
 
-async def audit(conn: AsyncConnection, org_id: str | None, actor: str, action: str, target: str,
-                details: dict[str, object]) -> None:
-    await conn.execute(
-        text("INSERT INTO audit_log (id, org_id, actor, action, target, details, created_at) "
-             "VALUES (:id, :o, :a, :act, :t, :d, :now)"),
-        {"id": new_id("aud"), "o": org_id, "a": actor, "act": action, "t": target,
-         "d": msgspec.json.encode(details).decode(), "now": now_ms()})
 
 
 async def bump_config_version(conn: AsyncConnection) -> None:

@@ -14,11 +14,11 @@ import msgspec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from control_plane.db import now_ms
 from control_plane.domain.catalog import BackendId, Capabilities, ModelId, Nanos, Positive
 from control_plane.domain.routing import changed, ensure_model
-from control_plane.errors import ApiError
-from control_plane.ids import new_id
+from core.db import now_ms
+from core.errors import ApiError
+from core.ids import new_id
 
 __all__ = [
     "ModelCreate",

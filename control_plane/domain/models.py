@@ -11,7 +11,7 @@ import msgspec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from control_plane.money import format_usd
+from core.money import format_usd
 
 __all__ = ["ModelList", "ModelObject", "Pricing", "latency_bands", "list_models"]
 

@@ -13,11 +13,11 @@ import msgspec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from control_plane.db import now_ms
-from control_plane.domain.keys import audit
 from control_plane.domain.projects import ProjectCreate, create_project
-from control_plane.errors import ApiError
-from control_plane.ids import new_id
+from core.audit import audit
+from core.db import now_ms
+from core.errors import ApiError
+from core.ids import new_id
 
 __all__ = ["MemberCreate", "MemberPatch", "MemberView", "OrgCreate", "OrgPatch", "OrgView",
            "UserCreate", "UserView", "add_member", "create_org", "create_user", "get_member",

@@ -13,10 +13,11 @@ import msgspec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from control_plane.db import now_ms
-from control_plane.domain.keys import audit, bump_config_version
-from control_plane.errors import ApiError
-from control_plane.ids import new_id
+from control_plane.domain.keys import bump_config_version
+from core.audit import audit
+from core.db import now_ms
+from core.errors import ApiError
+from core.ids import new_id
 
 __all__ = ["ProjectCreate", "ProjectPatch", "ProjectView", "create_project", "get_project", "list_projects",
            "require_org", "update_project"]

@@ -17,13 +17,14 @@ import msgspec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from control_plane.db import now_ms, read_tx
 from control_plane.domain.catalog import Alias, BackendId, Positive
-from control_plane.domain.keys import audit, bump_config_version
+from control_plane.domain.keys import bump_config_version
 from control_plane.envoy_config import write_dynamic
-from control_plane.errors import ApiError
-from control_plane.notify import Notifier
-from control_plane.settings import Settings
+from core.audit import audit
+from core.db import now_ms, read_tx
+from core.errors import ApiError
+from core.notify import Notifier
+from core.settings import Settings
 
 __all__ = [
     "BackendCreate",

@@ -29,15 +29,9 @@ import msgspec
 from sqlalchemy import bindparam, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from control_plane.errors import ApiError
-from control_plane.money import format_usd
-from control_plane.usage.export_model import (
-    LEDGER_COLUMNS,
-    USAGE_COLUMNS,
-    AccountTotals,
-    LedgerTotals,
-    UsageTotals,
-)
+from control_plane.usage.export_model import LEDGER_COLUMNS, USAGE_COLUMNS, AccountTotals, LedgerTotals, UsageTotals
+from core.errors import ApiError
+from core.money import format_usd
 
 __all__ = [
     "BATCH",

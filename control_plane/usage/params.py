@@ -14,8 +14,8 @@ import base64
 import binascii
 from collections.abc import Iterable
 
-from control_plane.errors import ApiError
 from control_plane.usage.model import FILTERS, GROUPS, LIMITS, WIDTH_MS, UsageQuery, Width
+from core.errors import ApiError
 
 __all__ = ["MAX_FILTER_VALUES", "decode_page", "encode_page", "parse_query"]
 

@@ -21,20 +21,11 @@ from typing import Any
 from sqlalchemy import BindParameter, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from control_plane.money import format_usd
 from control_plane.usage.histogram import COLUMNS, percentile, raw_bin_sums
-from control_plane.usage.model import (
-    GROUPS,
-    WIDTH_MS,
-    Latency,
-    Spend,
-    UsageBucket,
-    UsagePage,
-    UsageQuery,
-    UsageResult,
-)
+from control_plane.usage.model import GROUPS, WIDTH_MS, Latency, Spend, UsageBucket, UsagePage, UsageQuery, UsageResult
 from control_plane.usage.params import encode_page
 from control_plane.usage.rollups import GRAIN_MS, watermarks
+from core.money import format_usd
 
 __all__ = ["Segment", "aggregate", "plan", "run_query"]
 

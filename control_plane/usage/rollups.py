@@ -24,8 +24,8 @@ from collections.abc import Callable
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from control_plane.db import now_ms, write_tx
 from control_plane.usage.histogram import COLUMNS, raw_bin_sums
+from core.db import now_ms, write_tx
 
 __all__ = ["DAY_MS", "DIMENSIONS", "GRAIN_MS", "HOUR_MS", "RollupJob", "roll_step", "watermarks"]
 

@@ -9,6 +9,6 @@ the path (app.py `ROUTES`), and the handler talks to the model backend through `
 headers (metering.py) on every answer, success or failure.
 
 Plugging a new endpoint in: write `async def handle(ctx, body, exchange) -> None`, raise
-`control_plane.errors.ApiError` for anything refused before the answer starts, fill `ctx.usage`,
+`core.errors.ApiError` for anything refused before the answer starts, fill `ctx.usage`,
 and add the path to `ROUTES` in app.py.
 """

@@ -7,7 +7,7 @@ import logging
 
 import uvicorn
 
-from control_plane.settings import SettingsError, load_settings
+from core.settings import SettingsError, load_settings
 from proxy_plugins.adapter.app import Adapter
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from control_plane.errors import ApiError
+from core.errors import ApiError
 from proxy_plugins.adapter.capabilities import refuse
 from proxy_plugins.adapter.context import RequestContext, Usage
 from proxy_plugins.adapter.exchange import DONE, Exchange, sse, stream_error

@@ -17,21 +17,22 @@ from typing import Any
 
 import msgspec
 
-from control_plane import idempotency, ledger
-from control_plane.db import make_engine, write_tx
-from control_plane.domain.bootstrap import load_secrets
-from control_plane.errors import ApiError, error_json
-from control_plane.settings import Settings
+from core import idempotency, ledger
+from core.asgi import serve_lifespan
+from core.db import make_engine, write_tx
+from core.errors import ApiError, error_json
+from core.secrets import load_secrets
+from core.settings import Settings
+from core.snapshot import PriceRecord, Snapshot, current_version, load_snapshot
 from proxy_plugins.adapter import chat, embeddings, responses
 from proxy_plugins.adapter.backends import Backends
 from proxy_plugins.adapter.commit import Committer
 from proxy_plugins.adapter.context import RequestContext
 from proxy_plugins.adapter.exchange import Exchange, Receive, Send
 from proxy_plugins.adapter.finish import Finisher
-from proxy_plugins.adapter.replay import serve_replay
+from proxy_plugins.adapter.idempotent_replay import serve_replay
+from proxy_plugins.adapter.responses_worker import BackgroundResponses
 from proxy_plugins.adapter.services import Handler, Services
-from proxy_plugins.asgi import serve_lifespan
-from proxy_plugins.snapshot import PriceRecord, Snapshot, current_version, load_snapshot
 
 __all__ = ["ROUTES", "Adapter"]
 
@@ -60,6 +61,10 @@ class Adapter:
                             snapshot=self.snapshot)
         self.committer = Committer(self.svc.engine)
         self._poller: asyncio.Task[None] | None = None
+        # Background responses are inference too: every adapter process claims queued ones under
+        # a lease (responses_worker.py), so they run where the backends and the metering live.
+        self.background = BackgroundResponses(self.svc.engine)
+        self._background: asyncio.Task[None] | None = None
 
     def snapshot(self) -> Snapshot:
         assert self._snapshot is not None, "snapshot is loaded at startup"
@@ -71,12 +76,15 @@ class Adapter:
         # of the collector's generations, a full collection no longer walks it (as in the sidecar).
         gc.freeze()
         self._poller = asyncio.create_task(self._poll())
+        self._background = asyncio.create_task(self._run_background())
 
     async def stop(self) -> None:
-        if self._poller:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
+        for task in (self._poller, self._background):
+            if task:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        await self.background.aclose()  # abandoned runs are re-claimed when their lease expires
         await self.svc.backends.aclose()
         await self.finisher.aclose()
         await self.committer.close()
@@ -208,6 +216,14 @@ class Adapter:
             if exchange.started and not exchange.finished:
                 await exchange.finish()
 
+    async def _run_background(self, every_s: float = 0.25) -> None:
+        while True:
+            try:
+                await self.background()
+            except Exception:
+                log.exception("background responses tick failed")
+            await asyncio.sleep(every_s)
+
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         await serve_lifespan(receive, send, self.start, self.stop)
 
@@ -219,7 +235,7 @@ def _text(headers: dict[bytes, bytes], name: bytes) -> str | None:
 
 @functools.lru_cache(maxsize=256)
 def _hold_price(value: str | None) -> PriceRecord | None:
-    """`version,input,cached,output` as the sidecar's hold set it (proxy_plugins/hold.py). Cached:
+    """`version,input,cached,output` as the sidecar's hold set it (proxy_plugins/sidecar/hold.py). Cached:
     nearly every request carries one of a handful of price cards (PriceRecord is frozen)."""
     if not value:
         return None

@@ -33,9 +33,9 @@ from collections.abc import AsyncIterator
 
 import msgspec
 
-from control_plane.errors import ERRORS, ApiError
+from core.errors import ERRORS, ApiError
+from core.snapshot import BackendRecord
 from proxy_plugins.adapter import http1
-from proxy_plugins.snapshot import BackendRecord
 
 __all__ = ["Backends", "SseEvent", "SseParser", "UpstreamReply", "map_status"]
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from control_plane.errors import ApiError
+from core.errors import ApiError
 from proxy_plugins.adapter.context import RequestContext
 
 __all__ = ["check_chat", "refuse"]

@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from control_plane.errors import ApiError
+from core.errors import ApiError
 from proxy_plugins.adapter import anthropic, chat_chunk
 from proxy_plugins.adapter.capabilities import check_chat
 from proxy_plugins.adapter.context import RequestContext, Usage

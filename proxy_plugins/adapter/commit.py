@@ -6,7 +6,7 @@ answer under its Idempotency-Key, so "charged" and "answer stored" commit togeth
 crash either finds the stored answer or finds nothing charged. Server-side failures (5xx, 429)
 charge nothing and give the Idempotency-Key back, so a retry runs again.
 
-Answers completing at the same time share that transaction (control_plane/groupcommit.py); each
+Answers completing at the same time share that transaction (core/groupcommit.py); each
 is still sent only after the commit that holds its own charge.
 """
 
@@ -19,9 +19,9 @@ from collections.abc import Callable
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from control_plane import idempotency, ledger
-from control_plane.errors import ApiError
-from control_plane.groupcommit import GroupCommit
+from core import idempotency, ledger
+from core.errors import ApiError
+from core.groupcommit import GroupCommit
 from proxy_plugins.adapter.context import RequestContext
 from proxy_plugins.adapter.metering import wallet_debit
 

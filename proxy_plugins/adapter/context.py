@@ -11,7 +11,7 @@ from typing import Literal
 
 import msgspec
 
-from proxy_plugins.snapshot import BackendRecord, ModelRecord, PriceRecord
+from core.snapshot import BackendRecord, ModelRecord, PriceRecord
 
 __all__ = ["CacheStatus", "RequestContext", "Usage"]
 

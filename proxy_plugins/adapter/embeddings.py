@@ -14,9 +14,9 @@ from typing import Any
 
 import msgspec
 
-from control_plane.db import now_ms
-from control_plane.errors import ApiError
-from proxy_plugins.adapter import embedding_cache
+from core import embedding_cache
+from core.db import now_ms
+from core.errors import ApiError
 from proxy_plugins.adapter.context import RequestContext, Usage
 from proxy_plugins.adapter.exchange import Exchange
 from proxy_plugins.adapter.services import Services

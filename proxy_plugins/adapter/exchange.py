@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from control_plane.errors import ApiError, error_json
+from core.errors import ApiError, error_json
 from proxy_plugins.adapter.context import RequestContext
 from proxy_plugins.adapter.metering import metadata_headers
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import msgspec
 
-from control_plane.money import format_usd, request_cost
+from core.money import format_usd, request_cost
 from proxy_plugins.adapter.context import RequestContext
 
 __all__ = ["metadata", "metadata_comment", "metadata_headers", "wallet_debit"]

@@ -20,12 +20,12 @@ from typing import Any
 
 import msgspec
 
-from control_plane.db import now_ms, read_tx, write_tx
-from control_plane.domain import response_jobs as jobs
-from control_plane.domain import responses as store
-from control_plane.events import record_event
-from control_plane.events.catalog import ResponseQueued
-from control_plane.ids import new_id
+from core.db import now_ms, read_tx, write_tx
+from core.events import record_event
+from core.events.catalog import ResponseQueued
+from core.ids import new_id
+from core.responses import jobs as jobs
+from core.responses import store as store
 from proxy_plugins.adapter.context import RequestContext, Usage
 from proxy_plugins.adapter.exchange import Exchange
 from proxy_plugins.adapter.metering import metadata, metadata_comment

@@ -17,7 +17,8 @@ from typing import Any
 
 import msgspec
 
-from control_plane.errors import ApiError
+from core.errors import ApiError
+from core.snapshot import BackendRecord, ModelRecord
 from proxy_plugins.adapter.backends import Backends
 from proxy_plugins.adapter.translate.anthropic import AnthropicStreamTranslator, from_anthropic, to_anthropic
 from proxy_plugins.adapter.translate.chat import ChatStreamTranslator, from_chat, to_chat
@@ -25,7 +26,6 @@ from proxy_plugins.adapter.translate.events import Event, ResponseStream
 from proxy_plugins.adapter.translate.request import CreateResponse, Item
 from proxy_plugins.adapter.translate.response import complete
 from proxy_plugins.adapter.translate.types import Response, Usage
-from proxy_plugins.snapshot import BackendRecord, ModelRecord
 
 __all__ = ["ERROR_CODES", "Run", "usage_numbers"]
 

@@ -22,13 +22,12 @@ from typing import Any
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from control_plane import ledger
-from control_plane.db import now_ms, read_tx, write_tx
-from control_plane.domain import response_jobs as jobs
-from control_plane.domain import responses as store
-from control_plane.errors import ApiError
-from control_plane.events import record_event
-from control_plane.events.catalog import (
+from core import ledger
+from core.contract import HOLD_MARGIN_MS
+from core.db import now_ms, read_tx, write_tx
+from core.errors import ApiError
+from core.events import record_event
+from core.events.catalog import (
     EventData,
     EventError,
     ResponseCancelled,
@@ -36,13 +35,14 @@ from control_plane.events.catalog import (
     ResponseFailed,
     ResponseUsage,
 )
+from core.responses import jobs as jobs
+from core.responses import store as store
+from core.snapshot import BackendRecord, ModelRecord, load_snapshot
 from proxy_plugins.adapter.backends import Backends
 from proxy_plugins.adapter.responses_run import ERROR_CODES, Run, usage_numbers
 from proxy_plugins.adapter.translate.events import ResponseStream
 from proxy_plugins.adapter.translate.request import CreateResponse, normalize_input
 from proxy_plugins.adapter.translate.types import Response
-from proxy_plugins.hold import HOLD_MARGIN_MS
-from proxy_plugins.snapshot import BackendRecord, ModelRecord, load_snapshot
 
 __all__ = ["BackgroundResponses"]
 

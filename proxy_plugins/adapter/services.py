@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from control_plane.settings import Settings
+from core.settings import Settings
+from core.snapshot import Snapshot
 from proxy_plugins.adapter.backends import Backends
 from proxy_plugins.adapter.context import RequestContext
 from proxy_plugins.adapter.exchange import Exchange
-from proxy_plugins.snapshot import Snapshot
 
 __all__ = ["Handler", "Services"]
 

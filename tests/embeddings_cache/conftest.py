@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from control_plane.db import make_engine
+from core.db import make_engine
 from tests.inference.support import SimPlatform, start_sim_platform
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy_plugins.adapter.embedding_cache import apportion, no_store
+from core.embedding_cache import apportion, no_store
 
 
 @given(st.integers(0, 10**6), st.lists(st.integers(0, 10**5), min_size=1, max_size=300))

@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from control_plane.money import format_usd, request_cost
+from core.money import format_usd, request_cost
 from tests.embeddings_cache.helpers import CACHED, IN, OUT, embed, statement, tenant, usage
 from tests.inference.helpers import marker
 from tests.inference.support import SimPlatform

@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from control_plane.db import now_ms, write_tx
-from proxy_plugins.adapter.embedding_cache import TTL_MS, EvictJob, entry_key, evict
-from proxy_plugins.snapshot import load_snapshot
+from core.db import now_ms, write_tx
+from core.embedding_cache import TTL_MS, EvictJob, entry_key, evict
+from core.snapshot import load_snapshot
 from tests.embeddings_cache.helpers import embed, tenant
 from tests.inference.helpers import marker
 from tests.inference.support import SimPlatform

@@ -13,12 +13,12 @@ import pytest
 import standardwebhooks
 from sqlalchemy import text
 
-from control_plane.db import now_ms, write_tx
-from control_plane.events import backoff, record_event
-from control_plane.events.catalog import KeyRevoked
-from control_plane.events.delivery import Dispatcher
-from control_plane.events.endpoints import EndpointCreate, Scope, create_endpoint, rotate_secret
-from control_plane.events.log import ReplayRequest, replay
+from core.db import now_ms, write_tx
+from core.events import backoff, record_event
+from core.events.catalog import KeyRevoked
+from core.events.delivery import Dispatcher
+from core.events.endpoints import EndpointCreate, Scope, create_endpoint, rotate_secret
+from core.events.log import ReplayRequest, replay
 from tests.events.conftest import Db
 from tests.events.receiver import Received, Receiver, Reply
 

@@ -6,9 +6,9 @@ import msgspec
 import pytest
 from sqlalchemy import text
 
-from control_plane.db import write_tx
-from control_plane.events import record_event
-from control_plane.events.catalog import KeyRevoked, UsageThresholdReached, WalletRecharged
+from core.db import write_tx
+from core.events import record_event
+from core.events.catalog import KeyRevoked, UsageThresholdReached, WalletRecharged
 from tests.events.conftest import Db
 
 
@@ -63,7 +63,7 @@ async def test_dedup_key_fires_once(db: Db) -> None:
 
 
 async def test_opt_in_type_is_skipped_without_subscriber(db: Db) -> None:
-    from control_plane.events.catalog import RequestCompleted
+    from core.events.catalog import RequestCompleted
     usage = RequestCompleted(request_id="req_1", endpoint="chat", model="m", key_id="key_1", status_code=200,
                              input_tokens=1, output_tokens=2, cost_nanos=3, latency_ms=4, completed_at=5)
     async with write_tx(db.engine) as conn:

@@ -12,7 +12,7 @@ import pytest
 import standardwebhooks
 from cryptography.exceptions import InvalidTag
 
-from control_plane.events.signing import new_secret, seal, sign, signature_header, unseal
+from core.events.signing import new_secret, seal, sign, signature_header, unseal
 from nx_client.webhooks import WebhookVerificationError, verify
 
 BODY = b'{"id":"evt_1","type":"key.revoked","data":{"key_id":"key_1"}}'

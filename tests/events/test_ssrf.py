@@ -7,7 +7,7 @@ import ipaddress
 
 import pytest
 
-from control_plane.events.ssrf import vet_address
+from core.events.ssrf import vet_address
 from tests.harness import Platform
 
 REFUSED = [

@@ -13,10 +13,10 @@ import msgspec
 import pytest
 import yaml  # type: ignore[import-untyped]
 
-from control_plane.domain.bootstrap import load_secrets
 from control_plane.domain.catalog import load_catalog
 from control_plane.envoy_config import render_bootstrap
-from control_plane.settings import Settings, env_name, load_settings
+from core.secrets import load_secrets
+from core.settings import Settings, env_name, load_settings
 from tests.harness import ROOT
 
 ALL = "0.0.0.0"  # noqa: S104 - containers bind every interface of their own network namespace

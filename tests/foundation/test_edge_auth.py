@@ -6,7 +6,7 @@ import time
 
 import httpx
 
-from control_plane.keys import generate_key
+from core.apikeys import generate_key
 from tests.foundation.conftest import assert_error, make_key, make_org
 from tests.harness import Platform
 

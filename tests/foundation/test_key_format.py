@@ -7,7 +7,7 @@ import string
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from control_plane.keys import KEY_LENGTH, KEY_PREFIX, display_prefix, generate_key, hash_key, is_well_formed
+from core.apikeys import KEY_LENGTH, KEY_PREFIX, display_prefix, generate_key, hash_key, is_well_formed
 
 B62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
 

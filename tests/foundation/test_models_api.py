@@ -13,7 +13,7 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 
 from control_plane.domain.catalog import load_catalog
-from control_plane.money import format_usd
+from core.money import format_usd
 from tests.foundation.conftest import assert_error
 from tests.harness import Platform
 

@@ -102,7 +102,7 @@ async def test_first_start_prints_a_working_curl_then_stops_cleanly(env: dict[st
 async def test_a_process_that_dies_is_reported(env: dict[str, str]) -> None:
     up = Up(env)
     await up.start()
-    sidecar = await asyncio.create_subprocess_exec("pgrep", "-f", f"proxy_plugins.server --port {env['NX_SIDECAR_PORT']}",
+    sidecar = await asyncio.create_subprocess_exec("pgrep", "-f", f"proxy_plugins.sidecar.server --port {env['NX_SIDECAR_PORT']}",
                                                    stdout=asyncio.subprocess.PIPE)
     pid = int((await sidecar.communicate())[0].split()[0])
     os.kill(pid, signal.SIGKILL)

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from control_plane.db import make_engine, write_tx
+from core.db import make_engine, write_tx
 from tests.foundation.conftest import assert_error, eventually
 from tests.harness import Platform, free_port
 

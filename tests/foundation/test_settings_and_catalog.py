@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from control_plane.domain.catalog import CatalogError, load_catalog
-from control_plane.settings import SettingsError, load_settings
 from control_plane.supervisor import prepare
+from core.settings import SettingsError, load_settings
 from tests.harness import ROOT
 
 GOOD = (ROOT / "config" / "catalog.toml").read_text()
@@ -57,7 +57,7 @@ def test_config_file_errors(tmp_path: Path) -> None:
 
 def test_service_entry_points_name_the_bad_setting() -> None:
     env = {**os.environ, "NX_EDGE_PORT": "abc", "PYTHONPATH": str(ROOT)}
-    for module in ("control_plane.serve", "proxy_plugins.server", "control_plane.worker"):
+    for module in ("control_plane.serve", "proxy_plugins.sidecar.server", "control_plane.worker"):
         r = subprocess.run([sys.executable, "-m", module], env=env, capture_output=True, text=True,
                            timeout=60,
                            check=False)

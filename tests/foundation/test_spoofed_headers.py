@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 import uvicorn
 
-from control_plane.db import make_engine, write_tx
-from control_plane.domain.bootstrap import load_secrets
 from control_plane.domain.keys import KeyScopes, create_key
-from control_plane.keys import generate_key
+from core.apikeys import generate_key
+from core.db import make_engine, write_tx
+from core.secrets import load_secrets
 from tests.foundation.conftest import assert_error
 from tests.harness import Platform, free_port
 

@@ -8,11 +8,11 @@ from typing import Any
 
 import msgspec
 
+from core.snapshot import BackendRecord, ModelRecord, PriceRecord
 from proxy_plugins.adapter import app as adapter_app
 from proxy_plugins.adapter.context import RequestContext, Usage
 from proxy_plugins.adapter.exchange import Exchange
 from proxy_plugins.adapter.metering import metadata, metadata_headers
-from proxy_plugins.snapshot import BackendRecord, ModelRecord, PriceRecord
 
 PRICE = PriceRecord(3, 1_000_000_000, 500_000_000, 2_000_000_000)
 

@@ -21,10 +21,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from control_plane.errors import ApiError
+from core.errors import ApiError
+from core.snapshot import BackendRecord
 from proxy_plugins.adapter import http1
 from proxy_plugins.adapter.backends import Backends, SseEvent
-from proxy_plugins.snapshot import BackendRecord
 from tests.inference.helpers import marker, wait_for_record
 from tests.simulator.server import SimulatorProcess
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from control_plane import ledger
-from control_plane.db import now_ms, read_tx, write_tx
-from control_plane.ids import new_id
-from control_plane.ledger import Hold, Settlement, Usage
+from core import ledger
+from core.db import now_ms, read_tx, write_tx
+from core.ids import new_id
+from core.ledger import Hold, Settlement, Usage
 from tests.money.conftest import MODEL, Tenant
 
 

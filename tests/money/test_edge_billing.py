@@ -15,10 +15,9 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from control_plane.db import make_engine
-
-from control_plane.money import format_usd, request_cost
-from proxy_plugins.estimate import TEMPLATE_ALLOWANCE
+from core.db import make_engine
+from core.money import format_usd, request_cost
+from proxy_plugins.sidecar.estimate import TEMPLATE_ALLOWANCE
 from tests.inference.helpers import chat_body, final_metadata, marker, read_sse
 from tests.inference.support import SimPlatform, start_sim_platform
 

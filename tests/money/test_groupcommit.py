@@ -11,10 +11,10 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from control_plane.db import make_engine, write_tx
-from control_plane.groupcommit import GroupCommit
-from control_plane.rawsql import sql
-from control_plane.settings import load_settings
+from core.db import make_engine, write_tx
+from core.groupcommit import GroupCommit
+from core.rawsql import sql
+from core.settings import load_settings
 
 calls: list[int] = []
 """The size of every `work_many` call, in order."""

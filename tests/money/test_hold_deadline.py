@@ -8,10 +8,10 @@ import time
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from control_plane.errors import ApiError
-from proxy_plugins.estimate import Estimate
-from proxy_plugins.hold import Holds, _Item
-from proxy_plugins.snapshot import KeyRecord, ModelRecord, PriceRecord
+from core.errors import ApiError
+from core.snapshot import KeyRecord, ModelRecord, PriceRecord
+from proxy_plugins.sidecar.estimate import Estimate
+from proxy_plugins.sidecar.hold import Holds, _Item
 from tests.money.conftest import MODEL, PRICE, Tenant
 from tests.money.helpers import grant
 
@@ -50,8 +50,8 @@ async def test_a_hold_past_its_deadline_is_refused_not_placed(engine: AsyncEngin
 
 def test_the_deadline_is_inside_envoys_timeout() -> None:
     from control_plane.envoy_config import render_bootstrap
-    from control_plane.settings import load_settings
-    from proxy_plugins.hold import PLACE_WITHIN_S
+    from core.settings import load_settings
+    from proxy_plugins.sidecar.hold import PLACE_WITHIN_S
 
     authz = next(f for f in render_bootstrap(load_settings({}))["static_resources"]["listeners"][0]
                  ["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]

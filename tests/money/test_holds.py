@@ -13,12 +13,12 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from control_plane import ledger
-from control_plane.db import now_ms, read_tx, write_tx
-from control_plane.errors import ApiError
-from control_plane.ids import new_id
-from control_plane.ledger import Usage
-from control_plane.money import request_cost
+from core import ledger
+from core.db import now_ms, read_tx, write_tx
+from core.errors import ApiError
+from core.ids import new_id
+from core.ledger import Usage
+from core.money import request_cost
 from tests.money.conftest import PRICE, UNPRICED, Tenant, make_tenant
 from tests.money.helpers import assert_books_balance, balance, grant, hold, settle
 

@@ -13,10 +13,10 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from control_plane import ledger
-from control_plane.db import now_ms, read_tx, write_tx
-from control_plane.errors import ApiError
-from control_plane.ids import new_id
+from core import ledger
+from core.db import now_ms, read_tx, write_tx
+from core.errors import ApiError
+from core.ids import new_id
 from tests.money.conftest import Tenant
 from tests.money.helpers import assert_books_balance, balance, grant, hold, settle
 

@@ -11,9 +11,9 @@ import uuid
 import msgspec
 from sqlalchemy import text
 
-from control_plane import ledger
-from control_plane.db import make_engine, now_ms, read_tx, write_tx
-from control_plane.ids import new_id
+from core import ledger
+from core.db import make_engine, now_ms, read_tx, write_tx
+from core.ids import new_id
 from tests.harness import ROOT, Platform
 
 

@@ -14,12 +14,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from control_plane import ledger
-from control_plane.db import write_tx
-from control_plane.errors import ApiError
-from control_plane.ids import new_id
-from control_plane.ledger import Hold
-from control_plane.money import request_cost
+from core import ledger
+from core.db import write_tx
+from core.errors import ApiError
+from core.ids import new_id
+from core.ledger import Hold
+from core.money import request_cost
 from tests.money.conftest import MODEL, PRICE, add_price, make_tenant
 from tests.money.helpers import assert_books_balance, balance, grant, hold, settle
 

@@ -9,9 +9,9 @@ from pathlib import Path
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from control_plane import ledger
-from control_plane.db import read_tx, write_tx
-from control_plane.money import request_cost
+from core import ledger
+from core.db import read_tx, write_tx
+from core.money import request_cost
 from tests.money.conftest import PRICE, make_tenant
 from tests.money.helpers import assert_books_balance, grant, hold, settle
 

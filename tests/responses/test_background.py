@@ -1,5 +1,5 @@
-"""Background responses: queued at once, run by the worker, polled, streamed with
-`starting_after`, cancelled, and not lost when the worker restarts mid-run."""
+"""Background responses: queued at once, run by an adapter process, polled, streamed with
+`starting_after`, cancelled, and not lost when the adapter running them restarts mid-run."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ async def test_background_create_then_poll(
     assert rest == [e for e in events if e["sequence_number"] > cursor]
 
 
-async def test_background_stream_follows_the_worker(sdk: openai.AsyncOpenAI) -> None:
+async def test_background_stream_follows_the_runner(sdk: openai.AsyncOpenAI) -> None:
     stream = await sdk.responses.create(
         model="sim/chat", input="[[sim chunks=8 chunk_ms=30]]", background=True, stream=True
     )
@@ -81,7 +81,7 @@ async def test_cancel_in_progress(sdk: openai.AsyncOpenAI, sim_platform: Platfor
     assert cancelled.status == "cancelled"
     assert (await sdk.responses.cancel(created.id)).status == "cancelled"  # idempotent
     async with sim_platform.client() as http:
-        # The stored stream ends once the worker noticed the cancel and wrote its last word.
+        # The stored stream ends once the runner noticed the cancel and wrote its last word.
         _, events, _ = await read_stream(
             http, "GET", f"/v1/responses/{created.id}", params={"stream": "true"}
         )
@@ -114,14 +114,14 @@ async def test_cancel_is_only_for_background_and_own_responses(sdk: openai.Async
         await sdk.responses.cancel("resp_01m8aaaaaaaaaaaaaaaaaaaaaa")
 
 
-async def test_background_survives_a_worker_restart(sdk: openai.AsyncOpenAI, sim_platform: Platform) -> None:
+async def test_background_survives_an_adapter_restart(sdk: openai.AsyncOpenAI, sim_platform: Platform) -> None:
     created = await sdk.responses.create(
         model="sim/claude", input="[[sim chunks=30 chunk_ms=100]]", background=True
     )
     async with asyncio.timeout(20):
         while (await sdk.responses.retrieve(created.id)).status != "in_progress":
             await asyncio.sleep(0.05)
-    await sim_platform.restart("worker")
+    await sim_platform.restart("adapter")
     await sim_platform.restart("adapter")
     done = await poll(sdk, created.id, timeout=40)
     assert done.status == "completed"

@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from control_plane.errors import ApiError
+from core.errors import ApiError
 from proxy_plugins.adapter.translate.anthropic import AnthropicStreamTranslator, from_anthropic, to_anthropic
 from proxy_plugins.adapter.translate.events import ResponseStream
 from proxy_plugins.adapter.translate.request import normalize_input, parse_request

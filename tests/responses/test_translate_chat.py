@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from control_plane.errors import ApiError
+from core.errors import ApiError
 from proxy_plugins.adapter.translate.chat import ChatStreamTranslator, from_chat, to_chat
 from proxy_plugins.adapter.translate.events import ResponseStream
 from proxy_plugins.adapter.translate.request import check_capabilities, normalize_input, parse_request

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import base64
-from array import array
 import sys
+from array import array
 
 __all__ = ["to_base64"]
 

@@ -12,11 +12,11 @@ from typing import Any, cast
 import msgspec
 import pytest
 
-from proxy_plugins.authz import Checker, Decision
-from proxy_plugins.estimate import Estimate, estimate, estimate_from
-from proxy_plugins.limits import buckets_for
-from proxy_plugins.ratelimit import Bucket, MemoryStore
-from proxy_plugins.snapshot import KeyRecord, Limits, ModelRecord, PriceRecord, Snapshot
+from core.snapshot import KeyRecord, Limits, ModelRecord, PriceRecord, Snapshot
+from proxy_plugins.sidecar.authz import Checker, Decision
+from proxy_plugins.sidecar.estimate import Estimate, estimate, estimate_from
+from proxy_plugins.sidecar.limits import buckets_for
+from proxy_plugins.sidecar.ratelimit import Bucket, MemoryStore
 
 MODEL = ModelRecord(id="m/chat", backend_id="b", upstream_name="u", kind="text", context_window=8192,
                     max_output_tokens=1024, capabilities={}, status="active", price=PriceRecord(1, 10, 5, 20))

@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy import text
 
-from control_plane import idempotency
-from control_plane.db import make_engine, write_tx
+from core import idempotency
+from core.db import make_engine, write_tx
 from tests.inference.helpers import chat_body, marker
 from tests.inference.support import SimPlatform, start_sim_platform
 from tests.money.test_edge_billing import balance, statement, tenant
@@ -161,7 +161,7 @@ async def test_control_plane_post_is_idempotent(sp: SimPlatform) -> None:
 
 async def test_claims_expire_after_retention() -> None:
     """A reuse after 24 hours runs as new (checked at the domain level with an injected clock)."""
-    from control_plane.settings import load_settings
+    from core.settings import load_settings
     from tests.harness import use_postgres
 
     if use_postgres():
@@ -170,7 +170,7 @@ async def test_claims_expire_after_retention() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         engine = make_engine(load_settings({"NX_DATA_DIR": tmp}))
-        from control_plane.db import apply_schema
+        from core.db import apply_schema
 
         await apply_schema(engine)
         args = {"org_id": "org_x", "key_id": "key_x", "method": "POST", "path": "/v1/embeddings",

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from proxy_plugins.ratelimit import WINDOW_MS, Bucket, LimitStore, MemoryStore
-from proxy_plugins.ratelimit_redis import RedisStore
+from proxy_plugins.sidecar.ratelimit import WINDOW_MS, Bucket, LimitStore, MemoryStore
+from proxy_plugins.sidecar.ratelimit_redis import RedisStore
 
 REDIS_URL = os.environ.get("NX_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 

@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 from sqlalchemy import text
 
-from control_plane.db import make_engine
+from core.db import make_engine
 from tests.harness import Platform
 
 

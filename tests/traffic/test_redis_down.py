@@ -10,8 +10,8 @@ import pytest
 
 from nx_client.signing import SignedRequests
 from tests.harness import Platform, free_port
-from tests.traffic.test_replay_protection import signed_key
 from tests.traffic.test_rate_limits_edge import new_key
+from tests.traffic.test_replay_protection import signed_key
 
 
 @pytest.fixture(scope="module")

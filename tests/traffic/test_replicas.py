@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from control_plane.envoy_config import render_bootstrap
-from control_plane.settings import load_settings
-from control_plane.supervisor import _wait_healthy, envoy_binary, Child
+from control_plane.supervisor import Child, _wait_healthy, envoy_binary
+from core.settings import load_settings
 from tests.harness import Platform, free_port, free_port_run
 from tests.traffic.test_rate_limits_edge import new_key
 
@@ -102,8 +102,8 @@ async def test_revocation_through_redis_alone(replicated: tuple[Platform, list[s
     """What a sidecar on another node experiences: no HTTP call reaches it, only the Redis message."""
     import redis.asyncio as aioredis
 
-    from control_plane.db import make_engine, write_tx
     from control_plane.domain.keys import revoke_key
+    from core.db import make_engine, write_tx
 
     platform, _ = replicated
     key = await new_key(platform, name="redis-only")

@@ -17,11 +17,11 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from control_plane import ledger
-from control_plane.db import apply_schema, make_engine, now_ms, write_tx
-from control_plane.ids import new_id
-from control_plane.ledger import Usage
-from control_plane.settings import load_settings
+from core import ledger
+from core.db import apply_schema, make_engine, now_ms, write_tx
+from core.ids import new_id
+from core.ledger import Usage
+from core.settings import load_settings
 from tests.harness import create_pg_database, drop_pg_database, use_postgres
 
 MODELS = ("test/alpha", "test/beta")

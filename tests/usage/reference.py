@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from control_plane.db import read_tx
-from control_plane.money import format_usd
 from control_plane.usage.histogram import BINS, bin_of, percentile
 from control_plane.usage.model import WIDTH_MS, Latency, Spend, UsageQuery, UsageResult
+from core.db import read_tx
+from core.money import format_usd
 
 # group_by name -> attribute of Row
 FIELDS = {"project_id": "project_id", "key_id": "key_id", "model_id": "model_id", "endpoint": "endpoint",

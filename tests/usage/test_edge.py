@@ -17,7 +17,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from control_plane.money import parse_usd
+from core.money import parse_usd
 from tests.inference.helpers import chat_body, final_metadata, marker, read_sse
 from tests.inference.support import SimPlatform, start_sim_platform
 

@@ -14,12 +14,12 @@ import msgspec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from control_plane import ledger
-from control_plane.db import now_ms, write_tx
-from control_plane.ids import new_id
-from control_plane.money import parse_usd
 from control_plane.usage import exports
 from control_plane.usage.export_model import LEDGER_COLUMNS, USAGE_COLUMNS
+from core import ledger
+from core.db import now_ms, write_tx
+from core.ids import new_id
+from core.money import parse_usd
 from tests.usage.conftest import DAY, Clock, Rec, make_org, produce
 from tests.usage.synthetic import insert
 

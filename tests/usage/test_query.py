@@ -15,10 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from control_plane.db import read_tx, write_tx
 from control_plane.usage import parse_query, roll_step, run_query
 from control_plane.usage.model import LIMITS, UsageQuery
 from control_plane.usage.query import plan
+from core.db import read_tx, write_tx
 from tests.usage.conftest import DAY, Clock, Org, Rec, make_org, produce
 from tests.usage.reference import expected_buckets, rows_of
 

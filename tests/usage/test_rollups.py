@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from control_plane.db import read_tx
 from control_plane.usage import RollupJob, parse_query, run_query
 from control_plane.usage.histogram import BINS, LOWER, bin_of, percentile
 from control_plane.usage.rollups import watermarks
+from core.db import read_tx
 from tests.usage.conftest import DAY, Clock, Rec, make_org, produce
 from tests.usage.test_query import HOUR, roll_to
 

@@ -15,18 +15,11 @@ from typing import Any
 
 import msgspec
 
-from control_plane.errors import ApiError
-from control_plane.ids import new_id
+from core.errors import ApiError
+from core.ids import new_id
 from proxy_plugins.adapter.translate.events import Event, ResponseStream
 from proxy_plugins.adapter.translate.request import CreateResponse, Item
-from proxy_plugins.adapter.translate.types import (
-    FunctionCallItem,
-    MessageItem,
-    OutputItem,
-    OutputText,
-    Refusal,
-    Usage,
-)
+from proxy_plugins.adapter.translate.types import FunctionCallItem, MessageItem, OutputItem, OutputText, Refusal, Usage
 
 __all__ = ["STREAM_ERROR_CODES", "AnthropicStreamTranslator", "from_anthropic", "to_anthropic"]
 

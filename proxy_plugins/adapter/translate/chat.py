@@ -12,17 +12,10 @@ from typing import Any
 
 import msgspec
 
-from control_plane.ids import new_id
+from core.ids import new_id
 from proxy_plugins.adapter.translate.events import Event, ResponseStream
 from proxy_plugins.adapter.translate.request import CreateResponse, Item
-from proxy_plugins.adapter.translate.types import (
-    FunctionCallItem,
-    MessageItem,
-    OutputItem,
-    OutputText,
-    Refusal,
-    Usage,
-)
+from proxy_plugins.adapter.translate.types import FunctionCallItem, MessageItem, OutputItem, OutputText, Refusal, Usage
 
 __all__ = ["INCOMPLETE_REASONS", "ChatStreamTranslator", "chat_usage", "from_chat", "to_chat"]
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from control_plane.ids import new_id
+from core.ids import new_id
 from proxy_plugins.adapter.translate.types import (
     FunctionCallItem,
     IncompleteDetails,

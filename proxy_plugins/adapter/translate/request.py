@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from control_plane.errors import ApiError
+from core.errors import ApiError
 
 __all__ = [
     "CreateResponse",

@@ -1,0 +1,178 @@
+"""Double-entry posting: accounts, balanced transactions, idempotency.
+
+How one transaction is written (the database checks every step, see the ledger section of
+schema.sql): each leg updates its account's cached balance (customer debits conditionally:
+`WHERE balance - held >= amount`, the measured-correct pattern under READ COMMITTED) and bumps the
+account's `entry_seq`; the entry then records the sequence and balance it produced; finally the
+transaction row is inserted, which seals the entries and makes a trigger verify they sum to zero.
+
+Idempotency: every transaction carries a unique `idempotency_key` and a fingerprint of its fields.
+Resubmitted with the same fields it returns the original; with other fields it is refused (422).
+A duplicate racing the original on PostgreSQL loses on the unique index and gets 409, which the
+caller retries into the stored result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import msgspec
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from core.db import now_ms
+from core.errors import ApiError
+from core.ids import new_id
+from core.ledger.model import CUSTOMER_KINDS, KIND_ORDER, EntryView, Leg, TransactionView
+from core.rawsql import sql
+
+__all__ = ["TxnMeta", "ensure_accounts", "get_transaction", "is_postgres", "post", "release_held"]
+
+
+def is_postgres(conn: AsyncConnection) -> bool:
+    return conn.dialect.name == "postgresql"
+
+
+async def ensure_accounts(conn: AsyncConnection, org_id: str) -> None:
+    """Create the organization's accounts if missing (idempotent, safe under concurrency)."""
+    now = now_ms()
+    for kind in KIND_ORDER:
+        await conn.execute(sql(
+            "INSERT INTO ledger_accounts (id, org_id, kind, customer, created_at)"
+            " VALUES (:id, :o, :k, :c, :now) ON CONFLICT (org_id, kind) DO NOTHING"),
+            {"id": new_id("acct"), "o": org_id, "k": kind, "c": int(kind in CUSTOMER_KINDS), "now": now})
+
+
+class TxnMeta(msgspec.Struct, frozen=True, kw_only=True):
+    """Descriptive fields of a transaction; all of them are part of its fingerprint."""
+
+    kind: str
+    reason: str = ""
+    actor: str
+    reverses: str | None = None
+    request_id: str | None = None
+    project_id: str | None = None
+    key_id: str | None = None
+    period: str | None = None
+    model_id: str | None = None
+    price_version: int | None = None
+
+
+def _fingerprint(org_id: str, legs: Sequence[Leg], meta: TxnMeta) -> str:
+    shape = [org_id, sorted((leg.kind, leg.amount) for leg in legs if leg.amount),
+             msgspec.structs.replace(meta, actor="")]
+    return hashlib.sha256(msgspec.json.encode(shape)).hexdigest()
+
+
+async def release_held(conn: AsyncConnection, org_id: str, kind: str, amount: int) -> None:
+    """Return `amount` of an account's held reservation to its available balance."""
+    if amount:
+        await conn.execute(sql(
+            "UPDATE ledger_accounts SET held = held - :a WHERE org_id = :o AND kind = :k"),
+            {"a": amount, "o": org_id, "k": kind})
+
+
+async def _apply(conn: AsyncConnection, org_id: str, leg: Leg) -> tuple[str, int, int] | None:
+    """Move one leg's balance; None when a customer account cannot cover the debit."""
+    # The state after the update must keep balance - held >= 0 (the CHECK would refuse it anyway;
+    # the WHERE turns that into a clean "no row" instead of an aborted transaction).
+    guard = " AND balance + :a - held + :r >= 0" if leg.kind in CUSTOMER_KINDS and leg.amount < 0 else ""
+    row = (await conn.execute(sql(
+        "UPDATE ledger_accounts SET balance = balance + :a, held = held - :r, entry_seq = entry_seq + 1"
+        f" WHERE org_id = :o AND kind = :k{guard} RETURNING id, entry_seq, balance"),
+        {"a": leg.amount, "r": leg.release, "o": org_id, "k": leg.kind})).first()
+    return None if row is None else (str(row[0]), int(row[1]), int(row[2]))
+
+
+async def post(conn: AsyncConnection, org_id: str, legs: Sequence[Leg], meta: TxnMeta,
+               idempotency_key: str, txn_id: str | None = None, *, first_use: bool = False) -> TransactionView:
+    """Write one balanced transaction in the caller's database transaction; see the module doc.
+
+    Raises `insufficient_quota` when a customer account would go below its held amount; the caller
+    must then roll back (write_tx does), since earlier legs may already have moved.
+    """
+    if sum(leg.amount for leg in legs) != 0 or sum(1 for leg in legs if leg.amount) < 2:
+        raise ValueError("a ledger transaction needs at least two non-zero legs summing to zero")
+    fingerprint = _fingerprint(org_id, legs, meta)
+    # `first_use`: the caller has already made this key's first use certain (a settlement's key
+    # names a hold it has just claimed), so there is no earlier transaction to look up; the
+    # unique index still refuses a duplicate below.
+    existing = None if first_use else (await conn.execute(sql(
+        "SELECT id, fingerprint FROM ledger_transactions WHERE idempotency_key = :k"),
+        {"k": idempotency_key})).first()
+    if existing is not None:
+        if existing[1] != fingerprint:
+            raise ApiError("idempotency_key_reused",
+                           "This idempotency key was already used for a different ledger transaction.")
+        found = await get_transaction(conn, org_id, str(existing[0]))
+        assert found is not None, "an idempotency key is never reused across organizations"
+        return found
+    txn_id, now = txn_id or new_id("txn"), now_ms()
+    entries: list[EntryView] = []
+    for seq, leg in enumerate(sorted(legs, key=lambda g: KIND_ORDER[g.kind])):
+        if leg.amount == 0:
+            await release_held(conn, org_id, leg.kind, leg.release)
+            continue
+        applied = await _apply(conn, org_id, leg)
+        if applied is None and not await _has_accounts(conn, org_id):
+            # First money movement of this organization: create its accounts (only on a miss, so
+            # the hot path does not pay for it).
+            await ensure_accounts(conn, org_id)
+            applied = await _apply(conn, org_id, leg)
+        if applied is None:
+            raise ApiError("insufficient_quota",
+                           f"The {leg.kind} balance cannot cover {-leg.amount} nano-dollars.")
+        account_id, account_seq, balance_after = applied
+        await conn.execute(sql(
+            "INSERT INTO ledger_entries (txn_id, seq, account_id, amount, account_seq, balance_after,"
+            " created_at) VALUES (:t, :s, :a, :amt, :aseq, :bal, :now)"),
+            {"t": txn_id, "s": seq, "a": account_id, "amt": leg.amount, "aseq": account_seq,
+             "bal": balance_after, "now": now})
+        entries.append(EntryView(account_id=account_id, account=leg.kind, amount=leg.amount,
+                                 balance_after=balance_after))
+    inserted = await conn.execute(sql(
+        "INSERT INTO ledger_transactions (id, org_id, kind, idempotency_key, fingerprint, amount, reverses,"
+        " request_id, project_id, key_id, period, model_id, price_version, reason, actor, created_at)"
+        " VALUES (:id, :o, :kind, :k, :f, :amount, :rev, :req, :proj, :key, :period, :model, :pv, :reason,"
+        " :actor, :now) ON CONFLICT (idempotency_key) DO NOTHING"),
+        {"id": txn_id, "o": org_id, "kind": meta.kind, "k": idempotency_key, "f": fingerprint,
+         "amount": sum(leg.amount for leg in legs if leg.amount > 0), "rev": meta.reverses,
+         "req": meta.request_id, "proj": meta.project_id, "key": meta.key_id, "period": meta.period,
+         "model": meta.model_id, "pv": meta.price_version, "reason": meta.reason, "actor": meta.actor,
+         "now": now})
+    if inserted.rowcount != 1:
+        raise ApiError("idempotency_key_in_use",
+                       "A transaction with this idempotency key is being written; retry to get its result.")
+    return TransactionView(
+        id=txn_id, organization=org_id, kind=meta.kind, amount=sum(g.amount for g in legs if g.amount > 0),
+        reason=meta.reason, reverses=meta.reverses, request_id=meta.request_id, model_id=meta.model_id,
+        price_version=meta.price_version, actor=meta.actor, created_at=now,
+        entries=entries)
+
+
+async def _has_accounts(conn: AsyncConnection, org_id: str) -> bool:
+    row = (await conn.execute(sql("SELECT 1 FROM ledger_accounts WHERE org_id = :o AND kind = 'wallet'"),
+                              {"o": org_id})).first()
+    return row is not None
+
+
+async def _entries(conn: AsyncConnection, txn_id: str) -> list[EntryView]:
+    rows = await conn.execute(sql(
+        "SELECT e.account_id, a.kind, e.amount, e.balance_after FROM ledger_entries e"
+        " JOIN ledger_accounts a ON a.id = e.account_id WHERE e.txn_id = :t ORDER BY e.seq"), {"t": txn_id})
+    return [EntryView(account_id=str(r[0]), account=str(r[1]), amount=int(r[2]), balance_after=int(r[3]))
+            for r in rows]
+
+
+async def get_transaction(conn: AsyncConnection, org_id: str, txn_id: str) -> TransactionView | None:
+    """One transaction of this organization; another tenant's id behaves like a missing one."""
+    r = (await conn.execute(sql(
+        "SELECT id, org_id, kind, amount, reason, reverses, request_id, model_id, price_version, actor,"
+        " created_at FROM ledger_transactions WHERE id = :t AND org_id = :o"),
+        {"t": txn_id, "o": org_id})).first()
+    if r is None:
+        return None
+    return TransactionView(
+        id=str(r[0]), organization=str(r[1]), kind=str(r[2]), amount=int(r[3]), reason=str(r[4]),
+        reverses=r[5], request_id=r[6], model_id=r[7], price_version=None if r[8] is None else int(r[8]),
+        actor=str(r[9]), created_at=int(r[10]), entries=await _entries(conn, str(r[0])))

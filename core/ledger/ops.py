@@ -1,0 +1,145 @@
+"""Operator operations: grant credit, adjust with a reason, reverse, balance, statement, alerts.
+
+Corrections never edit history: an adjustment is its own transaction against the organization's
+`adjustments` account, and a reversal is a new transaction with every leg of the original negated.
+Idempotency keys from clients are scoped by organization and operation, so the same key string from
+two organizations (or for two operations) never returns the other's transaction.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from core.errors import ApiError
+from core.events import record_event
+from core.events.catalog import WalletRecharged
+from core.ledger.core import TxnMeta, ensure_accounts, get_transaction, post
+from core.ledger.model import BalanceView, Leg, StatementLine, StatementPage, TransactionView
+
+__all__ = ["adjust", "balance", "grant", "reverse", "set_low_balance", "statement"]
+
+MAX_NANOS = 10**18  # a trillion dollars: far beyond any real figure, far below BIGINT's limit
+
+
+def _check_amount(amount: int, *, signed: bool = False) -> None:
+    if (amount == 0 if signed else amount <= 0) or abs(amount) > MAX_NANOS:
+        raise ApiError("invalid_request_error", "amount must be a non-zero whole number of nano-dollars"
+                       f"{'' if signed else ' above 0'} and at most {MAX_NANOS}.", param="amount_nanos")
+
+
+async def grant(conn: AsyncConnection, org_id: str, amount: int, *, idempotency_key: str, actor: str,
+                reason: str = "", promotional: bool = False) -> TransactionView:
+    """Add prepaid credit (from payments clearing) or promotional credit (a promotions expense)."""
+    _check_amount(amount)
+    legs = [Leg("promo", amount), Leg("promotions", -amount)] if promotional else \
+        [Leg("wallet", amount), Leg("clearing", -amount)]
+    kind = "promo_grant" if promotional else "grant"
+    already = await _stored(conn, f"{kind}:{org_id}:{idempotency_key}")
+    txn = await post(conn, org_id, legs, TxnMeta(kind=kind, reason=reason, actor=actor),
+                     f"{kind}:{org_id}:{idempotency_key}")
+    if not already:
+        credited = next(e for e in txn.entries if e.account in ("wallet", "promo"))
+        await record_event(conn, org_id, "wallet.recharged", WalletRecharged(
+            wallet_id=credited.account_id, transaction_id=txn.id, amount_nanos=amount,
+            balance_nanos=credited.balance_after, source="grant"))
+    return txn
+
+
+async def _stored(conn: AsyncConnection, idempotency_key: str) -> bool:
+    return (await conn.execute(text("SELECT 1 FROM ledger_transactions WHERE idempotency_key = :k"),
+                               {"k": idempotency_key})).first() is not None
+
+
+async def adjust(conn: AsyncConnection, org_id: str, amount: int, *, reason: str, idempotency_key: str,
+                 actor: str, account: Literal["wallet", "promo"] = "wallet") -> TransactionView:
+    """Credit (amount > 0) or debit (amount < 0) a customer account; a reason is mandatory."""
+    _check_amount(amount, signed=True)
+    if not reason.strip():
+        raise ApiError("missing_required_parameter", "An adjustment needs a reason.", param="reason")
+    return await post(conn, org_id, [Leg(account, amount), Leg("adjustments", -amount)],
+                      TxnMeta(kind="adjustment", reason=reason, actor=actor),
+                      f"adjustment:{org_id}:{idempotency_key}")
+
+
+async def reverse(conn: AsyncConnection, org_id: str, txn_id: str, *, reason: str, idempotency_key: str,
+                  actor: str) -> TransactionView:
+    """Post the mirror image of a transaction. A reversed charge also leaves its budget spend."""
+    original = await get_transaction(conn, org_id, txn_id)
+    if original is None:
+        raise ApiError("not_found", f"No ledger transaction {txn_id!r}.")
+    if original.kind == "reversal":
+        raise ApiError("conflict", "A reversal cannot be reversed; post a new transaction instead.")
+    key = f"reversal:{org_id}:{idempotency_key}"
+    prior = (await conn.execute(text("SELECT idempotency_key FROM ledger_transactions WHERE reverses = :t"),
+                                {"t": txn_id})).first()
+    if prior is not None and prior[0] != key:
+        raise ApiError("conflict", f"Transaction {txn_id} is already reversed.")
+    r = (await conn.execute(text("SELECT project_id, key_id, period FROM ledger_transactions WHERE id = :t"),
+                            {"t": txn_id})).one()
+    meta = TxnMeta(kind="reversal", reason=reason, actor=actor, reverses=txn_id,
+                   request_id=original.request_id, project_id=r[0], key_id=r[1], period=r[2],
+                   model_id=original.model_id, price_version=original.price_version)
+    legs = [Leg(e.account, -e.amount) for e in original.entries]  # type: ignore[arg-type]
+    if prior is None and original.kind == "charge" and r[2] is not None:
+        for scope in sorted(s for s in (r[0], r[1]) if s):
+            await conn.execute(text(
+                "UPDATE budget_usage SET spent = spent - :a WHERE scope_id = :s AND period = :p"),
+                {"a": original.amount, "s": scope, "p": r[2]})
+    return await post(conn, org_id, legs, meta, key)
+
+
+async def balance(conn: AsyncConnection, org_id: str) -> BalanceView:
+    await ensure_accounts(conn, org_id)
+    rows = {str(r[0]): (int(r[1]), int(r[2]), r[3]) for r in await conn.execute(text(
+        "SELECT kind, balance, held, low_balance_nanos FROM ledger_accounts"
+        " WHERE org_id = :o AND kind IN ('wallet', 'promo')"), {"o": org_id})}
+    wallet, promo = rows["wallet"], rows["promo"]
+    held = wallet[1] + promo[1]
+    return BalanceView(organization=org_id, wallet_nanos=wallet[0], promo_nanos=promo[0], held_nanos=held,
+                       available_nanos=wallet[0] + promo[0] - held,
+                       low_balance_nanos=None if wallet[2] is None else int(wallet[2]))
+
+
+async def set_low_balance(conn: AsyncConnection, org_id: str, low_balance_nanos: int | None) -> BalanceView:
+    """Fire `usage.threshold_reached` (once a month) when wallet + promo falls below this mark."""
+    if low_balance_nanos is not None and not 0 <= low_balance_nanos <= MAX_NANOS:
+        raise ApiError("invalid_request_error", "low_balance_nanos must be between 0 and 10^18.",
+                       param="low_balance_nanos")
+    await ensure_accounts(conn, org_id)
+    await conn.execute(text(
+        "UPDATE ledger_accounts SET low_balance_nanos = :l WHERE org_id = :o AND kind = 'wallet'"),
+        {"l": low_balance_nanos, "o": org_id})
+    return await balance(conn, org_id)
+
+
+async def statement(conn: AsyncConnection, org_id: str, account: Literal["wallet", "promo"] = "wallet", *,
+                    after: int = 0, limit: int = 100, since_ms: int | None = None,
+                    until_ms: int | None = None) -> StatementPage:
+    """Every entry of a customer account in posting order, each with the balance it produced."""
+    await ensure_accounts(conn, org_id)
+    limit = max(1, min(limit, 1000))
+    rows = list(await conn.execute(text(
+        "SELECT e.account_seq, t.id, t.kind, e.amount, e.balance_after, t.reason, t.request_id, t.reverses,"
+        " t.created_at FROM ledger_entries e JOIN ledger_accounts a ON a.id = e.account_id"
+        " JOIN ledger_transactions t ON t.id = e.txn_id WHERE a.org_id = :o AND a.kind = :k"
+        " AND e.account_seq > :after AND e.created_at >= :since AND e.created_at < :until"
+        " ORDER BY e.account_seq LIMIT :lim"),
+        {"o": org_id, "k": account, "after": after, "since": since_ms or 0, "until": until_ms or 2**62,
+         "lim": limit + 1}))
+    lines = [StatementLine(seq=int(r[0]), txn_id=str(r[1]), kind=str(r[2]), amount=int(r[3]),
+                           balance_after=int(r[4]), reason=str(r[5]), request_id=r[6], reverses=r[7],
+                           created_at=int(r[8])) for r in rows[:limit]]
+    opening = lines[0].balance_after - lines[0].amount if lines else 0
+    if not lines:
+        r = (await conn.execute(text(
+            "SELECT e.balance_after FROM ledger_entries e JOIN ledger_accounts a ON a.id = e.account_id"
+            " WHERE a.org_id = :o AND a.kind = :k AND e.account_seq <= :after"
+            " ORDER BY e.account_seq DESC LIMIT 1"), {"o": org_id, "k": account, "after": after})).first()
+        opening = 0 if r is None else int(r[0])
+    has_more = len(rows) > limit
+    return StatementPage(organization=org_id, account=account, opening_balance=opening,
+                         closing_balance=lines[-1].balance_after if lines else opening, data=lines,
+                         has_more=has_more, next_after=lines[-1].seq if has_more else None)

@@ -1,0 +1,168 @@
+"""Settlement: post a request's actual cost against its hold, release the rest, write its usage.
+
+One database transaction per call, however many holds it settles (`settle_many` is the group
+commit the adapter uses so the hot path is not capped at one commit per request). Per hold:
+- the charge is `request_cost(actual tokens)` at the hold's price card version;
+- a charge above the held amount is refused (`hold_exceeded`), a hold settles at most once
+  (`hold_already_resolved`), and either refusal affects only that item of a batch;
+- promotional credit pays first, then the wallet; revenue receives the charge; the held amounts
+  are released in the same UPDATE that debits the balance;
+- the usage record, the budget spend, threshold crossings and the `request.completed` event are
+  written in the same transaction as the charge.
+
+Locks are taken hold rows -> budget rows (sorted) -> accounts (by organization, then KIND_ORDER),
+the same global order as holds and grants, so concurrent batches cannot deadlock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import msgspec
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from core.db import now_ms
+from core.errors import ApiError
+from core.events import record_event
+from core.events.catalog import RequestCompleted
+from core.ids import new_id
+from core.ledger import budgets
+from core.ledger.core import TxnMeta, post, release_held
+from core.ledger.holds import load_hold
+from core.ledger.model import Hold, Leg, Settlement, Usage
+from core.ledger.pricing import PriceCard, card_version, charge_for
+from core.rawsql import sql
+
+__all__ = ["settle_hold", "settle_many"]
+
+
+class _Claimed(msgspec.Struct, frozen=True):
+    index: int
+    hold: Hold
+    usage: Usage
+    cost: int
+    txn_id: str | None
+    card_id: str
+
+
+async def settle_hold(conn: AsyncConnection, ref: str, usage: Usage, *, now: int | None = None) -> Settlement:
+    """Settle one hold (by `hold_...` or `req_...` id); raises the item's ApiError if refused."""
+    result = (await settle_many(conn, [(ref, usage)], now=now))[0]
+    if isinstance(result, ApiError):
+        raise result
+    return result
+
+
+async def settle_many(conn: AsyncConnection, items: Sequence[tuple[str, Usage]], *,
+                      now: int | None = None) -> list[Settlement | ApiError]:
+    """Settle many holds in one transaction; results are in the order of `items`."""
+    now = now_ms() if now is None else now
+    results: list[Settlement | ApiError | None] = [None] * len(items)
+    claimed: list[_Claimed] = []
+    cards: dict[tuple[str, int], PriceCard] = {}
+    for index in sorted(range(len(items)), key=lambda i: items[i][0]):
+        ref, usage = items[index]
+        try:
+            claimed.append(await _claim(conn, index, ref, usage, cards, now))
+        except ApiError as exc:
+            results[index] = exc
+    await _budgets(conn, claimed, now)
+    for org_id in sorted({c.hold.org_id for c in claimed}):
+        await _post_org(conn, org_id, [c for c in claimed if c.hold.org_id == org_id], now)
+    for c in claimed:
+        results[c.index] = Settlement(hold_id=c.hold.id, request_id=c.hold.request_id, charged=c.cost,
+                                      released=c.hold.amount - c.cost, txn_id=c.txn_id,
+                                      model_id=c.hold.model_id, price_version=c.hold.price_version)
+    return [r for r in results if r is not None]
+
+
+async def _claim(conn: AsyncConnection, index: int, ref: str, usage: Usage,
+                 cards: dict[tuple[str, int], PriceCard], now: int) -> _Claimed:
+    if usage.cached_tokens > usage.input_tokens:
+        raise ApiError("invalid_request_error", "cached_tokens cannot exceed input_tokens",
+                       param="cached_tokens")
+    hold = await load_hold(conn, ref)
+    if hold is None:
+        raise ApiError("not_found", f"No hold {ref!r}.")
+    if hold.status != "open":
+        raise ApiError("hold_already_resolved", f"Hold {hold.id} is already {hold.status}.")
+    card_key = (hold.model_id, hold.price_version)
+    if card_key not in cards:
+        cards[card_key] = await card_version(conn, *card_key)
+    cost = charge_for(cards[card_key], usage.input_tokens, usage.cached_tokens, usage.output_tokens)
+    if cost > hold.amount:
+        raise ApiError("hold_exceeded", f"The actual cost {cost} exceeds the {hold.amount} nano-dollars held "
+                       f"by {hold.id}; nothing was posted.")
+    txn_id = new_id("txn") if cost else None
+    # The conditional UPDATE is the at-most-once gate: a racing settle or expiry sees no open row.
+    won = await conn.execute(sql(
+        "UPDATE ledger_holds SET status = 'settled', charged = :c, txn_id = :t, resolved_at = :now"
+        " WHERE id = :id AND status = 'open'"), {"c": cost, "t": txn_id, "now": now, "id": hold.id})
+    if won.rowcount != 1:
+        raise ApiError("hold_already_resolved", f"Hold {hold.id} was resolved concurrently.")
+    return _Claimed(index, hold, usage, cost, txn_id, cards[card_key].id)
+
+
+async def _budgets(conn: AsyncConnection, claimed: list[_Claimed], now: int) -> None:
+    scopes: dict[tuple[str, str], list[_Claimed]] = {}
+    for c in claimed:
+        for scope in (c.hold.key_id, c.hold.project_id):
+            scopes.setdefault((scope, c.hold.period), []).append(c)
+    for (scope, period), group in sorted(scopes.items(), key=lambda kv: kv[0]):
+        spent = sum(c.cost for c in group)
+        after, limit = await budgets.consume(conn, scope, period, spent, sum(c.hold.amount for c in group))
+        last = max((c for c in group if c.txn_id), key=lambda c: c.hold.id, default=None)
+        if last is not None and last.txn_id is not None:
+            kind: budgets.ScopeKind = "key" if scope == last.hold.key_id else "project"
+            await budgets.record_budget_crossings(conn, last.hold.org_id, kind, scope, period, after - spent,
+                                                  after, limit, last.txn_id, last.hold.project_id, now)
+
+
+async def _post_org(conn: AsyncConnection, org_id: str, group: list[_Claimed], now: int) -> None:
+    charged = 0
+    last_txn: str | None = None
+    for c in sorted(group, key=lambda c: c.hold.id):
+        h = c.hold
+        promo_charge = min(c.cost, h.promo_part)
+        legs = [Leg("promo", -promo_charge, h.promo_part), Leg("wallet", promo_charge - c.cost,
+                                                               h.amount - h.promo_part)]
+        if c.txn_id is None:
+            for leg in legs:
+                await release_held(conn, org_id, leg.kind, leg.release)
+        else:
+            meta = TxnMeta(kind="charge", actor="system", request_id=h.request_id,
+                           project_id=h.project_id, key_id=h.key_id, period=h.period, model_id=h.model_id,
+                           price_version=h.price_version)
+            await post(conn, org_id, [*legs, Leg("revenue", c.cost)], meta, f"charge:{h.id}", txn_id=c.txn_id,
+                       first_use=True)
+            charged, last_txn = charged + c.cost, c.txn_id
+        await _usage_record(conn, c, now)
+    if last_txn is not None:
+        r = (await conn.execute(sql(
+            "SELECT SUM(balance), MAX(CASE WHEN kind = 'wallet' THEN low_balance_nanos END),"
+            " MAX(CASE WHEN kind = 'wallet' THEN id END) FROM ledger_accounts"
+            " WHERE org_id = :o AND kind IN ('wallet', 'promo')"), {"o": org_id})).one()
+        after = int(r[0])
+        await budgets.record_wallet_crossing(conn, org_id, str(r[2]), budgets.period_of(now), after + charged,
+                                             after, None if r[1] is None else int(r[1]), last_txn, now)
+
+
+async def _usage_record(conn: AsyncConnection, c: _Claimed, now: int) -> None:
+    h, u = c.hold, c.usage
+    await conn.execute(sql(
+        "INSERT INTO usage_records (request_id, org_id, project_id, key_id, model_id, backend_id, endpoint,"
+        " status, input_tokens, cached_tokens, output_tokens, cost_nanos, price_version, txn_id, hold_id,"
+        " ttft_ms, latency_ms, cache_status, client_ip, created_at) VALUES (:r, :o, :p, :k, :m, :b, :e, :s,"
+        " :it, :ct, :ot, :cost, :pv, :t, :h, :ttft, :lat, :cache, :ip, :now)"),
+        {"r": h.request_id, "o": h.org_id, "p": h.project_id, "k": h.key_id, "m": h.model_id,
+         "b": h.backend_id, "e": h.endpoint, "s": u.status, "it": u.input_tokens, "ct": u.cached_tokens,
+         "ot": u.output_tokens,
+         "cost": c.cost, "pv": h.price_version, "t": c.txn_id, "h": h.id, "ttft": u.ttft_ms,
+         "lat": u.latency_ms, "cache": u.cache_status, "ip": h.client_ip, "now": now})
+    if h.endpoint in ("responses", "chat", "embeddings"):
+        await record_event(conn, h.org_id, "request.completed", RequestCompleted(
+            request_id=h.request_id, endpoint=h.endpoint,  # type: ignore[arg-type]
+            model=h.model_id, key_id=h.key_id, project_id=h.project_id, status_code=u.status,
+            input_tokens=u.input_tokens, cached_input_tokens=u.cached_tokens, output_tokens=u.output_tokens,
+            cost_nanos=c.cost, price_card_id=c.card_id,
+            latency_ms=u.latency_ms or 0, completed_at=now // 1000), project_id=h.project_id)

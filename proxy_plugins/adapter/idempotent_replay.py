@@ -1,0 +1,39 @@
+"""Serving a stored answer for a repeated Idempotency-Key (the sidecar decided it is a replay).
+
+The stored status, headers and body go out byte for byte, plus `idempotent-replayed: true`; a
+stored stream is sent whole as one body (the client gets every event at once). Nothing runs
+upstream and nothing is charged.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import msgspec
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from core.errors import error_json
+from proxy_plugins.adapter.exchange import Send
+
+__all__ = ["serve_replay"]
+
+
+async def serve_replay(engine: AsyncEngine, record_id: str, send: Send) -> None:
+    async with engine.connect() as conn:
+        row = (await conn.execute(text(
+            "SELECT response_status, response_headers, response_body FROM idempotency_keys"
+            " WHERE id = :id AND state = 'completed'"), {"id": record_id})).first()
+    if row is None:  # pruned between the sidecar's check and now: tell the client to retry
+        body = error_json("idempotency_key_in_use", "The stored response is not available; retry the request.",
+                          "Idempotency-Key")
+        status, headers = 409, [("content-type", "application/json")]
+    else:
+        status = int(row[0])
+        headers = msgspec.json.decode(str(row[1]), type=list[tuple[str, str]])
+        body = base64.b64decode(str(row[2]))
+    out = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers
+           if k.lower() not in ("content-length", "x-request-id")]
+    out += [(b"content-length", str(len(body)).encode()), (b"idempotent-replayed", b"true")]
+    await send({"type": "http.response.start", "status": status, "headers": out})
+    await send({"type": "http.response.body", "body": body})

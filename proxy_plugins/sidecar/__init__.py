@@ -1,0 +1,1 @@
+"""The sidecar: Envoy's ext_authz service (`python -m proxy_plugins.sidecar.server`)."""
