@@ -168,7 +168,7 @@ FOR EACH ROW EXECUTE FUNCTION nx_append_only();
 CREATE TRIGGER IF NOT EXISTS price_cards_no_update BEFORE UPDATE ON price_cards
 BEGIN SELECT RAISE(ABORT, 'price_cards is append-only'); END;
 
--- Webhooks (control_plane/events/): endpoints, the transactional event outbox, deliveries and the
+-- Webhooks (core/events/): endpoints, the transactional event outbox, deliveries and the
 -- per-attempt log. Event payloads are the exact bytes sent, frozen when the event happened.
 CREATE TABLE IF NOT EXISTS webhook_endpoints (
     id TEXT PRIMARY KEY,
@@ -177,10 +177,9 @@ CREATE TABLE IF NOT EXISTS webhook_endpoints (
     description TEXT NOT NULL DEFAULT '',
     event_types TEXT NOT NULL DEFAULT '["*"]',
     project_id TEXT REFERENCES projects (id),
-    -- Signing secrets, encrypted at rest (control_plane/events/signing.py).
+    -- The current signing secret, encrypted at rest (core/events/signing.py); secrets
+    -- replaced by a rotation are in webhook_endpoint_secrets until their own expiry.
     secret_enc TEXT NOT NULL,
-    previous_secret_enc TEXT,
-    previous_secret_expires_at BIGINT,
     enabled INTEGER NOT NULL DEFAULT 1,
     disabled_reason TEXT,
     disabled_at BIGINT,
@@ -190,6 +189,16 @@ CREATE TABLE IF NOT EXISTS webhook_endpoints (
     updated_at BIGINT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS webhook_endpoints_org ON webhook_endpoints (org_id, created_at);
+
+-- Secrets replaced by rotations: each keeps signing (one more signature per delivery) until its own
+-- expires_at, however many rotations follow (core/events/endpoints.py).
+CREATE TABLE IF NOT EXISTS webhook_endpoint_secrets (
+    endpoint_id TEXT NOT NULL REFERENCES webhook_endpoints (id),
+    secret_enc TEXT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (endpoint_id, secret_enc)
+);
 
 CREATE TABLE IF NOT EXISTS events (
     id TEXT PRIMARY KEY,
@@ -219,7 +228,10 @@ CREATE TABLE IF NOT EXISTS webhook_deliveries (
     created_at BIGINT NOT NULL,
     updated_at BIGINT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries (status, next_attempt_at);
+-- The scheduler probes each endpoint's due work through this index, so the cost of a tick does not
+-- grow with any one endpoint's backlog (core/events/schedule.py).
+CREATE INDEX IF NOT EXISTS webhook_deliveries_endpoint_due
+    ON webhook_deliveries (endpoint_id, status, next_attempt_at);
 CREATE INDEX IF NOT EXISTS webhook_deliveries_endpoint ON webhook_deliveries (endpoint_id, created_at);
 
 CREATE TABLE IF NOT EXISTS webhook_attempts (
@@ -228,7 +240,9 @@ CREATE TABLE IF NOT EXISTS webhook_attempts (
     endpoint_id TEXT NOT NULL,
     started_at BIGINT NOT NULL,
     status_code INTEGER,
-    latency_ms BIGINT NOT NULL,
+    -- NULL until the attempt finishes: a row is written when the attempt starts, so an attempt cut
+    -- short by a worker crash still shows in the log.
+    latency_ms BIGINT,
     error TEXT,
     response_excerpt TEXT NOT NULL DEFAULT '',
     next_attempt_at BIGINT,

@@ -30,7 +30,8 @@ MAX_RETRY_AFTER_S = 24 * 3600
 DISABLE_AFTER_S = 5 * 24 * 3600
 ATTEMPT_TIMEOUT_S = 15.0
 ROTATION_OVERLAP_S = 24 * 3600
-"""After a rotation the previous secret keeps signing (second signature) for this long."""
+"""After a rotation the replaced secret keeps signing (one more signature) for this long, counted
+from its own rotation: later rotations do not shorten it."""
 
 
 def next_delay_ms(failed_attempts: int, retry_after_s: float | None, rng: random.Random) -> int | None:

@@ -1,10 +1,12 @@
 """The delivery job: sign and POST due deliveries, log every attempt, retry on the schedule.
 
-Each tick fans out new outbox events, then claims due deliveries with a lease (a conditional UPDATE,
-so several workers never send the same attempt; a crashed worker's lease simply runs out) and sends
-them as background tasks. Concurrency is bounded overall and per endpoint, and a claim is skipped
-for an endpoint already at its bound, so one slow receiver holds only its own slots. Ordering per
-endpoint is not promised. The clock and the jitter source are injectable for tests.
+Each tick fans out new outbox events, then picks due deliveries fairly across endpoints
+(`schedule.py`: per endpoint, round-robin, least recently served first, never more than an
+endpoint's in-flight bound) and claims them with a lease (a conditional UPDATE, so several workers
+never send the same attempt; a crashed worker's lease simply runs out). The claim also writes the
+attempt's row in the delivery log, so an attempt cut short by a crash is still on record. Sends
+run as background tasks; concurrency is bounded overall and per endpoint. Ordering per endpoint is
+not promised. The clock and the jitter source are injectable for tests.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.db import now_ms, write_tx
 from core.events import backoff
-from core.events.attempts import Outcome, record_outcome
+from core.events.attempts import Outcome, cancel_attempt, record_outcome, start_attempt
 from core.events.fanout import fan_out
+from core.events.schedule import Fairness, due_endpoints, heads
 from core.events.signing import signature_header, unseal
 from core.events.ssrf import UnsafeUrl, check_url, resolve
 from core.settings import Settings
@@ -45,6 +48,7 @@ class Dispatcher:
         self.clock, self.rng = clock, rng or random.Random()
         self.max_in_flight, self.per_endpoint = max_in_flight, per_endpoint
         self.busy: collections.Counter[str] = collections.Counter()
+        self.fairness = Fairness()
         self.tasks: set[asyncio.Task[None]] = set()
         # trust_env=False: an HTTP(S)_PROXY in the environment must not reroute vetted traffic.
         self.client = httpx.AsyncClient(
@@ -57,46 +61,26 @@ class Dispatcher:
         await self.dispatch()
 
     async def dispatch(self) -> int:
+        """Claim due deliveries fairly across endpoints (`schedule.py`) and start them."""
         free = self.max_in_flight - len(self.tasks)
         if free <= 0:
             return 0
         now = self.clock()
         async with self.engine.connect() as conn:
-            due = (await conn.execute(
-                text("SELECT d.id, d.endpoint_id FROM webhook_deliveries d "
-                     "JOIN webhook_endpoints e ON e.id = d.endpoint_id "
-                     "WHERE d.status = 'pending' AND d.next_attempt_at <= :now "
-                     "AND (d.lease_until IS NULL OR d.lease_until < :now) "
-                     "AND e.enabled = 1 AND e.deleted_at IS NULL "
-                     "ORDER BY d.next_attempt_at LIMIT :n"), {"now": now, "n": free * 4 + 50})).all()
-        chosen: list[tuple[str, str]] = []
-        planned = collections.Counter(self.busy)
-        for delivery_id, endpoint_id in due:
-            if len(chosen) >= free:
-                break
-            if planned[endpoint_id] >= self.per_endpoint:
-                continue
-            planned[endpoint_id] += 1
-            chosen.append((str(delivery_id), str(endpoint_id)))
+            order = [e for e in self.fairness.order(await due_endpoints(conn, now))
+                     if self.busy[e] < self.per_endpoint][:free]
+            found = await heads(conn, {e: min(self.per_endpoint - self.busy[e], free) for e in order}, now)
+        chosen = self.fairness.pick(order, found, free)
         if not chosen:
             return 0
-        started = 0
         async with write_tx(self.engine) as conn:
-            claimed = []
-            for delivery_id, endpoint_id in chosen:
-                result = await conn.execute(
-                    text("UPDATE webhook_deliveries SET lease_until = :lease WHERE id = :d "
-                         "AND status = 'pending' AND (lease_until IS NULL OR lease_until < :now)"),
-                    {"lease": now + LEASE_MS, "d": delivery_id, "now": now})
-                if result.rowcount == 1:
-                    claimed.append((delivery_id, endpoint_id))
-        for delivery_id, endpoint_id in claimed:
+            claimed = [due for due in chosen if await start_attempt(conn, due, now, now + LEASE_MS)]
+        for delivery_id, endpoint_id, attempts in claimed:
             self.busy[endpoint_id] += 1
-            task = asyncio.create_task(self._run(delivery_id, endpoint_id))
+            task = asyncio.create_task(self._run(delivery_id, endpoint_id, attempts + 1))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
-            started += 1
-        return started
+        return len(claimed)
 
     async def drain(self) -> None:
         """Wait for every started attempt (tests, shutdown)."""
@@ -111,9 +95,9 @@ class Dispatcher:
                 task.cancel()  # leases expire and another tick retries them
         await self.client.aclose()
 
-    async def _run(self, delivery_id: str, endpoint_id: str) -> None:
+    async def _run(self, delivery_id: str, endpoint_id: str, attempt: int) -> None:
         try:
-            await self.attempt(delivery_id)
+            await self.attempt(delivery_id, attempt)
         except Exception:
             log.exception("webhook delivery %s failed unexpectedly; its lease will expire", delivery_id)
         finally:
@@ -121,23 +105,28 @@ class Dispatcher:
             if self.busy[endpoint_id] <= 0:
                 del self.busy[endpoint_id]
 
-    async def attempt(self, delivery_id: str) -> None:
-        """Send one attempt of a claimed delivery and record what happened."""
+    async def attempt(self, delivery_id: str, attempt: int) -> None:
+        """Send attempt number `attempt` of a claimed (started) delivery and record what happened."""
+        now = self.clock()
         async with self.engine.connect() as conn:
             row = (await conn.execute(
-                text("SELECT d.attempts, d.event_id, ev.payload, e.url, e.secret_enc, e.previous_secret_enc, "
-                     "e.previous_secret_expires_at, e.enabled, e.deleted_at FROM webhook_deliveries d "
-                     "JOIN events ev ON ev.id = d.event_id JOIN webhook_endpoints e ON e.id = d.endpoint_id "
-                     "WHERE d.id = :d"), {"d": delivery_id})).one()
-        attempts, event_id, payload, url, secret_enc, prev_enc, prev_until, enabled, deleted = row
-        now = self.clock()
+                text("SELECT d.event_id, ev.payload, e.id, e.url, e.secret_enc, e.enabled, e.deleted_at "
+                     "FROM webhook_deliveries d JOIN events ev ON ev.id = d.event_id "
+                     "JOIN webhook_endpoints e ON e.id = d.endpoint_id WHERE d.id = :d"),
+                {"d": delivery_id})).one()
+            event_id, payload, endpoint_id, url, secret_enc, enabled, deleted = row
+            # Every secret a rotation replaced signs too, until its own expiry (newest first).
+            sealed = [str(secret_enc), *(str(r[0]) for r in await conn.execute(
+                text("SELECT secret_enc FROM webhook_endpoint_secrets WHERE endpoint_id = :e "
+                     "AND expires_at > :now ORDER BY expires_at DESC"), {"e": endpoint_id, "now": now}))]
         if not enabled or deleted is not None:
-            return  # stays pending, unleased when the lease runs out; resumes if re-enabled
-        secrets = [unseal(str(secret_enc), self.pepper)]
-        if prev_enc is not None and prev_until is not None and int(prev_until) > now:
-            secrets.append(unseal(str(prev_enc), self.pepper))
+            # Disabled since the claim: nothing was sent, so the attempt is taken back; the delivery
+            # stays pending and resumes if the endpoint is re-enabled.
+            await cancel_attempt(self.engine, delivery_id, attempt)
+            return
+        secrets = [unseal(s, self.pepper) for s in sealed]
         outcome = await self._send(str(url), str(event_id), str(payload).encode(), secrets, now)
-        await record_outcome(self.engine, delivery_id, int(attempts) + 1, outcome, self.clock(), self.rng)
+        await record_outcome(self.engine, delivery_id, attempt, outcome, self.clock(), self.rng)
 
     async def _send(self, url: str, event_id: str, body: bytes, secrets: list[str], now: int) -> Outcome:
         timestamp = now // 1000

@@ -39,6 +39,8 @@ __all__ = [
 ]
 
 MAX_ENDPOINTS = 50
+MAX_OLD_SECRETS = 10
+"""Replaced secrets that may sign at once (a header of 11 signatures stays well under 1 KiB)."""
 Description = Annotated[str, msgspec.Meta(max_length=500)]
 EventTypes = Annotated[list[str], msgspec.Meta(min_length=1, max_length=32)]
 
@@ -69,7 +71,8 @@ class EndpointView(msgspec.Struct, kw_only=True):
     disabled_reason: str | None
     disabled_at: int | None
     previous_secret_expires_at: int | None
-    """During a rotation overlap, deliveries carry a second signature with the old secret until then."""
+    """While secrets replaced by rotations still sign (each for 24 h after its own rotation),
+    deliveries carry one more signature per such secret; this is when the last of them stops."""
     created_at: int
     updated_at: int
     secret: str | msgspec.UnsetType = msgspec.UNSET
@@ -110,7 +113,8 @@ async def _check_project(conn: AsyncConnection, scope: Scope, project: str | Non
 
 
 _COLUMNS = ("id, url, description, event_types, project_id, enabled, disabled_reason, disabled_at, "
-            "previous_secret_expires_at, created_at, updated_at")
+            "(SELECT MAX(s.expires_at) FROM webhook_endpoint_secrets s "
+            "WHERE s.endpoint_id = webhook_endpoints.id AND s.expires_at > :now), created_at, updated_at")
 
 
 def _seconds(value: object) -> int | None:
@@ -142,7 +146,7 @@ async def get_endpoint(conn: AsyncConnection, scope: Scope, endpoint_id: str,
                        secret: str | None = None) -> EndpointView:
     cond, params = _scoped(scope)
     row = (await conn.execute(text(f"SELECT {_COLUMNS} FROM webhook_endpoints WHERE id = :id AND {cond}"),
-                              {**params, "id": endpoint_id})).first()
+                              {**params, "id": endpoint_id, "now": now_ms()})).first()
     if row is None:
         raise ApiError("not_found", f"No webhook endpoint {endpoint_id!r}", param="endpoint_id")
     return _view(tuple(row), secret)
@@ -155,7 +159,8 @@ async def list_endpoints(conn: AsyncConnection, scope: Scope, limit: int, after:
         cond += " AND id < :after"
         params["after"] = after
     rows = (await conn.execute(text(f"SELECT {_COLUMNS} FROM webhook_endpoints WHERE {cond} "
-                                    "ORDER BY id DESC LIMIT :n"), {**params, "n": limit + 1})).all()
+                                    "ORDER BY id DESC LIMIT :n"),
+                               {**params, "n": limit + 1, "now": now_ms()})).all()
     return [_view(tuple(r)) for r in rows[:limit]], len(rows) > limit
 
 
@@ -226,14 +231,27 @@ async def delete_endpoint(conn: AsyncConnection, scope: Scope, endpoint_id: str,
 
 
 async def rotate_secret(conn: AsyncConnection, pepper: str, scope: Scope, endpoint_id: str,
-                        actor: str) -> EndpointView:
-    """New secret now; the current one keeps signing alongside it for ROTATION_OVERLAP_S."""
+                        actor: str, *, now: int | None = None) -> EndpointView:
+    """New secret now; the replaced one keeps signing alongside it for ROTATION_OVERLAP_S, and so
+    does every earlier one until its own expiry (Standard Webhooks allows several signatures)."""
     await get_endpoint(conn, scope, endpoint_id)
-    secret, now = new_secret(), now_ms()
+    secret, now = new_secret(), now_ms() if now is None else now
     await conn.execute(
-        text("UPDATE webhook_endpoints SET previous_secret_enc = secret_enc, secret_enc = :s, "
-             "previous_secret_expires_at = :until, updated_at = :now WHERE id = :id AND org_id = :o"),
-        {"s": seal(secret, pepper), "until": now + ROTATION_OVERLAP_S * 1000, "now": now,
-         "id": endpoint_id, "o": scope.org_id})
+        text("DELETE FROM webhook_endpoint_secrets WHERE endpoint_id = :e AND expires_at <= :now"),
+        {"e": endpoint_id, "now": now})
+    live = (await conn.execute(text("SELECT COUNT(*), MIN(expires_at) FROM webhook_endpoint_secrets "
+                                    "WHERE endpoint_id = :e"), {"e": endpoint_id})).one()
+    if int(live[0]) >= MAX_OLD_SECRETS:
+        # Refused rather than ending the oldest early: receivers may still verify with it.
+        raise ApiError("conflict", f"{MAX_OLD_SECRETS} replaced secrets of this endpoint still sign "
+                       f"deliveries; the oldest stops at {int(live[1]) // 1000} (Unix seconds). "
+                       "Rotate again after that.")
+    await conn.execute(
+        text("INSERT INTO webhook_endpoint_secrets (endpoint_id, secret_enc, expires_at, created_at) "
+             "SELECT id, secret_enc, :until, :now FROM webhook_endpoints WHERE id = :e AND org_id = :o"),
+        {"until": now + ROTATION_OVERLAP_S * 1000, "now": now, "e": endpoint_id, "o": scope.org_id})
+    await conn.execute(
+        text("UPDATE webhook_endpoints SET secret_enc = :s, updated_at = :now WHERE id = :id AND org_id = :o"),
+        {"s": seal(secret, pepper), "now": now, "id": endpoint_id, "o": scope.org_id})
     await audit(conn, scope.org_id, actor, "webhook_endpoint.secret_rotated", endpoint_id, {})
     return await get_endpoint(conn, scope, endpoint_id, secret)

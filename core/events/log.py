@@ -1,7 +1,9 @@
 """An endpoint's delivery log, test events and replays.
 
 A replay enqueues a new delivery of the stored event: the same `webhook-id` (the event id) and the
-same bytes as the first time, however the underlying objects have changed since. A test event goes
+same bytes as the first time, however the underlying objects have changed since. A range replay
+first rebuilds the `request.completed` events that were not recorded (no subscriber at the time)
+from the usage records (`rebuild.py`), so it covers every request of the range. A test event goes
 through the real delivery path (signing, SSRF checks, retries) to this one endpoint only.
 """
 
@@ -15,10 +17,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.db import now_ms
 from core.errors import ApiError
+from core.events.attempts import INTERRUPTED
 from core.events.catalog import WebhookTest
 from core.events.endpoints import EndpointView, Scope, get_endpoint
 from core.events.fanout import enqueue, matches
 from core.events.outbox import insert_event
+from core.events.rebuild import rebuild_request_completed
 
 __all__ = [
     "AttemptView",
@@ -34,10 +38,13 @@ MAX_REPLAY = 1000
 
 
 class AttemptView(msgspec.Struct, kw_only=True):
+    """One attempt, logged when it starts. While it runs `latency_ms`, `status_code` and `error` are
+    null; an attempt cut short by a worker crash keeps a null `latency_ms` and says so in `error`."""
+
     attempt: int
     started_at: int
     status_code: int | None
-    latency_ms: int
+    latency_ms: int | None
     error: str | None
     response_excerpt: str
     next_attempt_at: int | None
@@ -72,6 +79,9 @@ class ReplayResult(msgspec.Struct, kw_only=True):
     deliveries: list[str]
     has_more: bool
     """More than MAX_REPLAY events matched: replay again from the last one's time."""
+    rebuilt: int = 0
+    """How many of them were `request.completed` events rebuilt from usage records: they were not
+    recorded when the request completed because no enabled endpoint subscribed then."""
 
 
 def _s(value: object) -> int | None:
@@ -90,10 +100,14 @@ async def list_deliveries(conn: AsyncConnection, scope: Scope, endpoint_id: str,
         params["ev"] = event_id
     rows = (await conn.execute(
         text("SELECT d.id, d.event_id, ev.type, d.kind, d.status, d.attempts, d.next_attempt_at, "
-             "d.last_error, "
-             f"d.created_at FROM webhook_deliveries d JOIN events ev ON ev.id = d.event_id WHERE {cond} "
+             "d.last_error, d.created_at, d.lease_until "
+             f"FROM webhook_deliveries d JOIN events ev ON ev.id = d.event_id WHERE {cond} "
              "ORDER BY d.id DESC LIMIT :n"), {**params, "n": limit + 1})).all()
+    # One row past the page says whether there is more; decide before cutting the page.
+    has_more = len(rows) > limit
     rows = rows[:limit]
+    now = now_ms()
+    live = {str(r[0]) for r in rows if r[9] is not None and int(r[9]) >= now}
     attempts: dict[str, list[AttemptView]] = {str(r[0]): [] for r in rows}
     if attempts:
         names = [f":d{i}" for i in range(len(attempts))]
@@ -102,16 +116,21 @@ async def list_deliveries(conn: AsyncConnection, scope: Scope, endpoint_id: str,
                      "response_excerpt, "
                      f"next_attempt_at FROM webhook_attempts WHERE delivery_id IN ({', '.join(names)}) "
                      "ORDER BY delivery_id, attempt"), {f"d{i}": d for i, d in enumerate(attempts)}):
+            unfinished = a[4] is None
+            error = a[5]
+            if unfinished and error is None and str(a[0]) not in live:
+                error = INTERRUPTED  # its lease ran out before it finished: the worker stopped
             attempts[str(a[0])].append(AttemptView(
                 attempt=int(a[1]), started_at=int(a[2]) // 1000,
                 status_code=None if a[3] is None else int(a[3]),
-                latency_ms=int(a[4]), error=a[5], response_excerpt=str(a[6]), next_attempt_at=_s(a[7])))
+                latency_ms=None if unfinished else int(a[4]), error=error, response_excerpt=str(a[6]),
+                next_attempt_at=_s(a[7])))
     views = [DeliveryView(
         id=str(r[0]), endpoint_id=endpoint_id, event_id=str(r[1]), event_type=str(r[2]), kind=r[3],
         status=r[4],
         attempt_count=int(r[5]), next_attempt_at=_s(r[6]), last_error=r[7], created_at=int(r[8]) // 1000,
         attempts=attempts[str(r[0])]) for r in rows]
-    return views, len(rows) > limit
+    return views, has_more
 
 
 def _require_enabled(endpoint: EndpointView) -> None:
@@ -135,7 +154,7 @@ async def send_test(conn: AsyncConnection, scope: Scope, endpoint_id: str) -> De
 async def replay(conn: AsyncConnection, scope: Scope, endpoint_id: str, body: ReplayRequest) -> ReplayResult:
     endpoint = await get_endpoint(conn, scope, endpoint_id)
     _require_enabled(endpoint)
-    now = now_ms()
+    now, rebuilt = now_ms(), 0
     if body.event_id is not None:
         if body.since is not None or body.until is not None:
             raise ApiError("invalid_request_error", "Give either event_id or a since/until range, not both.")
@@ -154,6 +173,9 @@ async def replay(conn: AsyncConnection, scope: Scope, endpoint_id: str, body: Re
             raise ApiError("missing_required_parameter", "Give event_id or since (Unix seconds).",
                            param="since")
         until = now if body.until is None else body.until * 1000
+        if matches(endpoint.event_types, endpoint.project, "request.completed", endpoint.project):
+            rebuilt = await rebuild_request_completed(conn, scope.org_id, endpoint.project, body.since * 1000,
+                                                      until, MAX_REPLAY + 1)
         rows = (await conn.execute(
             text("SELECT id, type, project_id FROM events WHERE org_id = :o AND created_at >= :since "
                  "AND created_at < :until AND type <> 'webhook.test' ORDER BY created_at, id LIMIT :n"),
@@ -162,4 +184,4 @@ async def replay(conn: AsyncConnection, scope: Scope, endpoint_id: str, body: Re
         candidates = [str(r[0]) for r in rows[:MAX_REPLAY]
                       if matches(endpoint.event_types, endpoint.project, str(r[1]), r[2])]
     deliveries = [await enqueue(conn, scope.org_id, endpoint_id, e, "replay", now) for e in candidates]
-    return ReplayResult(endpoint_id=endpoint_id, deliveries=deliveries, has_more=has_more)
+    return ReplayResult(endpoint_id=endpoint_id, deliveries=deliveries, has_more=has_more, rebuilt=rebuilt)

@@ -13,11 +13,24 @@ import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.db import now_ms
-from core.events.catalog import EVENT_TYPES, OPT_IN_TYPES, SCHEMA_VERSION, Envelope, EventData
+from core.events.catalog import (
+    EVENT_TYPES,
+    OPT_IN_TYPES,
+    SCHEMA_VERSION,
+    Envelope,
+    EventData,
+    RequestCompleted,
+)
 from core.ids import new_id
 from core.rawsql import memo_of, sql
 
-__all__ = ["encode_envelope", "insert_event", "record_event"]
+__all__ = ["encode_envelope", "insert_event", "record_event", "request_completed_key"]
+
+
+def request_completed_key(request_id: str) -> str:
+    """The dedup key of a request's `request.completed`: one event per request, recorded live or
+    rebuilt for a replay (`rebuild.py`), never both."""
+    return f"request.completed:{request_id}"
 
 
 def encode_envelope(event_id: str, org_id: str, project_id: str | None, event_type: str,
@@ -35,7 +48,8 @@ async def record_event(conn: AsyncConnection, org_id: str, event_type: str, data
 
     Not written when `dedup_key` was already used by this organization (e.g. a threshold crossing
     keyed by rule, wallet, period and threshold fires once), or when the type is opt-in and no
-    endpoint of the organization subscribes to it (`request.completed` is high volume).
+    endpoint of the organization subscribes to it (`request.completed` is high volume; a range
+    replay rebuilds the ones not recorded from the usage record, see `rebuild.py`).
     The payload is serialized here, once: deliveries and replays send these exact bytes.
     """
     expected = EVENT_TYPES.get(event_type)
@@ -45,13 +59,18 @@ async def record_event(conn: AsyncConnection, org_id: str, event_type: str, data
         raise TypeError(f"{event_type} takes {expected.__name__}, got {type(data).__name__}")
     if event_type in OPT_IN_TYPES and not await _anyone_subscribed(conn, org_id, event_type):
         return None
+    if isinstance(data, RequestCompleted) and dedup_key is None:
+        dedup_key = request_completed_key(data.request_id)
     return await insert_event(conn, org_id, event_type, data, project_id, dedup_key, fanned_out=False)
 
 
 async def insert_event(conn: AsyncConnection, org_id: str, event_type: str, data: EventData,
-                       project_id: str | None, dedup_key: str | None, fanned_out: bool) -> str | None:
-    """`fanned_out=True` is for events addressed to one endpoint (tests), which the caller enqueues."""
-    event_id, created = new_id("evt"), now_ms()
+                       project_id: str | None, dedup_key: str | None, fanned_out: bool,
+                       created: int | None = None) -> str | None:
+    """`fanned_out=True` is for events addressed to one endpoint (tests, rebuilt events for a
+    replay), which the caller enqueues. `created` (ms) dates an event rebuilt after the fact."""
+    event_id = new_id("evt")
+    created = now_ms() if created is None else created
     body = encode_envelope(event_id, org_id, project_id, event_type, data, created)
     result = await conn.execute(
         sql("INSERT INTO events (id, org_id, project_id, type, payload, dedup_key, fanned_out, created_at) "

@@ -36,7 +36,8 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
 
 
 def signature_header(secrets: list[str], msg_id: str, timestamp: int, body: bytes) -> str:
-    """Space-delimited signatures, one per live secret (two during a rotation overlap)."""
+    """Space-delimited signatures, one per live secret: the current one first, then every secret a
+    rotation replaced that has not reached its own expiry yet."""
     return " ".join(sign(s, msg_id, timestamp, body) for s in secrets)
 
 

@@ -4,81 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import random
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
-import pytest
 import standardwebhooks
 from sqlalchemy import text
 
 from core.db import now_ms, write_tx
-from core.events import backoff, record_event
-from core.events.catalog import KeyRevoked
-from core.events.delivery import Dispatcher
-from core.events.endpoints import EndpointCreate, Scope, create_endpoint, rotate_secret
+from core.events import backoff
+from core.events.endpoints import Scope, rotate_secret
 from core.events.log import ReplayRequest, replay
-from tests.events.conftest import Db
+from tests.events.conftest import PEPPER, Rig
 from tests.events.receiver import Received, Receiver, Reply
-
-PEPPER = "test-pepper"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = now_ms()
-
-    def __call__(self) -> int:
-        return self.now
-
-
-@dataclass
-class Rig:
-    db: Db
-    clock: Clock
-    dispatcher: Dispatcher
-
-    async def endpoint(self, url: str, types: list[str] | None = None) -> tuple[str, str]:
-        view = await create_endpoint(self.db.engine, self.db.settings, PEPPER, Scope(self.db.org_id),
-                                     EndpointCreate(url=url, event_types=types or ["*"]), "test")
-        assert isinstance(view.secret, str)
-        return view.id, view.secret
-
-    async def event(self, key_id: str = "key_1", name: str = "ci") -> str:
-        async with write_tx(self.db.engine) as conn:
-            event_id = await record_event(conn, self.db.org_id, "key.revoked", KeyRevoked(
-                key_id=key_id, prefix="nx-abc", name=name, revoked_at=1, revoked_by="admin"))
-        assert event_id is not None
-        return event_id
-
-    async def tick(self) -> None:
-        await self.dispatcher()
-        await self.dispatcher.drain()
-
-    async def delivery(self, endpoint_id: str) -> tuple[str, int, int | None, str | None]:
-        async with self.db.engine.connect() as conn:
-            row = (await conn.execute(text("SELECT status, attempts, next_attempt_at, last_error FROM "
-                                           "webhook_deliveries WHERE endpoint_id = :e"),
-                                      {"e": endpoint_id})).one()
-        return str(row[0]), int(row[1]), row[2], row[3]
-
-    async def endpoint_state(self, endpoint_id: str) -> tuple[int, str | None]:
-        async with self.db.engine.connect() as conn:
-            row = (await conn.execute(text("SELECT enabled, disabled_reason FROM webhook_endpoints "
-                                           "WHERE id = :e"),
-                                      {"e": endpoint_id})).one()
-        return int(row[0]), row[1]
-
-
-@pytest.fixture
-async def rig(db: Db) -> AsyncIterator[Rig]:
-    clock = Clock()
-    dispatcher = Dispatcher(db.settings, db.engine, PEPPER, clock=clock, rng=random.Random(7))
-    try:
-        yield Rig(db, clock, dispatcher)
-    finally:
-        await dispatcher.aclose()
 
 
 def failing_first(k: int, status: int = 500) -> object:
