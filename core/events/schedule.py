@@ -43,7 +43,7 @@ async def heads(conn: AsyncConnection, quotas: Mapping[str, int], now: int) -> d
         # inside a UNION ALL.
         parts.append(f"SELECT * FROM (SELECT d.id, d.endpoint_id, d.attempts FROM webhook_deliveries d "
                      f"WHERE d.endpoint_id = :e{i} AND {_CLAIMABLE} "
-                     f"ORDER BY d.next_attempt_at, d.id LIMIT :q{i}) AS h{i}")
+                     f"ORDER BY d.next_attempt_at LIMIT :q{i}) AS h{i}")
         params[f"e{i}"], params[f"q{i}"] = endpoint_id, quota
     found: dict[str, list[Due]] = {e: [] for e in quotas}
     for delivery_id, endpoint_id, attempts in await conn.execute(text(" UNION ALL ".join(parts)), params):
