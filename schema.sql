@@ -2,6 +2,9 @@
 -- Portable types only: TEXT ids with prefixes, BIGINT unix milliseconds, INTEGER 0/1 flags,
 -- TEXT JSON documents, BIGINT nano-dollars (1 USD = 10^9). No floats anywhere money lives.
 -- A statement preceded by a line `-- dialect: sqlite` or `-- dialect: postgresql` runs only there.
+-- A fresh install applies this file; every change to it lands with its migration in
+-- core/migrations/sql/ (tests/migrations fails otherwise; docs/operations.md). The table
+-- schema_migrations, which records them, is kept by core/migrations.
 
 CREATE TABLE IF NOT EXISTS config_version (
     id INTEGER PRIMARY KEY CHECK (id = 1),

@@ -2,6 +2,7 @@
 
     nx up                 start the whole platform on embedded defaults
     nx init               create/upgrade the database, sync the catalog, bootstrap; print the key
+    nx db ...             schema version, upgrades, backups (see `nx db --help`)
     nx keys ...           manage API keys (see `nx keys --help`)
     nx ledger ...         credit, balances, statements, reconciliation (see `nx ledger --help`)
     nx export ...         finance exports: usage records, ledger statements (see `nx export --help`)
@@ -15,6 +16,7 @@ import sys
 
 from control_plane.domain.bootstrap import BootstrapResult
 from control_plane.domain.catalog import CatalogError
+from core.migrations import MigrationError, SchemaError
 from core.settings import Settings, SettingsError, load_settings
 
 __all__ = ["main"]
@@ -61,6 +63,9 @@ def main(argv: list[str] | None = None) -> None:
     from control_plane.cli_exports import add_export_commands
 
     export = add_export_commands(sub)
+    from control_plane.cli_db import add_db_commands
+
+    db = add_db_commands(sub)
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
@@ -72,9 +77,11 @@ def main(argv: list[str] | None = None) -> None:
             status = ledger(args, settings)
         elif args.command == "export":
             status = export(args, settings)
+        elif args.command == "db":
+            status = db(args, settings)
         else:
             status = admin(args, settings)
-    except (SettingsError, CatalogError) as exc:
+    except (SettingsError, CatalogError, SchemaError, MigrationError) as exc:
         print(f"nx: {exc}", file=sys.stderr)
         status = 2
     except KeyboardInterrupt:

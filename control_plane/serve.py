@@ -7,6 +7,7 @@ import logging
 import uvicorn
 
 from control_plane.app import create_app
+from core.migrations import exit_unless_current
 from core.settings import SettingsError, load_settings
 
 
@@ -15,6 +16,7 @@ def main() -> None:
         settings = load_settings()
     except SettingsError as exc:
         raise SystemExit(f"nx control-plane: {exc}") from None
+    exit_unless_current(settings.effective_database_url, "control-plane")  # not on a schema it was not built for
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s control-plane %(levelname)s %(name)s %(message)s")
     uvicorn.run(create_app(settings), host=settings.control_plane_host, port=settings.control_plane_port,

@@ -1,6 +1,7 @@
 """`nx up`: prepare what is missing, start every process, wait for health, stop cleanly.
 
-Order: database schema, catalog sync, first-run bootstrap, Envoy configuration; then the sidecar,
+Order: database schema (installed, or upgraded by the pending migrations after a SQLite backup,
+core/migrations), catalog sync, first-run bootstrap, Envoy configuration; then the sidecar,
 the control plane, the worker, the local model server, and Envoy last so that the edge opens only
 when everything behind it answers. A child that dies is reported and the platform stops with a
 non-zero status rather than limping on. SIGINT/SIGTERM drain Envoy's listener first, then let each
@@ -22,7 +23,8 @@ import httpx
 from control_plane.domain.bootstrap import BootstrapResult, bootstrap
 from control_plane.domain.catalog import load_catalog, sync_catalog
 from control_plane.envoy_config import write_bootstrap, write_dynamic
-from core.db import apply_schema, make_engine, write_tx
+from core.db import make_engine, write_tx
+from core.migrations import upgrade
 from core.secrets import load_secrets
 from core.settings import Settings
 
@@ -34,9 +36,14 @@ async def prepare(settings: Settings) -> BootstrapResult:
     settings.data_path.mkdir(parents=True, exist_ok=True)
     catalog = load_catalog(settings.catalog_path, settings)  # a bad catalog stops before any change
     secrets = load_secrets(settings)
+    # Serialised by the migration lock: replicas starting together upgrade once (compose's `nx init`).
+    upgraded = await upgrade(settings.effective_database_url, backup_dir=settings.data_path / "backups")
+    from control_plane.cli_db import describe_upgrade
+
+    if (line := describe_upgrade(upgraded)) is not None:
+        print(line, file=sys.stderr)
     engine = make_engine(settings)
     try:
-        await apply_schema(engine)
         async with write_tx(engine) as conn:
             await sync_catalog(conn, catalog)
             result = await bootstrap(conn, secrets.key_pepper, settings.bootstrap_credit_nanos)

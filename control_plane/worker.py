@@ -32,6 +32,7 @@ from core.db import checkpoint, make_engine, now_ms, write_tx
 from core.embedding_cache import EvictJob
 from core.events.delivery import Dispatcher
 from core.ledger.jobs import ExpireHoldsJob
+from core.migrations import exit_unless_current
 from core.secrets import load_secrets
 from core.settings import Settings, SettingsError, load_settings
 
@@ -123,6 +124,7 @@ def main() -> None:
         settings = load_settings()
     except SettingsError as exc:
         raise SystemExit(f"nx worker: {exc}") from None
+    exit_unless_current(settings.effective_database_url, "worker")  # not on a schema it was not built for
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s worker %(levelname)s %(message)s")
     asyncio.run(run(settings))
 

@@ -20,15 +20,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, event, text
+from sqlalchemy import Engine, event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from core.settings import Settings
 
-__all__ = ["WriteLock", "apply_schema", "checkpoint", "make_engine", "now_ms", "read_tx", "split_schema",
+__all__ = ["WriteLock", "apply_schema", "checkpoint", "make_engine", "now_ms", "read_tx", "sqlite_connect",
            "write_lock_path", "write_tx"]
-
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema.sql"
 
 
 def now_ms() -> int:
@@ -63,8 +61,12 @@ def sqlite_connection(engine: AsyncEngine) -> sqlite3.Connection:
     runs a whole batch of statements synchronously (core/groupcommit.py): aiosqlite hops
     threads on every cursor call, which made a settlement's dozen statements cost milliseconds.
     Autocommit mode: the caller issues BEGIN IMMEDIATE and COMMIT itself."""
-    db = sqlite3.connect(engine.url.database or ":memory:", timeout=5.0, isolation_level=None,
-                         check_same_thread=False)
+    return sqlite_connect(engine.url.database or ":memory:")
+
+
+def sqlite_connect(path: str) -> sqlite3.Connection:
+    """A plain `sqlite3` connection in autocommit mode with the platform's pragmas."""
+    db = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
     for pragma in _PRAGMAS:
         db.execute(f"PRAGMA {pragma}")
     return db
@@ -178,47 +180,10 @@ async def read_tx(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
         yield conn
 
 
-def split_schema(sql: str, dialect: str) -> list[str]:
-    """Split schema.sql into statements for one dialect (see the header of schema.sql)."""
-    statements: list[str] = []
-    current: list[str] = []
-    only: str | None = None
-    in_dollar = False
-    for line in sql.splitlines():
-        stripped = line.strip()
-        if not current and stripped.startswith("-- dialect:"):
-            only = stripped.split(":", 1)[1].strip()
-            continue
-        if not current and (not stripped or stripped.startswith("--")):
-            continue
-        current.append(line)
-        if line.count("$$") % 2 == 1:
-            in_dollar = not in_dollar
-        head = current[0].lstrip().upper()
-        # Only a trigger SQLite will run ends at `END;`; a PostgreSQL-only one ends at its `;`.
-        is_sqlite_trigger = head.startswith("CREATE TRIGGER") and dialect == "sqlite" and only != "postgresql"
-        done = stripped.endswith(";") and not in_dollar
-        if done and is_sqlite_trigger:
-            done = stripped.upper().endswith("END;")
-        if done:
-            if only in (None, dialect):
-                statements.append("\n".join(current))
-            current, only = [], None
-    if current:
-        raise ValueError(f"schema.sql ends inside a statement: {current[0]!r}")
-    return statements
-
-
 async def apply_schema(engine: AsyncEngine) -> None:
-    """Apply schema.sql; every statement is idempotent, so this runs on every start."""
-    dialect = "sqlite" if engine.dialect.name == "sqlite" else "postgresql"
-    statements = split_schema(SCHEMA_PATH.read_text(), dialect)
-    async with write_tx(engine) as conn:
-        if dialect == "postgresql":
-            # Serialise concurrent starts (several replicas) applying the schema at once.
-            await conn.execute(text("SELECT pg_advisory_xact_lock(727274)"))
-        for statement in statements:
-            await conn.exec_driver_sql(statement)
-        await conn.execute(
-            text("INSERT INTO config_version (id, version) VALUES (1, 1) ON CONFLICT (id) DO NOTHING")
-        )
+    """Bring the engine's database to this code's schema: a fresh install from schema.sql, or the
+    pending migrations (core/migrations). For tests and benchmarks; operators run `nx db upgrade`
+    (or `nx up` / `nx init`), which also takes a backup first."""
+    from core.migrations import upgrade
+
+    await upgrade(engine.url.render_as_string(hide_password=False))

@@ -13,6 +13,7 @@ import secrets
 import socket
 import sys
 import tempfile
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,10 +80,15 @@ async def drop_pg_database(name: str) -> None:
 
 @dataclass
 class Platform:
-    """A running platform. `env` is what its processes saw; `settings` the same, parsed."""
+    """A running platform. `env` is what its processes saw; `settings` the same, parsed.
+
+    `database`, when given, runs against the new, empty database before `nx up`'s preparation
+    (which installs or upgrades the schema): e.g. to build an earlier release's schema and data
+    and see this code upgrade and serve it (tests/migrations)."""
 
     extra_env: dict[str, str] = field(default_factory=dict)
     names: tuple[str, ...] = ("sidecar", "control-plane", "adapter", "worker", "envoy")
+    database: Callable[[Settings], Awaitable[None]] | None = None
     env: dict[str, str] = field(default_factory=dict)
     settings: Settings | None = None
     boot: BootstrapResult | None = None
@@ -135,6 +141,8 @@ class Platform:
         self.env = {**inherited, **env}
         self.env["PYTHONPATH"] = str(ROOT)
         self.settings = load_settings(self.env)
+        if self.database is not None:
+            await self.database(self.settings)
         self.boot = await prepare(self.settings)
         for child in children(self.settings):
             base = next((b for b in ("sidecar", "adapter") if child.name.startswith(b)), child.name)

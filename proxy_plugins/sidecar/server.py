@@ -24,6 +24,7 @@ import uvicorn
 from core.asgi import Receive, Send, serve_lifespan
 from core.contract import SIDECAR_REFUSAL_503
 from core.db import make_engine
+from core.migrations import exit_unless_current
 from core.secrets import load_secrets
 from core.settings import Settings, SettingsError, load_settings
 from core.snapshot import KeyCache, Snapshot, current_version, load_key, load_snapshot
@@ -237,6 +238,7 @@ def main(argv: list[str] | None = None) -> None:
         settings = load_settings()
     except SettingsError as exc:
         raise SystemExit(f"nx sidecar: {exc}") from None
+    exit_unless_current(settings.effective_database_url, "sidecar")  # not on a schema it was not built for
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s sidecar %(levelname)s %(message)s")
     uvicorn.run(Sidecar(settings), host=settings.sidecar_host, port=args.port or settings.sidecar_port,
                 loop="uvloop", http="httptools", lifespan="on", access_log=False, proxy_headers=False,

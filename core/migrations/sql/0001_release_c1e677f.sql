@@ -1,0 +1,716 @@
+-- Migration 0001: the schema of release c1e677f, byte for byte (`git show c1e677f:schema.sql`) below
+-- this note. A database that release made has no schema_migrations table; upgrading it runs this
+-- file first (every statement is idempotent, as that release applied it at every start), then the
+-- later migrations. Never edit this file: its checksum is recorded in every upgraded database.
+
+-- Canonical schema for SQLite and PostgreSQL. Applying it is idempotent.
+-- Portable types only: TEXT ids with prefixes, BIGINT unix milliseconds, INTEGER 0/1 flags,
+-- TEXT JSON documents, BIGINT nano-dollars (1 USD = 10^9). No floats anywhere money lives.
+-- A statement preceded by a line `-- dialect: sqlite` or `-- dialect: postgresql` runs only there.
+
+CREATE TABLE IF NOT EXISTS config_version (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    version BIGINT NOT NULL
+);
+
+-- Organization-wide rate-limit defaults; organizations.plan names one.
+CREATE TABLE IF NOT EXISTS plans (
+    id TEXT PRIMARY KEY,
+    rpm BIGINT CHECK (rpm IS NULL OR rpm > 0),
+    tpm BIGINT CHECK (tpm IS NULL OR tpm > 0),
+    concurrent BIGINT CHECK (concurrent IS NULL OR concurrent > 0)
+);
+INSERT INTO plans (id, rpm, tpm, concurrent) VALUES ('default', 6000, 10000000, 256)
+ON CONFLICT (id) DO NOTHING;
+
+CREATE TABLE IF NOT EXISTS organizations (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    plan TEXT NOT NULL DEFAULT 'default',
+    created_at BIGINT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS users (
+    id TEXT PRIMARY KEY,
+    email TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL DEFAULT '',
+    password_hash TEXT,
+    is_platform_admin INTEGER NOT NULL DEFAULT 0,
+    created_at BIGINT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS memberships (
+    id TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL REFERENCES organizations (id),
+    user_id TEXT NOT NULL REFERENCES users (id),
+    role TEXT NOT NULL CHECK (role IN ('owner', 'admin', 'member', 'billing')),
+    created_at BIGINT NOT NULL,
+    UNIQUE (org_id, user_id)
+);
+
+CREATE TABLE IF NOT EXISTS projects (
+    id TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL REFERENCES organizations (id),
+    name TEXT NOT NULL,
+    monthly_budget_nanos BIGINT CHECK (monthly_budget_nanos IS NULL OR monthly_budget_nanos >= 0),
+    -- JSON {"rpm": n, "tpm": n, "concurrent": n}; absent fields mean no project-level limit.
+    rate_limits TEXT NOT NULL DEFAULT '{}',
+    archived INTEGER NOT NULL DEFAULT 0,
+    created_at BIGINT NOT NULL,
+    UNIQUE (org_id, name)
+);
+
+CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL REFERENCES organizations (id),
+    name TEXT NOT NULL DEFAULT '',
+    prefix TEXT NOT NULL,
+    key_hash TEXT NOT NULL UNIQUE,
+    -- JSON arrays; see control_plane/domain/keys.py for the meaning of an empty list.
+    projects TEXT NOT NULL DEFAULT '[]',
+    models TEXT NOT NULL DEFAULT '["*"]',
+    endpoints TEXT NOT NULL DEFAULT '["responses","chat","embeddings","models","usage","webhooks"]',
+    ip_ranges TEXT NOT NULL DEFAULT '[]',
+    rate_limits TEXT NOT NULL DEFAULT '{}',
+    -- Replay protection: when set, every request must be signed with this per-key secret
+    -- (proxy_plugins/replay.py); stored encrypted with the server's secret box.
+    signing_secret_enc TEXT,
+    monthly_budget_nanos BIGINT CHECK (monthly_budget_nanos IS NULL OR monthly_budget_nanos >= 0),
+    expires_at BIGINT,
+    disabled INTEGER NOT NULL DEFAULT 0,
+    revoked_at BIGINT,
+    created_by TEXT,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS api_keys_org ON api_keys (org_id, created_at);
+
+CREATE TABLE IF NOT EXISTS backends (
+    id TEXT PRIMARY KEY,
+    protocol TEXT NOT NULL CHECK (protocol IN ('openai', 'openai_chat', 'anthropic')),
+    base_url TEXT NOT NULL,
+    api_key_env TEXT,
+    timeout_ms BIGINT NOT NULL DEFAULT 300000,
+    connect_timeout_ms BIGINT NOT NULL DEFAULT 5000,
+    enabled INTEGER NOT NULL DEFAULT 1,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS models (
+    id TEXT PRIMARY KEY,
+    display_name TEXT NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    backend_id TEXT NOT NULL REFERENCES backends (id),
+    upstream_name TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('text', 'embedding')),
+    context_window BIGINT NOT NULL CHECK (context_window > 0),
+    max_output_tokens BIGINT NOT NULL CHECK (max_output_tokens >= 0),
+    capabilities TEXT NOT NULL DEFAULT '{}',
+    status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'disabled', 'unavailable')),
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+
+-- Versioned prices in integer nano-dollars per million tokens. Rows are never updated: a new
+-- price is a new version with a later effective date, so every charge can name the card it used.
+CREATE TABLE IF NOT EXISTS price_cards (
+    id TEXT PRIMARY KEY,
+    model_id TEXT NOT NULL REFERENCES models (id),
+    version INTEGER NOT NULL CHECK (version >= 1),
+    input_nanos_per_mtok BIGINT NOT NULL CHECK (input_nanos_per_mtok >= 0),
+    cached_input_nanos_per_mtok BIGINT NOT NULL CHECK (cached_input_nanos_per_mtok >= 0),
+    output_nanos_per_mtok BIGINT NOT NULL CHECK (output_nanos_per_mtok >= 0),
+    effective_at BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    UNIQUE (model_id, version)
+);
+
+-- Platform-branded names (aliases) pointing at a model; an operator re-points them.
+CREATE TABLE IF NOT EXISTS routes (
+    alias TEXT PRIMARY KEY,
+    model_id TEXT NOT NULL REFERENCES models (id),
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS audit_log (
+    id TEXT PRIMARY KEY,
+    org_id TEXT,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    details TEXT NOT NULL DEFAULT '{}',
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_log_org ON audit_log (org_id, created_at);
+
+-- Audit rows are append-only: no bug or operator can rewrite them.
+-- dialect: sqlite
+CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
+BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+
+-- dialect: sqlite
+CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
+BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+
+-- dialect: postgresql
+CREATE OR REPLACE FUNCTION nx_append_only() RETURNS trigger AS $$
+BEGIN
+    RAISE EXCEPTION '% is append-only', TG_TABLE_NAME;
+END;
+$$ LANGUAGE plpgsql;
+
+-- dialect: postgresql
+CREATE OR REPLACE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log
+FOR EACH ROW EXECUTE FUNCTION nx_append_only();
+
+-- dialect: postgresql
+CREATE OR REPLACE TRIGGER price_cards_append_only BEFORE UPDATE OR DELETE ON price_cards
+FOR EACH ROW EXECUTE FUNCTION nx_append_only();
+
+-- dialect: sqlite
+CREATE TRIGGER IF NOT EXISTS price_cards_no_update BEFORE UPDATE ON price_cards
+BEGIN SELECT RAISE(ABORT, 'price_cards is append-only'); END;
+
+-- Webhooks (control_plane/events/): endpoints, the transactional event outbox, deliveries and the
+-- per-attempt log. Event payloads are the exact bytes sent, frozen when the event happened.
+CREATE TABLE IF NOT EXISTS webhook_endpoints (
+    id TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL REFERENCES organizations (id),
+    url TEXT NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    event_types TEXT NOT NULL DEFAULT '["*"]',
+    project_id TEXT REFERENCES projects (id),
+    -- Signing secrets, encrypted at rest (control_plane/events/signing.py).
+    secret_enc TEXT NOT NULL,
+    previous_secret_enc TEXT,
+    previous_secret_expires_at BIGINT,
+    enabled INTEGER NOT NULL DEFAULT 1,
+    disabled_reason TEXT,
+    disabled_at BIGINT,
+    failing_since BIGINT,
+    deleted_at BIGINT,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS webhook_endpoints_org ON webhook_endpoints (org_id, created_at);
+
+CREATE TABLE IF NOT EXISTS events (
+    id TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL,
+    project_id TEXT,
+    type TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    dedup_key TEXT,
+    fanned_out INTEGER NOT NULL DEFAULT 0,
+    created_at BIGINT NOT NULL,
+    UNIQUE (org_id, dedup_key)
+);
+CREATE INDEX IF NOT EXISTS events_unfanned ON events (fanned_out, created_at);
+CREATE INDEX IF NOT EXISTS events_org ON events (org_id, created_at);
+
+CREATE TABLE IF NOT EXISTS webhook_deliveries (
+    id TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL,
+    endpoint_id TEXT NOT NULL REFERENCES webhook_endpoints (id),
+    event_id TEXT NOT NULL REFERENCES events (id),
+    kind TEXT NOT NULL CHECK (kind IN ('event', 'test', 'replay')),
+    status TEXT NOT NULL CHECK (status IN ('pending', 'succeeded', 'failed')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at BIGINT,
+    lease_until BIGINT,
+    last_error TEXT,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries (status, next_attempt_at);
+CREATE INDEX IF NOT EXISTS webhook_deliveries_endpoint ON webhook_deliveries (endpoint_id, created_at);
+
+CREATE TABLE IF NOT EXISTS webhook_attempts (
+    delivery_id TEXT NOT NULL REFERENCES webhook_deliveries (id),
+    attempt INTEGER NOT NULL,
+    endpoint_id TEXT NOT NULL,
+    started_at BIGINT NOT NULL,
+    status_code INTEGER,
+    latency_ms BIGINT NOT NULL,
+    error TEXT,
+    response_excerpt TEXT NOT NULL DEFAULT '',
+    next_attempt_at BIGINT,
+    PRIMARY KEY (delivery_id, attempt)
+);
+
+-- Stored responses (/v1/responses, control_plane/domain/responses.py). A row is written before a
+-- background response is acknowledged, so no process restart can lose it. `request` is the
+-- validated request (what the worker needs to run it); `body` the latest Response object.
+CREATE TABLE IF NOT EXISTS responses (
+    id TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL,
+    project_id TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    model_id TEXT NOT NULL,
+    backend_id TEXT NOT NULL,
+    requested_model TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('queued', 'in_progress', 'completed', 'failed', 'cancelled',
+                                           'incomplete')),
+    background INTEGER NOT NULL DEFAULT 0,
+    previous_response_id TEXT,
+    request TEXT NOT NULL,
+    body TEXT NOT NULL,
+    input_tokens BIGINT NOT NULL DEFAULT 0,
+    cached_tokens BIGINT NOT NULL DEFAULT 0,
+    output_tokens BIGINT NOT NULL DEFAULT 0,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS responses_org ON responses (org_id, created_at);
+
+-- The conversation a response served: its own input items and its output items, in order.
+CREATE TABLE IF NOT EXISTS response_items (
+    response_id TEXT NOT NULL REFERENCES responses (id) ON DELETE CASCADE,
+    kind TEXT NOT NULL CHECK (kind IN ('input', 'output')),
+    position INTEGER NOT NULL,
+    item_id TEXT NOT NULL,
+    item TEXT NOT NULL,
+    PRIMARY KEY (response_id, kind, position)
+);
+
+-- Background runs: claimed by a worker under a lease; a job whose lease expired (its worker died)
+-- is claimed again and restarts from `base_seq` (events from the lost attempt are replaced).
+CREATE TABLE IF NOT EXISTS response_jobs (
+    response_id TEXT PRIMARY KEY REFERENCES responses (id) ON DELETE CASCADE,
+    state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'done')),
+    lease_owner TEXT,
+    lease_until BIGINT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    base_seq INTEGER NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS response_jobs_due ON response_jobs (state, lease_until);
+
+-- Stream events of background responses, for `GET /v1/responses/{id}?stream=true&starting_after=N`.
+CREATE TABLE IF NOT EXISTS response_events (
+    response_id TEXT NOT NULL REFERENCES responses (id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    data TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (response_id, seq)
+);
+
+-- ==== ledger (control_plane/ledger) ====================================================
+-- Double-entry, integer nano-dollars. Every organization has its own set of accounts; platform
+-- accounts (revenue, clearing, promotions, adjustments) are kept per organization too, so each
+-- tenant's books sum to zero on their own and no single platform row is a write hot spot.
+-- Sign convention: an entry's `amount` is added to its account's balance; a customer account's
+-- positive balance is credit the platform owes that customer.
+CREATE TABLE IF NOT EXISTS ledger_accounts (
+    id TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL REFERENCES organizations (id),
+    kind TEXT NOT NULL CHECK (kind IN ('wallet', 'promo', 'revenue', 'clearing', 'promotions', 'adjustments')),
+    customer INTEGER NOT NULL,
+    balance BIGINT NOT NULL DEFAULT 0,
+    -- Sum of open holds reserved against this account (pending debits, TigerBeetle-style).
+    held BIGINT NOT NULL DEFAULT 0 CHECK (held >= 0),
+    -- Number of entries posted to this account; each entry records the value it produced.
+    entry_seq BIGINT NOT NULL DEFAULT 0,
+    low_balance_nanos BIGINT CHECK (low_balance_nanos IS NULL OR low_balance_nanos >= 0),
+    created_at BIGINT NOT NULL,
+    UNIQUE (org_id, kind),
+    CHECK (customer = CASE WHEN kind IN ('wallet', 'promo') THEN 1 ELSE 0 END),
+    CHECK (customer = 1 OR held = 0),
+    -- The overdraft guard: no code path can leave a customer account negative or over-reserved.
+    CHECK (customer = 0 OR (balance >= 0 AND balance - held >= 0))
+);
+
+CREATE TABLE IF NOT EXISTS ledger_transactions (
+    id TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL REFERENCES organizations (id),
+    kind TEXT NOT NULL CHECK (kind IN ('grant', 'promo_grant', 'adjustment', 'charge', 'reversal')),
+    idempotency_key TEXT NOT NULL UNIQUE,
+    fingerprint TEXT NOT NULL,
+    amount BIGINT NOT NULL CHECK (amount > 0),
+    reverses TEXT UNIQUE REFERENCES ledger_transactions (id),
+    request_id TEXT,
+    project_id TEXT,
+    key_id TEXT,
+    period TEXT,
+    model_id TEXT,
+    price_version INTEGER,
+    reason TEXT NOT NULL DEFAULT '',
+    actor TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ledger_transactions_org ON ledger_transactions (org_id, created_at);
+CREATE INDEX IF NOT EXISTS ledger_transactions_request ON ledger_transactions (request_id);
+
+-- Entries are written before their transaction row; inserting the transaction row seals them
+-- (a trigger checks they sum to zero), hence the deferred foreign key.
+CREATE TABLE IF NOT EXISTS ledger_entries (
+    txn_id TEXT NOT NULL REFERENCES ledger_transactions (id) DEFERRABLE INITIALLY DEFERRED,
+    seq INTEGER NOT NULL,
+    account_id TEXT NOT NULL REFERENCES ledger_accounts (id),
+    amount BIGINT NOT NULL CHECK (amount <> 0),
+    account_seq BIGINT NOT NULL,
+    balance_after BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (txn_id, seq),
+    UNIQUE (account_id, account_seq)
+);
+
+-- A hold is a pending debit: it reserves `amount` (split between promo credit and the wallet)
+-- and resolves exactly once: settled (posted), released, or expired.
+CREATE TABLE IF NOT EXISTS ledger_holds (
+    id TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL REFERENCES organizations (id),
+    project_id TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    request_id TEXT NOT NULL UNIQUE,
+    model_id TEXT NOT NULL,
+    price_version INTEGER NOT NULL,
+    endpoint TEXT NOT NULL,
+    backend_id TEXT NOT NULL,
+    client_ip TEXT NOT NULL DEFAULT '',
+    amount BIGINT NOT NULL CHECK (amount >= 0),
+    promo_part BIGINT NOT NULL CHECK (promo_part >= 0 AND promo_part <= amount),
+    period TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('open', 'settled', 'released', 'expired')),
+    charged BIGINT CHECK (charged IS NULL OR (charged >= 0 AND charged <= amount)),
+    txn_id TEXT,
+    expires_at BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    resolved_at BIGINT
+);
+CREATE INDEX IF NOT EXISTS ledger_holds_open ON ledger_holds (status, expires_at);
+
+-- Monthly budget consumption (calendar month UTC) per key and per project: settled charges plus
+-- open holds, kept as counters so a conditional UPDATE enforces the budget under concurrency.
+CREATE TABLE IF NOT EXISTS budget_usage (
+    scope_id TEXT NOT NULL,
+    period TEXT NOT NULL,
+    org_id TEXT NOT NULL,
+    spent BIGINT NOT NULL DEFAULT 0 CHECK (spent >= 0),
+    held BIGINT NOT NULL DEFAULT 0 CHECK (held >= 0),
+    -- The budget in force at the latest hold (NULL: none), for threshold checks at settlement.
+    limit_nanos BIGINT,
+    PRIMARY KEY (scope_id, period)
+);
+
+-- One row per threshold crossing: the unique key makes `usage.threshold_reached` fire once.
+CREATE TABLE IF NOT EXISTS threshold_crossings (
+    org_id TEXT NOT NULL,
+    scope_kind TEXT NOT NULL CHECK (scope_kind IN ('key', 'project', 'wallet')),
+    scope_id TEXT NOT NULL,
+    period TEXT NOT NULL,
+    threshold TEXT NOT NULL,
+    txn_id TEXT NOT NULL,
+    value_nanos BIGINT NOT NULL,
+    limit_nanos BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (scope_kind, scope_id, period, threshold)
+);
+
+CREATE TABLE IF NOT EXISTS usage_records (
+    request_id TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL,
+    project_id TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    model_id TEXT NOT NULL,
+    backend_id TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    input_tokens BIGINT NOT NULL CHECK (input_tokens >= 0),
+    cached_tokens BIGINT NOT NULL CHECK (cached_tokens >= 0 AND cached_tokens <= input_tokens),
+    output_tokens BIGINT NOT NULL CHECK (output_tokens >= 0),
+    cost_nanos BIGINT NOT NULL CHECK (cost_nanos >= 0),
+    price_version INTEGER NOT NULL,
+    txn_id TEXT,
+    hold_id TEXT,
+    ttft_ms BIGINT,
+    latency_ms BIGINT,
+    cache_status TEXT,
+    client_ip TEXT NOT NULL DEFAULT '',
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS usage_records_org ON usage_records (org_id, created_at);
+CREATE INDEX IF NOT EXISTS usage_records_project ON usage_records (project_id, created_at);
+CREATE INDEX IF NOT EXISTS usage_records_key ON usage_records (key_id, created_at);
+CREATE INDEX IF NOT EXISTS usage_records_model ON usage_records (org_id, model_id, created_at);
+
+-- History is append-only; a correction is a new reversing transaction.
+-- dialect: sqlite
+CREATE TRIGGER IF NOT EXISTS ledger_entries_no_update BEFORE UPDATE ON ledger_entries
+BEGIN SELECT RAISE(ABORT, 'ledger_entries is append-only'); END;
+
+-- dialect: sqlite
+CREATE TRIGGER IF NOT EXISTS ledger_entries_no_delete BEFORE DELETE ON ledger_entries
+BEGIN SELECT RAISE(ABORT, 'ledger_entries is append-only'); END;
+
+-- dialect: sqlite
+CREATE TRIGGER IF NOT EXISTS ledger_transactions_no_update BEFORE UPDATE ON ledger_transactions
+BEGIN SELECT RAISE(ABORT, 'ledger_transactions is append-only'); END;
+
+-- dialect: sqlite
+CREATE TRIGGER IF NOT EXISTS ledger_transactions_no_delete BEFORE DELETE ON ledger_transactions
+BEGIN SELECT RAISE(ABORT, 'ledger_transactions is append-only'); END;
+
+-- dialect: sqlite
+CREATE TRIGGER IF NOT EXISTS usage_records_no_update BEFORE UPDATE ON usage_records
+BEGIN SELECT RAISE(ABORT, 'usage_records is append-only'); END;
+
+-- dialect: sqlite
+CREATE TRIGGER IF NOT EXISTS usage_records_no_delete BEFORE DELETE ON usage_records
+BEGIN SELECT RAISE(ABORT, 'usage_records is append-only'); END;
+
+-- dialect: sqlite
+CREATE TRIGGER IF NOT EXISTS threshold_crossings_no_change BEFORE UPDATE ON threshold_crossings
+BEGIN SELECT RAISE(ABORT, 'threshold_crossings is append-only'); END;
+
+-- dialect: sqlite
+CREATE TRIGGER IF NOT EXISTS threshold_crossings_no_delete BEFORE DELETE ON threshold_crossings
+BEGIN SELECT RAISE(ABORT, 'threshold_crossings is append-only'); END;
+
+-- dialect: sqlite
+CREATE TRIGGER IF NOT EXISTS ledger_accounts_no_delete BEFORE DELETE ON ledger_accounts
+BEGIN SELECT RAISE(ABORT, 'ledger_accounts cannot be deleted'); END;
+
+-- An account's identity never changes, and its balance moves only with a new entry.
+-- dialect: sqlite
+CREATE TRIGGER IF NOT EXISTS ledger_accounts_guard BEFORE UPDATE ON ledger_accounts
+WHEN NEW.id <> OLD.id OR NEW.org_id <> OLD.org_id OR NEW.kind <> OLD.kind OR NEW.customer <> OLD.customer
+  OR NEW.entry_seq <> OLD.entry_seq + (CASE WHEN NEW.balance <> OLD.balance THEN 1 ELSE 0 END)
+BEGIN SELECT RAISE(ABORT, 'ledger account: identity is fixed and a balance moves only with an entry'); END;
+
+-- An entry joins an open (unsealed) transaction and records the account state it produced.
+-- dialect: sqlite
+CREATE TRIGGER IF NOT EXISTS ledger_entries_check BEFORE INSERT ON ledger_entries
+WHEN EXISTS (SELECT 1 FROM ledger_transactions WHERE id = NEW.txn_id)
+  OR NOT EXISTS (SELECT 1 FROM ledger_accounts WHERE id = NEW.account_id
+                 AND balance = NEW.balance_after AND entry_seq = NEW.account_seq)
+BEGIN SELECT RAISE(ABORT, 'ledger entry: transaction sealed or account state mismatch'); END;
+
+-- dialect: sqlite
+CREATE TRIGGER IF NOT EXISTS ledger_transactions_balanced AFTER INSERT ON ledger_transactions
+WHEN (SELECT COUNT(*) FROM ledger_entries WHERE txn_id = NEW.id) < 2
+  OR (SELECT SUM(amount) FROM ledger_entries WHERE txn_id = NEW.id) <> 0
+  OR EXISTS (SELECT 1 FROM ledger_entries e JOIN ledger_accounts a ON a.id = e.account_id
+             WHERE e.txn_id = NEW.id AND a.org_id <> NEW.org_id)
+BEGIN SELECT RAISE(ABORT, 'ledger transaction does not balance'); END;
+
+-- dialect: sqlite
+CREATE TRIGGER IF NOT EXISTS ledger_holds_no_delete BEFORE DELETE ON ledger_holds
+BEGIN SELECT RAISE(ABORT, 'ledger_holds cannot be deleted'); END;
+
+-- dialect: sqlite
+CREATE TRIGGER IF NOT EXISTS ledger_holds_resolve_once BEFORE UPDATE ON ledger_holds
+WHEN OLD.status <> 'open' OR NEW.status = 'open' OR NEW.amount <> OLD.amount
+  OR NEW.promo_part <> OLD.promo_part OR NEW.org_id <> OLD.org_id OR NEW.request_id <> OLD.request_id
+BEGIN SELECT RAISE(ABORT, 'a hold resolves exactly once'); END;
+
+-- dialect: postgresql
+CREATE OR REPLACE FUNCTION nx_ledger_account_guard() RETURNS trigger AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        RAISE EXCEPTION 'ledger_accounts cannot be deleted';
+    END IF;
+    IF NEW.id <> OLD.id OR NEW.org_id <> OLD.org_id OR NEW.kind <> OLD.kind OR NEW.customer <> OLD.customer
+       OR NEW.entry_seq <> OLD.entry_seq + (CASE WHEN NEW.balance <> OLD.balance THEN 1 ELSE 0 END) THEN
+        RAISE EXCEPTION 'ledger account: identity is fixed and a balance moves only with an entry';
+    END IF;
+    RETURN NEW;
+END;
+$$ LANGUAGE plpgsql;
+
+-- dialect: postgresql
+CREATE OR REPLACE FUNCTION nx_ledger_entry_check() RETURNS trigger AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM ledger_transactions WHERE id = NEW.txn_id) OR NOT EXISTS (
+            SELECT 1 FROM ledger_accounts WHERE id = NEW.account_id
+            AND balance = NEW.balance_after AND entry_seq = NEW.account_seq) THEN
+        RAISE EXCEPTION 'ledger entry: transaction sealed or account state mismatch';
+    END IF;
+    RETURN NEW;
+END;
+$$ LANGUAGE plpgsql;
+
+-- dialect: postgresql
+CREATE OR REPLACE FUNCTION nx_ledger_txn_balanced() RETURNS trigger AS $$
+BEGIN
+    IF (SELECT COUNT(*) FROM ledger_entries WHERE txn_id = NEW.id) < 2
+       OR (SELECT SUM(amount) FROM ledger_entries WHERE txn_id = NEW.id) <> 0
+       OR EXISTS (SELECT 1 FROM ledger_entries e JOIN ledger_accounts a ON a.id = e.account_id
+                  WHERE e.txn_id = NEW.id AND a.org_id <> NEW.org_id) THEN
+        RAISE EXCEPTION 'ledger transaction % does not balance', NEW.id;
+    END IF;
+    RETURN NULL;
+END;
+$$ LANGUAGE plpgsql;
+
+-- dialect: postgresql
+CREATE OR REPLACE FUNCTION nx_ledger_hold_guard() RETURNS trigger AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        RAISE EXCEPTION 'ledger_holds cannot be deleted';
+    END IF;
+    IF OLD.status <> 'open' OR NEW.status = 'open' OR NEW.amount <> OLD.amount
+       OR NEW.promo_part <> OLD.promo_part OR NEW.org_id <> OLD.org_id OR NEW.request_id <> OLD.request_id THEN
+        RAISE EXCEPTION 'a hold resolves exactly once';
+    END IF;
+    RETURN NEW;
+END;
+$$ LANGUAGE plpgsql;
+
+-- dialect: postgresql
+CREATE OR REPLACE TRIGGER ledger_entries_append_only BEFORE UPDATE OR DELETE ON ledger_entries
+FOR EACH ROW EXECUTE FUNCTION nx_append_only();
+
+-- dialect: postgresql
+CREATE OR REPLACE TRIGGER ledger_transactions_append_only BEFORE UPDATE OR DELETE ON ledger_transactions
+FOR EACH ROW EXECUTE FUNCTION nx_append_only();
+
+-- dialect: postgresql
+CREATE OR REPLACE TRIGGER usage_records_append_only BEFORE UPDATE OR DELETE ON usage_records
+FOR EACH ROW EXECUTE FUNCTION nx_append_only();
+
+-- dialect: postgresql
+CREATE OR REPLACE TRIGGER threshold_crossings_append_only BEFORE UPDATE OR DELETE ON threshold_crossings
+FOR EACH ROW EXECUTE FUNCTION nx_append_only();
+
+-- dialect: postgresql
+CREATE OR REPLACE TRIGGER ledger_accounts_guard BEFORE UPDATE OR DELETE ON ledger_accounts
+FOR EACH ROW EXECUTE FUNCTION nx_ledger_account_guard();
+
+-- dialect: postgresql
+CREATE OR REPLACE TRIGGER ledger_entries_check BEFORE INSERT ON ledger_entries
+FOR EACH ROW EXECUTE FUNCTION nx_ledger_entry_check();
+
+-- dialect: postgresql
+CREATE OR REPLACE TRIGGER ledger_transactions_balanced AFTER INSERT ON ledger_transactions
+FOR EACH ROW EXECUTE FUNCTION nx_ledger_txn_balanced();
+
+-- dialect: postgresql
+CREATE OR REPLACE TRIGGER ledger_holds_guard BEFORE UPDATE OR DELETE ON ledger_holds
+FOR EACH ROW EXECUTE FUNCTION nx_ledger_hold_guard();
+-- ==== end ledger ========================================================================
+
+-- ==== usage rollups (control_plane/usage) ==============================================
+-- Pre-aggregated usage_records so month-long /v1/usage queries read thousands of rows, not
+-- millions. `grain` 'hour' is built from usage_records, 'day' from the hour rows, by the worker's
+-- `usage_rollups` job; usage_rollup_state.watermark says up to where (unix ms, exclusive) a grain
+-- is complete. Queries read rollups below the watermark and raw records above it.
+-- lat_NN count requests per latency bin (fixed log bins, control_plane/usage/histogram.py). Counts
+-- are INTEGER (int4): PostgreSQL sums those on its fast int8 path, where BIGINT sums go through numeric.
+-- dialect: postgresql
+CREATE TABLE IF NOT EXISTS usage_rollups (
+    grain TEXT NOT NULL CHECK (grain IN ('hour', 'day')),
+    bucket_start BIGINT NOT NULL,
+    org_id TEXT NOT NULL,
+    project_id TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    model_id TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    requests INTEGER NOT NULL,
+    errors INTEGER NOT NULL,
+    input_tokens BIGINT NOT NULL,
+    cached_tokens BIGINT NOT NULL,
+    output_tokens BIGINT NOT NULL,
+    cost_nanos BIGINT NOT NULL,
+    lat_00 INTEGER NOT NULL, lat_01 INTEGER NOT NULL, lat_02 INTEGER NOT NULL, lat_03 INTEGER NOT NULL,
+    lat_04 INTEGER NOT NULL, lat_05 INTEGER NOT NULL, lat_06 INTEGER NOT NULL, lat_07 INTEGER NOT NULL,
+    lat_08 INTEGER NOT NULL, lat_09 INTEGER NOT NULL, lat_10 INTEGER NOT NULL, lat_11 INTEGER NOT NULL,
+    lat_12 INTEGER NOT NULL, lat_13 INTEGER NOT NULL, lat_14 INTEGER NOT NULL, lat_15 INTEGER NOT NULL,
+    lat_16 INTEGER NOT NULL, lat_17 INTEGER NOT NULL, lat_18 INTEGER NOT NULL, lat_19 INTEGER NOT NULL,
+    lat_20 INTEGER NOT NULL, lat_21 INTEGER NOT NULL, lat_22 INTEGER NOT NULL, lat_23 INTEGER NOT NULL,
+    lat_24 INTEGER NOT NULL, lat_25 INTEGER NOT NULL, lat_26 INTEGER NOT NULL, lat_27 INTEGER NOT NULL,
+    lat_28 INTEGER NOT NULL, lat_29 INTEGER NOT NULL, lat_30 INTEGER NOT NULL, lat_31 INTEGER NOT NULL,
+    lat_32 INTEGER NOT NULL, lat_33 INTEGER NOT NULL, lat_34 INTEGER NOT NULL, lat_35 INTEGER NOT NULL,
+    lat_36 INTEGER NOT NULL, lat_37 INTEGER NOT NULL, lat_38 INTEGER NOT NULL, lat_39 INTEGER NOT NULL,
+    PRIMARY KEY (grain, org_id, bucket_start, project_id, key_id, model_id, endpoint, status)
+);
+
+-- SQLite: the same table clustered on its primary key (WITHOUT ROWID), so a query's range of
+-- rollup rows is read in order from one b-tree instead of one table lookup per index entry.
+-- dialect: sqlite
+CREATE TABLE IF NOT EXISTS usage_rollups (
+    grain TEXT NOT NULL CHECK (grain IN ('hour', 'day')),
+    bucket_start BIGINT NOT NULL,
+    org_id TEXT NOT NULL,
+    project_id TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    model_id TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    requests INTEGER NOT NULL,
+    errors INTEGER NOT NULL,
+    input_tokens BIGINT NOT NULL,
+    cached_tokens BIGINT NOT NULL,
+    output_tokens BIGINT NOT NULL,
+    cost_nanos BIGINT NOT NULL,
+    lat_00 INTEGER NOT NULL, lat_01 INTEGER NOT NULL, lat_02 INTEGER NOT NULL, lat_03 INTEGER NOT NULL,
+    lat_04 INTEGER NOT NULL, lat_05 INTEGER NOT NULL, lat_06 INTEGER NOT NULL, lat_07 INTEGER NOT NULL,
+    lat_08 INTEGER NOT NULL, lat_09 INTEGER NOT NULL, lat_10 INTEGER NOT NULL, lat_11 INTEGER NOT NULL,
+    lat_12 INTEGER NOT NULL, lat_13 INTEGER NOT NULL, lat_14 INTEGER NOT NULL, lat_15 INTEGER NOT NULL,
+    lat_16 INTEGER NOT NULL, lat_17 INTEGER NOT NULL, lat_18 INTEGER NOT NULL, lat_19 INTEGER NOT NULL,
+    lat_20 INTEGER NOT NULL, lat_21 INTEGER NOT NULL, lat_22 INTEGER NOT NULL, lat_23 INTEGER NOT NULL,
+    lat_24 INTEGER NOT NULL, lat_25 INTEGER NOT NULL, lat_26 INTEGER NOT NULL, lat_27 INTEGER NOT NULL,
+    lat_28 INTEGER NOT NULL, lat_29 INTEGER NOT NULL, lat_30 INTEGER NOT NULL, lat_31 INTEGER NOT NULL,
+    lat_32 INTEGER NOT NULL, lat_33 INTEGER NOT NULL, lat_34 INTEGER NOT NULL, lat_35 INTEGER NOT NULL,
+    lat_36 INTEGER NOT NULL, lat_37 INTEGER NOT NULL, lat_38 INTEGER NOT NULL, lat_39 INTEGER NOT NULL,
+    PRIMARY KEY (grain, org_id, bucket_start, project_id, key_id, model_id, endpoint, status)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS usage_rollup_state (
+    grain TEXT PRIMARY KEY CHECK (grain IN ('hour', 'day')),
+    watermark BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+
+-- The rollup job and the latency bands on /v1/models scan usage_records by time across organizations.
+CREATE INDEX IF NOT EXISTS usage_records_created ON usage_records (created_at);
+-- ==== end usage rollups ================================================================
+
+-- ==== idempotency (control_plane/idempotency.py) =======================================
+-- One row per (organization, key, method, path, Idempotency-Key). `state` is 'in_flight' while
+-- the first request runs (its lease bounds how long a crashed run can block the key) and
+-- 'completed' once its response is stored; completed rows are kept 24 hours.
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    id TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    method TEXT NOT NULL,
+    path TEXT NOT NULL,
+    idem_key TEXT NOT NULL,
+    request_hash TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('in_flight', 'completed')),
+    lease_expires_at BIGINT NOT NULL,
+    response_status INTEGER,
+    response_headers TEXT,
+    response_body TEXT,
+    created_at BIGINT NOT NULL,
+    completed_at BIGINT,
+    UNIQUE (org_id, key_id, method, path, idem_key)
+);
+CREATE INDEX IF NOT EXISTS idempotency_keys_created ON idempotency_keys (created_at);
+
+-- ==== embedding cache (proxy_plugins/adapter/embedding_cache.py) ===========================
+-- Vectors already computed, per organization (a shared cache would tell one tenant what another
+-- embedded). `entry_key` is the SHA-256 of model, backend, upstream name, dimensions and input: the
+-- input text is not stored. `vector` is base64 of little-endian float32; `tokens` the input's token
+-- count, billed at the cached-input price on a hit. The worker evicts by `last_used_at`.
+CREATE TABLE IF NOT EXISTS embedding_cache (
+    org_id TEXT NOT NULL,
+    entry_key TEXT NOT NULL,
+    model_id TEXT NOT NULL,
+    tokens BIGINT NOT NULL CHECK (tokens >= 0),
+    vector TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    last_used_at BIGINT NOT NULL,
+    PRIMARY KEY (org_id, entry_key)
+);
+CREATE INDEX IF NOT EXISTS embedding_cache_used ON embedding_cache (last_used_at);
+CREATE INDEX IF NOT EXISTS embedding_cache_org_used ON embedding_cache (org_id, last_used_at, entry_key);
+-- ==== end embedding cache ==============================================================
