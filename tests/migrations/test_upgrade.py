@@ -3,6 +3,7 @@ still there, the ledger reconciles to zero drift (on the database NX_TEST_DATABA
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from core.migrations import load_migrations, status, upgrade
@@ -10,9 +11,25 @@ from core.migrations.introspect import differences
 from tests.migrations.conftest import EmptyDb, columns_of, reconcile_all, rows_of, shape_of
 from tests.migrations.release_c1e677f import build_release_database
 
-# Columns of the release that a migration removed, each with the test proving where its data went.
+Rows = dict[str, list[tuple[Any, ...]]]
+
+
+async def previous_webhook_secrets_moved(before: Rows, columns: dict[str, list[str]], url: str) -> None:
+    """0002: each endpoint's replaced secret signs on from webhook_endpoint_secrets, same expiry."""
+    c = columns["webhook_endpoints"]
+    wanted = sorted((r[c.index("id")], r[c.index("previous_secret_enc")], r[c.index("previous_secret_expires_at")])
+                    for r in before["webhook_endpoints"] if r[c.index("previous_secret_enc")] is not None)
+    assert wanted, "the release data has an endpoint in the middle of a rotation"
+    moved = await rows_of(url, {"webhook_endpoint_secrets": ["endpoint_id", "secret_enc", "expires_at"]})
+    assert sorted(moved["webhook_endpoint_secrets"]) == wanted
+
+
+# Columns of the release that a migration removed, each with the check of where its data went.
 # A migration that drops a column without an entry here fails test_every_row_survives.
-MOVED: dict[str, str] = {}
+MOVED: dict[str, Callable[[Rows, dict[str, list[str]], str], Awaitable[None]]] = {
+    "webhook_endpoints.previous_secret_enc": previous_webhook_secrets_moved,
+    "webhook_endpoints.previous_secret_expires_at": previous_webhook_secrets_moved,
+}
 
 
 def project(rows: list[tuple[Any, ...]], columns: list[str], keep: list[str]) -> list[tuple[Any, ...]]:
@@ -46,6 +63,8 @@ async def test_every_row_survives_and_the_ledger_reconciles(empty: EmptyDb, othe
     after = await rows_of(empty.url, {t: cols for t, cols in kept.items() if cols})
     for table, cols in kept.items():
         assert after[table] == project(before[table], before_columns[table], cols), f"rows of {table} changed"
+    for check in set(MOVED.values()):
+        await check(before, before_columns, empty.url)
     report = await reconcile_all(empty.settings)
     assert report.ok, report.drift
     assert (report.accounts, report.transactions) == (seeded.accounts, seeded.transactions)
