@@ -10,9 +10,10 @@
 
 Everything runs under one database-wide lock (PostgreSQL: an advisory lock; SQLite: a lock file),
 and the state is read only once it is held: several replicas starting together upgrade once, the
-others find the work done. On SQLite each migration runs with foreign keys off (so a table can be
-rebuilt, the documented way to change a constraint there) and `PRAGMA foreign_key_check` must come
-back empty before it commits.
+others find the work done. On SQLite each migration runs with foreign keys off and `legacy_alter_table`
+on (so a table can be rebuilt and renamed into place, the documented way to change a constraint
+there, even while other tables' triggers name it) and `PRAGMA foreign_key_check` must come back
+empty before it commits.
 """
 
 from __future__ import annotations
@@ -236,6 +237,9 @@ async def _apply(db: Db, migration: Migration) -> None:
     statements = migration.statements(db.dialect)
     if isinstance(db, SqliteDb):
         await db.execute("PRAGMA foreign_keys=OFF")  # a no-op inside a transaction, hence before BEGIN
+        # A rebuilt table is renamed into the place of the one it replaces; without this, SQLite
+        # refuses the rename while another table's trigger names the dropped one (the ledger's do).
+        await db.execute("PRAGMA legacy_alter_table=ON")
     try:
         await db.begin()
         try:
@@ -258,6 +262,7 @@ async def _apply(db: Db, migration: Migration) -> None:
             raise
     finally:
         if isinstance(db, SqliteDb):
+            await db.execute("PRAGMA legacy_alter_table=OFF")
             await db.execute("PRAGMA foreign_keys=ON")
 
 

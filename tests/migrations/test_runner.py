@@ -15,7 +15,7 @@ from core.migrations import MIGRATIONS_DIR, MigrationError, SchemaError, load_mi
 from core.migrations.connect import connect
 from core.migrations.verify import verify
 from tests.harness import ROOT
-from tests.migrations.conftest import EmptyDb, columns_of
+from tests.migrations.conftest import EmptyDb, columns_of, reconcile_all
 from tests.migrations.release_c1e677f import build_release_database
 
 
@@ -142,6 +142,37 @@ async def test_a_sqlite_table_rebuild_runs_and_may_not_leave_dangling_references
     with pytest.raises(MigrationError, match="foreign keys point nowhere"):
         await upgrade(empty.url, directory=dangling)
     assert await count(empty.url, "SELECT COUNT(*) FROM memberships WHERE id = 'mem_x'") == 0
+
+
+async def test_a_sqlite_rebuild_of_a_ledger_table_keeps_its_guards(empty: EmptyDb, tmp_path: Path) -> None:
+    """ledger_accounts is named by other tables' triggers (entries check the account's state); its
+    rebuild must rename into place and leave the ledger exactly as guarded and reconciled as before."""
+    if not empty.settings.is_sqlite:
+        pytest.skip("a SQLite procedure")
+    await build_release_database(empty.url)
+    await upgrade(empty.url)
+    db = await connect(empty.url)
+    try:
+        objects = await db.query("SELECT type, sql FROM sqlite_master WHERE tbl_name = 'ledger_accounts'"
+                                 " AND sql IS NOT NULL ORDER BY type DESC")
+    finally:
+        await db.close()
+    table = next(str(sql) for kind, sql in objects if kind == "table")
+    statements = [table.replace("CREATE TABLE ledger_accounts", "CREATE TABLE ledger_accounts_new", 1),
+                  "INSERT INTO ledger_accounts_new SELECT * FROM ledger_accounts", "DROP TABLE ledger_accounts",
+                  "ALTER TABLE ledger_accounts_new RENAME TO ledger_accounts",
+                  *(str(sql) for kind, sql in objects if kind != "table")]
+    rebuild = "".join(f"-- dialect: sqlite\n{s};\n\n" for s in statements)
+    await upgrade(empty.url, directory=with_extra(tmp_path, ("rebuild_ledger_accounts", rebuild)))
+    assert await verify(empty.url) == []
+    report = await reconcile_all(empty.settings)
+    assert report.ok, report.drift
+    db = await connect(empty.url)
+    try:
+        with pytest.raises(Exception, match="balance moves only with an entry"):
+            await db.execute("UPDATE ledger_accounts SET balance = balance + 1 WHERE kind = 'wallet'")
+    finally:
+        await db.close()
 
 
 UPGRADE = ("import asyncio, sys; from pathlib import Path; from core.migrations import upgrade;"
