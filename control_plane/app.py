@@ -8,6 +8,7 @@ Two doors:
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,6 +22,7 @@ from control_plane.api.idempotent import idempotent_answers
 from control_plane.api.keys import KeysController
 from control_plane.api.ledger import LedgerController
 from control_plane.api.models import ModelCache, ModelsController
+from control_plane.api.openapi import openapi_config, reference_routes
 from control_plane.api.orgs import OrgsController, UsersController
 from control_plane.api.responses import ResponsesController
 from control_plane.api.routing import ModelAdminController, RoutingController
@@ -92,10 +94,11 @@ def create_app(settings: Settings) -> Litestar:
         route_handlers=[healthz, LedgerController, ModelsController, KeysController, RoutingController,
                         ModelAdminController,
                         OrgsController, UsersController, WebhooksController, ResponsesController,
-                        UsageController, ExportsController],
+                        UsageController, ExportsController, *reference_routes()],
         lifespan=[lifespan],
         exception_handlers={ApiError: _api_error, HTTPException: _http_error, Exception: _unexpected},
         request_max_body_size=settings.max_body_bytes,
-        openapi_config=None,
+        # Published at /openapi.json with a reference page at /docs (control_plane/api/openapi.py).
+        openapi_config=openapi_config(importlib.metadata.version("nx-platform")),
         debug=False,
     )

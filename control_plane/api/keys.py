@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from control_plane.api.deps import provide_tx, require_org
 from control_plane.api.guards import admin_guard
+from control_plane.api.lists import ListOf
 from control_plane.domain import keys
 
 __all__ = ["KeysController"]
@@ -32,8 +33,8 @@ class KeysController(Controller):
                                      actor="admin")
 
     @get("/")
-    async def list_(self, conn: AsyncConnection, org_id: str) -> dict[str, object]:
-        return {"object": "list", "data": await keys.list_keys(conn, await require_org(conn, org_id))}
+    async def list_(self, conn: AsyncConnection, org_id: str) -> ListOf[keys.KeyView]:
+        return ListOf(data=await keys.list_keys(conn, await require_org(conn, org_id)))
 
     @get("/{key_id:str}")
     async def retrieve(self, conn: AsyncConnection, org_id: str, key_id: str) -> keys.KeyView:

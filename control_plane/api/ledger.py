@@ -23,7 +23,7 @@ from core import ledger
 from core.errors import ApiError
 from core.money import parse_usd
 
-__all__ = ["AdjustBody", "AlertBody", "GrantBody", "LedgerController", "ReverseBody"]
+__all__ = ["AdjustBody", "AlertBody", "GrantBody", "LedgerController", "Reconciliation", "ReverseBody"]
 
 
 class GrantBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -47,6 +47,11 @@ class ReverseBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 class AlertBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     low_balance_nanos: int | None
+
+
+class Reconciliation(ledger.ReconcileReport, frozen=True, kw_only=True):
+    ok: bool
+    """No drift and a zero journal sum."""
 
 
 def amount_of(nanos: int | None, usd: str | None) -> int:
@@ -130,6 +135,6 @@ class LedgerController(Controller):
                                       since_ms=since, until_ms=until)
 
     @get("/ledger/reconcile")
-    async def reconcile(self, conn: AsyncConnection, org_id: str | None = None) -> dict[str, object]:
+    async def reconcile(self, conn: AsyncConnection, org_id: str | None = None) -> Reconciliation:
         report = await ledger.reconcile(conn, None if org_id is None else await require_org(conn, org_id))
-        return {**msgspec.to_builtins(report), "ok": report.ok}
+        return Reconciliation(**msgspec.structs.asdict(report), ok=report.ok)

@@ -14,15 +14,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from control_plane.api.deps import provide_tx
 from control_plane.api.guards import admin_guard
+from control_plane.api.lists import ListOf
 from control_plane.domain import orgs, projects
 
 __all__ = ["OrgsController", "UsersController"]
 
 ACTOR = "admin"
-
-
-def _list(data: object) -> dict[str, object]:
-    return {"object": "list", "data": data}
 
 
 async def _refresh_sidecar(conn: AsyncConnection, state: State) -> None:
@@ -36,8 +33,8 @@ class OrgsController(Controller):
     dependencies = {"conn": Provide(provide_tx)}
 
     @get("/")
-    async def list_orgs(self, conn: AsyncConnection) -> dict[str, object]:
-        return _list(await orgs.list_orgs(conn))
+    async def list_orgs(self, conn: AsyncConnection) -> ListOf[orgs.OrgView]:
+        return ListOf(data=await orgs.list_orgs(conn))
 
     @post("/", status_code=201)
     async def create_org(self, conn: AsyncConnection, state: State, data: orgs.OrgCreate) -> orgs.OrgView:
@@ -54,8 +51,8 @@ class OrgsController(Controller):
         return await orgs.update_org(conn, org_id, data, ACTOR)
 
     @get("/{org_id:str}/projects")
-    async def list_projects(self, conn: AsyncConnection, org_id: str) -> dict[str, object]:
-        return _list(await projects.list_projects(conn, org_id))
+    async def list_projects(self, conn: AsyncConnection, org_id: str) -> ListOf[projects.ProjectView]:
+        return ListOf(data=await projects.list_projects(conn, org_id))
 
     @post("/{org_id:str}/projects", status_code=201)
     async def create_project(self, conn: AsyncConnection, state: State, org_id: str,
@@ -76,8 +73,8 @@ class OrgsController(Controller):
         return view
 
     @get("/{org_id:str}/members")
-    async def list_members(self, conn: AsyncConnection, org_id: str) -> dict[str, object]:
-        return _list(await orgs.list_members(conn, org_id))
+    async def list_members(self, conn: AsyncConnection, org_id: str) -> ListOf[orgs.MemberView]:
+        return ListOf(data=await orgs.list_members(conn, org_id))
 
     @post("/{org_id:str}/members", status_code=201)
     async def add_member(self, conn: AsyncConnection, org_id: str,
@@ -104,8 +101,8 @@ class UsersController(Controller):
     dependencies = {"conn": Provide(provide_tx)}
 
     @get("/")
-    async def list_users(self, conn: AsyncConnection) -> dict[str, object]:
-        return _list(await orgs.list_users(conn))
+    async def list_users(self, conn: AsyncConnection) -> ListOf[orgs.UserView]:
+        return ListOf(data=await orgs.list_users(conn))
 
     @post("/", status_code=201)
     async def create_user(self, conn: AsyncConnection, data: orgs.UserCreate) -> orgs.UserView:

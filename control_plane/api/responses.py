@@ -26,7 +26,8 @@ from core.responses import store as store
 __all__ = ["ResponsesController"]
 
 _JSON = "application/json"
-_SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+# content-type here too: Litestar lets the handler's default (JSON) override a Stream's media_type.
+_SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no", "content-type": "text/event-stream"}
 
 
 def _missing(response_id: str) -> ApiError:

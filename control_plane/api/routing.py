@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from control_plane.api.deps import provide_tx
 from control_plane.api.guards import admin_guard
+from control_plane.api.lists import ListOf
 from control_plane.domain import model_admin as models
 from control_plane.domain import routing
 
@@ -25,10 +26,6 @@ ACTOR = "admin"
 
 class RouteBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     model: str
-
-
-def _list(data: object) -> dict[str, object]:
-    return {"object": "list", "data": data}
 
 
 async def _publish(conn: AsyncConnection, state: State) -> None:
@@ -42,8 +39,8 @@ class RoutingController(Controller):
     dependencies = {"conn": Provide(provide_tx)}
 
     @get("/backends")
-    async def list_backends(self, conn: AsyncConnection) -> dict[str, object]:
-        return _list(await routing.list_backends(conn))
+    async def list_backends(self, conn: AsyncConnection) -> ListOf[routing.BackendView]:
+        return ListOf(data=await routing.list_backends(conn))
 
     @post("/backends", status_code=201)
     async def create_backend(self, conn: AsyncConnection, state: State,
@@ -71,8 +68,8 @@ class RoutingController(Controller):
         return view
 
     @get("/prices")
-    async def list_prices(self, conn: AsyncConnection, model: str) -> dict[str, object]:
-        return _list(await models.list_prices(conn, model))
+    async def list_prices(self, conn: AsyncConnection, model: str) -> ListOf[models.PriceView]:
+        return ListOf(data=await models.list_prices(conn, model))
 
     @post("/prices", status_code=201)
     async def add_price(self, conn: AsyncConnection, state: State,
@@ -82,8 +79,8 @@ class RoutingController(Controller):
         return view
 
     @get("/routes")
-    async def list_routes(self, conn: AsyncConnection) -> dict[str, object]:
-        return _list(await routing.list_routes(conn))
+    async def list_routes(self, conn: AsyncConnection) -> ListOf[routing.RouteView]:
+        return ListOf(data=await routing.list_routes(conn))
 
     @put("/routes/{alias:str}")
     async def set_route(self, conn: AsyncConnection, state: State, alias: str,
@@ -105,8 +102,8 @@ class ModelAdminController(Controller):
     dependencies = {"conn": Provide(provide_tx)}
 
     @get("/")
-    async def list_(self, conn: AsyncConnection) -> dict[str, object]:
-        return _list(await models.list_models(conn))
+    async def list_(self, conn: AsyncConnection) -> ListOf[models.ModelView]:
+        return ListOf(data=await models.list_models(conn))
 
     @post("/", status_code=201)
     async def create(self, conn: AsyncConnection, state: State, data: models.ModelCreate) -> models.ModelView:

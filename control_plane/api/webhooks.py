@@ -7,7 +7,6 @@ delivery log and replays. Lists use OpenAI's shape (`object`, `data`, `first_id`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Annotated, Any
 
 import msgspec
@@ -20,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from control_plane.api.deps import Caller, provide_caller, provide_tx
 from control_plane.api.guards import edge_guard
+from control_plane.api.lists import Page, page
 from core.db import read_tx
 from core.events import endpoints as ep
 from core.events import log
@@ -39,12 +39,6 @@ async def _scope(request: Request[Any, Any, Any]) -> ep.Scope:
     return ep.Scope(org_id=caller.org_id, projects=projects)
 
 
-def _page(items: Sequence[ep.EndpointView | log.DeliveryView], has_more: bool) -> dict[str, object]:
-    ids = [i.id for i in items]
-    return {"object": "list", "data": items, "first_id": ids[0] if ids else None,
-            "last_id": ids[-1] if ids else None, "has_more": has_more}
-
-
 def _actor(request: Request[Any, Any, Any]) -> str:
     return f"key:{request.headers.get('x-nx-key', '')}"
 
@@ -62,8 +56,8 @@ class WebhooksController(Controller):
 
     @get("/")
     async def list_(self, conn: AsyncConnection, tenant: ep.Scope, limit: Limit = 20,
-                    after: str | None = None) -> dict[str, object]:
-        return _page(*await ep.list_endpoints(conn, tenant, limit, after))
+                    after: str | None = None) -> Page[ep.EndpointView]:
+        return page(*await ep.list_endpoints(conn, tenant, limit, after))
 
     @get("/{endpoint_id:str}")
     async def retrieve(self, conn: AsyncConnection, tenant: ep.Scope, endpoint_id: str) -> ep.EndpointView:
@@ -83,9 +77,9 @@ class WebhooksController(Controller):
 
     @delete("/{endpoint_id:str}", status_code=200)
     async def delete_(self, request: Request[Any, Any, Any], conn: AsyncConnection, tenant: ep.Scope,
-                      endpoint_id: str) -> dict[str, object]:
+                      endpoint_id: str) -> ep.EndpointDeleted:
         await ep.delete_endpoint(conn, tenant, endpoint_id, _actor(request))
-        return {"id": endpoint_id, "object": "webhook_endpoint.deleted", "deleted": True}
+        return ep.EndpointDeleted(id=endpoint_id)
 
     @post("/{endpoint_id:str}/rotate_secret", status_code=200)
     async def rotate(self, request: Request[Any, Any, Any], conn: AsyncConnection, state: State,
@@ -98,8 +92,8 @@ class WebhooksController(Controller):
 
     @get("/{endpoint_id:str}/deliveries")
     async def deliveries(self, conn: AsyncConnection, tenant: ep.Scope, endpoint_id: str, limit: Limit = 20,
-                         after: str | None = None, event_id: str | None = None) -> dict[str, object]:
-        return _page(*await log.list_deliveries(conn, tenant, endpoint_id, limit, after, event_id))
+                         after: str | None = None, event_id: str | None = None) -> Page[log.DeliveryView]:
+        return page(*await log.list_deliveries(conn, tenant, endpoint_id, limit, after, event_id))
 
     @post("/{endpoint_id:str}/replay", status_code=200)
     async def replay(self, conn: AsyncConnection, tenant: ep.Scope, endpoint_id: str,

@@ -26,6 +26,7 @@ from core.settings import Settings
 
 __all__ = [
     "EndpointCreate",
+    "EndpointDeleted",
     "EndpointUpdate",
     "EndpointView",
     "Scope",
@@ -77,6 +78,12 @@ class EndpointView(msgspec.Struct, kw_only=True):
     updated_at: int
     secret: str | msgspec.UnsetType = msgspec.UNSET
     """Only in the responses to create and rotate."""
+
+
+class EndpointDeleted(msgspec.Struct, kw_only=True):
+    id: str
+    object: Literal["webhook_endpoint.deleted"] = "webhook_endpoint.deleted"
+    deleted: Literal[True] = True
 
 
 class Scope(msgspec.Struct, frozen=True):
