@@ -161,7 +161,7 @@ async def _webhooks(s: Seed, ids: dict[str, str], t0: int) -> None:
 
     live, old = s.id("whep"), s.id("whep")
     await s.row("webhook_endpoints", id=live, org_id=ORG_A, url="https://hooks.acme.test/nx", description="billing",
-                event_types='["*"]', project_id=None, secret_enc=sealed(WEBHOOK_SECRET),
+                event_types='["*", "request.completed"]', project_id=None, secret_enc=sealed(WEBHOOK_SECRET),
                 previous_secret_enc=sealed(WEBHOOK_PREVIOUS_SECRET),
                 previous_secret_expires_at=s.now + DAY, enabled=1, created_at=t0, updated_at=s.now - HOUR)
     await s.row("webhook_endpoints", id=old, org_id=ORG_A, url="https://old.acme.test/hook", description="",

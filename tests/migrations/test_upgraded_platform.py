@@ -1,6 +1,8 @@
 """(c) The platform, started on an operator's release-c1e677f database, upgrades it and serves through
 the edge: the release's keys still authenticate (a revoked one is still refused), a request is held,
-answered and charged, and the books still reconcile to zero drift."""
+answered and charged, the books still reconcile to zero drift, and the webhook endpoint the release
+left mid-rotation gets the request's event signed with both its secrets (the replaced one moved to
+another table by migration 0002)."""
 
 from __future__ import annotations
 
@@ -13,10 +15,14 @@ from sqlalchemy import text
 
 from core.db import make_engine, read_tx
 from core.migrations import status
+from core.migrations.connect import connect
 from core.settings import Settings
+from nx_client.webhooks import verify
+from tests.events.receiver import Receiver
 from tests.harness import Platform
 from tests.migrations.conftest import reconcile_all
 from tests.migrations.release_c1e677f import KEY_SECRET, MODEL, ORG_A, PEPPER, build_release_database, release_key
+from tests.migrations.release_c1e677f_data import WEBHOOK_PREVIOUS_SECRET, WEBHOOK_SECRET
 from tests.simulator.server import SimulatorProcess
 
 CATALOG = """
@@ -41,18 +47,30 @@ output_nanos_per_mtok = 2_000_000_000, effective_at = 2026-01-01 }}
 """
 
 
-async def release_database(settings: Settings) -> None:
-    await build_release_database(settings.effective_database_url)
+@pytest.fixture(scope="module")
+async def receiver() -> AsyncIterator[Receiver]:
+    async with Receiver() as r:
+        yield r
 
 
 @pytest.fixture(scope="module")
-async def upgraded() -> AsyncIterator[Platform]:
+async def upgraded(receiver: Receiver) -> AsyncIterator[Platform]:
+    async def release_database(settings: Settings) -> None:
+        url = settings.effective_database_url
+        await build_release_database(url)
+        db = await connect(url)  # the operator's receiver, here on this machine
+        try:
+            await db.execute("UPDATE webhook_endpoints SET url = ? WHERE description = 'billing'", receiver.url)
+        finally:
+            await db.close()
+
     sim = SimulatorProcess().start()
     tmp = tempfile.TemporaryDirectory(prefix="nx-upgraded-")
     catalog = Path(tmp.name) / "catalog.toml"
     catalog.write_text(CATALOG.format(sim=sim.url))
     p = Platform(extra_env={"NX_CATALOG_PATH": str(catalog), "NX_TEST_SIM_KEY": sim.api_key,
-                            "NX_KEY_PEPPER": PEPPER}, database=release_database)
+                            "NX_KEY_PEPPER": PEPPER, "NX_WEBHOOKS_ALLOW_HTTP": "true",
+                            "NX_WEBHOOKS_ALLOW_PRIVATE": "true"}, database=release_database)
     try:
         await p.start()
         yield p
@@ -73,7 +91,8 @@ async def _charges(settings: Settings) -> int:
         await engine.dispose()
 
 
-async def test_the_upgraded_platform_serves_and_bills_the_release_key(upgraded: Platform) -> None:
+async def test_the_upgraded_platform_serves_and_bills_the_release_key(upgraded: Platform,
+                                                                      receiver: Receiver) -> None:
     assert (await status(upgraded.s.effective_database_url)).state == "current"
     assert upgraded.boot is not None and upgraded.boot.org_id == ORG_A and upgraded.boot.secret is None
     before = await _charges(upgraded.s)
@@ -85,6 +104,11 @@ async def test_the_upgraded_platform_serves_and_bills_the_release_key(upgraded: 
     assert await _charges(upgraded.s) == before + 1
     report = await reconcile_all(upgraded.s)
     assert report.ok, report.drift
+    [delivery] = await receiver.wait_for(1, timeout=60)
+    assert len(delivery.headers["webhook-signature"].split(" ")) == 2
+    for secret in (WEBHOOK_SECRET, WEBHOOK_PREVIOUS_SECRET):
+        event = verify(secret, delivery.body, delivery.headers)
+        assert event["type"] == "request.completed" and event["data"]["request_id"] == r.headers["x-request-id"]
 
 
 async def test_the_release_keys_keep_their_state(upgraded: Platform) -> None:
