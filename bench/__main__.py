@@ -3,8 +3,9 @@
 Lanes run one after another, never in parallel (the machine's cores are shared by everything).
 Each lane writes bench/results/<date>-<lane>.json; docs/benchmarks.md summarises them. The platform
 runs on SQLite; with NX_TEST_DATABASE=postgresql (tests/harness.py) on a fresh PostgreSQL database,
-written as <date>-<lane>-postgresql.json. NX_* tuning variables (NX_SIDECAR_PROCESSES, with REDIS_URL;
-NX_ENVOY_CONCURRENCY) are passed to the platform (bench/stack.py).
+written as <date>-<lane>-postgresql.json; the server is the one the tests use (NX_TEST_PG_ADMIN, else
+127.0.0.1:5432, else a throwaway one started for the run: tests/throwaway.py). NX_* tuning variables
+(NX_SIDECAR_PROCESSES, with REDIS_URL; NX_ENVOY_CONCURRENCY) are passed to the platform (bench/stack.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 from bench.tools import write_result
 from tests.harness import use_postgres
+from tests.throwaway import servers
 
 LANES = ("overhead", "streaming", "peers", "embeddings", "memory", "usage", "profile")
 
@@ -50,11 +52,16 @@ def main(argv: list[str] | None = None) -> None:
             print(render(), end="")
         return
     command = "python -m bench " + shlex.join(sys.argv[1:] if argv is None else argv)
-    for lane in args.lane or LANES:
-        print(f"== lane {lane}{' (quick)' if args.quick else ''}", flush=True)
+    with servers(postgres=use_postgres(), redis=False):
+        _run_lanes(args.lane or list(LANES), args.quick, command)
+
+
+def _run_lanes(lanes: list[str], quick: bool, command: str) -> None:
+    for lane in lanes:
+        print(f"== lane {lane}{' (quick)' if quick else ''}", flush=True)
         t0 = time.monotonic()
-        data = asyncio.run(_lane(lane, args.quick))
-        data["quick"] = args.quick
+        data = asyncio.run(_lane(lane, quick))
+        data["quick"] = quick
         data["wall_s"] = round(time.monotonic() - t0, 1)
         data["database"] = "postgresql" if use_postgres() else "sqlite"
         # SQLite is the default; a PostgreSQL run is kept beside it, not over it.

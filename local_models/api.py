@@ -28,7 +28,8 @@ _encode = msgspec.json.encode
 
 
 async def health(request: Request, state: ServerState) -> Response:
-    body: dict[str, Any] = {"status": "ok", "models": state.statuses()}
+    # `admitted`: requests running or queued per model, to watch the bounded queue fill and drain.
+    body: dict[str, Any] = {"status": "ok", "models": state.statuses(), "admitted": state.admitted()}
     if state.load_errors:
         body["errors"] = state.load_errors
     return JsonResponse(_encode(body))

@@ -24,6 +24,10 @@ class ServerState:
     created: int = field(default_factory=lambda: int(time.time()))
     load_errors: dict[str, str] = field(default_factory=dict)
 
+    def admitted(self) -> dict[str, int]:
+        """Requests each model's worker has admitted (running plus waiting), as /health shows them."""
+        return {TEXT_MODEL_ID: self.text_worker.admitted, EMBEDDING_MODEL_ID: self.embed_worker.admitted}
+
     def statuses(self) -> dict[str, str]:
         return {
             TEXT_MODEL_ID: "ready" if self.text is not None else "unavailable",

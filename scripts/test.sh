@@ -1,18 +1,39 @@
 #!/usr/bin/env bash
-# Runs the whole suite twice: on SQLite, then on PostgreSQL (NX_TEST_DATABASE=postgresql).
-# PostgreSQL is found at NX_TEST_PG_ADMIN (default postgresql://postgres@127.0.0.1:5432/postgres);
-# Redis at NX_TEST_REDIS_URL (default redis://127.0.0.1:6379/15). Extra arguments go to pytest.
+# ./nx test [--fast] [pytest arguments...]
+#   (default)  static checks (mypy --strict, ruff), then the whole suite on SQLite, then on PostgreSQL.
+#   --fast     static checks, then the tests that start no process (those not marked `process`, see
+#              tests/lanes.py) on SQLite: the inner loop, well under a minute.
+# PostgreSQL and Redis, for the full run: NX_TEST_PG_ADMIN / NX_TEST_REDIS_URL when set; else the
+# servers answering at 127.0.0.1:5432 / 127.0.0.1:6379 (Redis database 15); else throwaway servers
+# that tests/throwaway.py starts for this run on free ports and stops at its end, pass or fail.
+# The run says which it used. Extra arguments go to pytest.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
+
+if [ "${1:-}" = "--lanes" ]; then  # (internal) the two lanes, run by tests.throwaway with the servers set
+  shift
+  status=0
+  for db in sqlite postgresql; do
+    echo "== tests on $db =="
+    NX_TEST_DATABASE=$db "$PY" -m pytest -q -p no:randomly "$@"
+    rc=$?
+    [ $rc -eq 0 ] || status=$rc
+  done
+  exit $status
+fi
+
+fast=0
+if [ "${1:-}" = "--fast" ]; then
+  fast=1
+  shift
+fi
 echo "== static checks: mypy --strict and ruff on the product code =="
 .venv/bin/mypy || exit 1
 .venv/bin/ruff check control_plane proxy_plugins local_models nx_client || exit 1
-status=0
-for db in sqlite postgresql; do
-  echo "== tests on $db =="
-  NX_TEST_DATABASE=$db "$PY" -m pytest -q -p no:randomly "$@"
-  rc=$?
-  [ $rc -eq 0 ] || status=$rc
-done
-exit $status
+
+if [ $fast -eq 1 ]; then
+  echo "== fast lane: the tests that start no process, on SQLite =="
+  exec env NX_TEST_FAST=1 NX_TEST_DATABASE=sqlite "$PY" -m pytest -q -p no:randomly -m "not process" "$@"
+fi
+exec "$PY" -m tests.throwaway -- "$PWD/scripts/test.sh" --lanes "$@"

@@ -2,17 +2,24 @@
 
 The database is SQLite in a temp directory, or a fresh PostgreSQL database when
 `NX_TEST_DATABASE=postgresql` (created per platform, dropped on stop), so the whole suite runs on
-both. Nothing here is mocked: the processes are the ones `nx up` starts.
+both. Nothing here is mocked: the processes are the ones `nx up` starts. Every port is a free one
+(`ephemeral_ports` covers every `*_port` setting, so a new one cannot slip through), and a start that
+fails half-way stops what it had started before raising.
+
+PostgreSQL is the server at `NX_TEST_PG_ADMIN` (read when a database is created); `./nx test` sets it,
+starting a throwaway server when none answers (tests/throwaway.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import socket
 import sys
 import tempfile
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +34,13 @@ from core.secrets import load_secrets
 from core.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
-PG_ADMIN_DSN = os.environ.get("NX_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+DEFAULT_PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+PG_ADMIN_DSN = os.environ.get("NX_TEST_PG_ADMIN", DEFAULT_PG_ADMIN)
+"""As the environment said at import; `pg_admin_dsn()` reads it when called (bench sets it later)."""
+
+
+def pg_admin_dsn() -> str:
+    return os.environ.get("NX_TEST_PG_ADMIN") or DEFAULT_PG_ADMIN
 
 
 def free_port() -> int:
@@ -55,23 +68,41 @@ def free_port_run(n: int) -> int:
     raise RuntimeError(f"no run of {n} free ports")
 
 
+def ephemeral_ports() -> dict[str, str]:
+    """A free port for every `*_port` setting (NX_EDGE_PORT, NX_LOCAL_MODELS_PORT, ...): a test
+    platform never takes a default port, so it runs beside `nx up` or anything else on the machine."""
+    return {f"NX_{name.upper()}": str(free_port()) for name in Settings.__struct_fields__ if name.endswith("_port")}
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 15.0) -> None:
+    """Poll `check()` until it holds, at most `timeout` seconds: for outcomes that arrive
+    asynchronously by design, instead of sleeping a guessed time and asserting once."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"not within {timeout:.0f}s: {what}")
+
+
 def use_postgres() -> bool:
     return os.environ.get("NX_TEST_DATABASE", "sqlite") == "postgresql"
 
 
 async def create_pg_database() -> tuple[str, str]:
     name = f"nx_test_{secrets.token_hex(6)}"
-    conn = await asyncpg.connect(PG_ADMIN_DSN)
+    admin = pg_admin_dsn()
+    conn = await asyncpg.connect(admin)
     try:
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
-    base = PG_ADMIN_DSN.rsplit("/", 1)[0]
+    base = admin.rsplit("/", 1)[0]
     return name, f"{base}/{name}"
 
 
 async def drop_pg_database(name: str) -> None:
-    conn = await asyncpg.connect(PG_ADMIN_DSN)
+    conn = await asyncpg.connect(pg_admin_dsn())
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
@@ -124,12 +155,19 @@ class Platform:
                                  headers={"authorization": f"Bearer {self.admin_token}"})
 
     async def start(self) -> Platform:
+        """Start the processes in `names`; if one fails, stop the others (and drop the database)
+        before raising, so a failed start leaves nothing behind."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def _start(self) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="nx-test-")
         env = {
-            "NX_DATA_DIR": self._tmp.name, "NX_EDGE_PORT": str(free_port()),
-            "NX_ENVOY_ADMIN_PORT": str(free_port()), "NX_SIDECAR_PORT": str(free_port()),
-            "NX_ADAPTER_PORT": str(free_port()), "NX_CONTROL_PLANE_PORT": str(free_port()),
-            "NX_LOCAL_MODELS_PORT": str(free_port()), "NX_LOCAL_MODELS_ENABLED": "false",
+            "NX_DATA_DIR": self._tmp.name, **ephemeral_ports(), "NX_LOCAL_MODELS_ENABLED": "false",
             "NX_CATALOG_PATH": str(ROOT / "config" / "catalog.toml"), "NX_ENVOY_CONCURRENCY": "1",
             "NX_LOG_LEVEL": "warning",
         }
@@ -151,16 +189,24 @@ class Platform:
             child.proc = await asyncio.create_subprocess_exec(*child.argv, env=self.env, cwd=str(ROOT))
             self.started.append(child)
             await _wait_healthy(child, timeout=60)
-        return self
 
     async def stop(self) -> None:
-        if self.settings is not None:
-            await _stop(self.started, self.settings)
-        self.started.clear()
-        if self._pg_name:
-            await drop_pg_database(self._pg_name)
-        if self._tmp is not None:
-            self._tmp.cleanup()
+        """Stop every process started (whatever state it is in), drop the database, remove the data
+        directory. Safe to call twice, and after a start that failed at any point."""
+        try:
+            if self.settings is not None:  # (processes are started only once settings exist)
+                await _stop(self.started, self.settings)
+        finally:
+            self.started.clear()
+            try:
+                if self._pg_name:
+                    name, self._pg_name = self._pg_name, None
+                    await drop_pg_database(name)
+            finally:
+                if self._tmp is not None:
+                    tmp, self._tmp = self._tmp, None
+                    with contextlib.suppress(OSError):
+                        tmp.cleanup()
 
     async def restart(self, name: str, crash: bool = False) -> None:
         """Stop one process (gracefully, or SIGKILL with `crash`) and start it again."""

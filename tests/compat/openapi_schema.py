@@ -1,15 +1,15 @@
 """Validate bodies and stream events against OpenAI's official OpenAPI document.
 
 `validate(obj, "CreateChatCompletionResponse")` raises `jsonschema.ValidationError` naming the
-failing path. The document (shared/reference/openai-openapi.yaml, OpenAPI 3.1 = JSON Schema
-2020-12) is parsed once per process; `$ref`s resolve inside it. The 3.0-style `nullable: true`
-that the document still uses in places is honoured by widening the type to include null.
+failing path. The document (tests/data/openai-openapi.yaml, OpenAPI 3.1 = JSON Schema 2020-12; its
+source and version are in tests/data/README.md) is parsed once per process; `$ref`s resolve inside
+it. The 3.0-style `nullable: true` that the document still uses in places is honoured by widening
+the type to include null.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,7 @@ from referencing.jsonschema import DRAFT202012
 
 __all__ = ["SPEC_PATH", "validate", "validator"]
 
-ROOT = Path(__file__).resolve().parents[2]
-SPEC_PATH = Path(os.environ.get("NX_OPENAI_OPENAPI", ROOT.parent / "shared" / "reference" / "openai-openapi.yaml"))
+SPEC_PATH = Path(__file__).resolve().parents[1] / "data" / "openai-openapi.yaml"
 _URI = "urn:openai-openapi"
 
 

@@ -4,15 +4,15 @@ shipped), and checks of OpenAI's error shape."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.harness import Platform
+from tests.harness import Platform, eventually
+
+__all__ = ["assert_error", "eventually", "make_key", "make_org"]
 
 
 def assert_error(r: httpx.Response, status: int, code: str, *, mentions: str | None = None) -> dict[str, Any]:
@@ -44,16 +44,6 @@ async def make_org(p: Platform, name: str, **extra: Any) -> dict[str, Any]:
         r = await a.post("/api/orgs", json={"name": name, **extra})
     assert r.status_code == 201, r.text
     return r.json()  # type: ignore[no-any-return]
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 15.0) -> None:
-    """Poll until `check()` holds (configuration propagation is asynchronous by design)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"not within {timeout:.0f}s: {what}")
 
 
 @pytest.fixture(scope="module")

@@ -1,20 +1,25 @@
 """`nx up`, the README's first command, as a newcomer runs it: it prints a key and a curl that works,
-stops cleanly on SIGTERM, keeps its data across restarts, and reports a process that dies."""
+stops cleanly on SIGTERM, keeps its data across restarts, and reports a process that dies.
+
+Every `nx up` runs in a session of its own on free ports; the `up` fixture stops whatever is still
+running when a test ends, passed or failed (SIGTERM to `nx up`, which stops its children; then
+SIGKILL to the whole session)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
 import sys
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
 
-from tests.harness import ROOT, create_pg_database, drop_pg_database, free_port, use_postgres
+from tests.harness import ROOT, create_pg_database, drop_pg_database, ephemeral_ports, use_postgres
 
 
 class Up:
@@ -27,8 +32,22 @@ class Up:
         self.output = []
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "control_plane.cli", "up", env=self.env, cwd=str(ROOT),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True)
         return await self.read_until(until, timeout)
+
+    async def stop(self) -> None:
+        """Whatever state it is in: SIGTERM and up to 40 s to stop its children, then SIGKILL to all."""
+        if self.proc is None:
+            return
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.proc.communicate(), 40)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)  # its session: children it failed to stop
+        if self.proc.returncode is None:
+            await self.proc.wait()
 
     async def read_until(self, needles: tuple[str, ...], timeout: float = 90) -> str:
         assert self.proc is not None and self.proc.stdout is not None
@@ -51,9 +70,7 @@ class Up:
 async def env() -> AsyncIterator[dict[str, str]]:
     with tempfile.TemporaryDirectory(prefix="nx-up-") as tmp:
         values = {
-            "NX_DATA_DIR": tmp, "NX_EDGE_PORT": str(free_port()), "NX_ENVOY_ADMIN_PORT": str(free_port()),
-            "NX_SIDECAR_PORT": str(free_port()), "NX_ADAPTER_PORT": str(free_port()),
-            "NX_CONTROL_PLANE_PORT": str(free_port()), "NX_LOCAL_MODELS_ENABLED": "false",
+            "NX_DATA_DIR": tmp, **ephemeral_ports(), "NX_LOCAL_MODELS_ENABLED": "false",
             "NX_ENVOY_CONCURRENCY": "1", "PYTHONPATH": str(ROOT),
         }
         pg = None
@@ -68,8 +85,25 @@ async def env() -> AsyncIterator[dict[str, str]]:
                 await drop_pg_database(pg)
 
 
-async def test_first_start_prints_a_working_curl_then_stops_cleanly(env: dict[str, str]) -> None:
-    up = Up(env)
+@pytest.fixture
+async def nx_up() -> AsyncIterator[Callable[[dict[str, str]], Up]]:
+    """Makes `Up`s, and stops every one of them after the test, passed or failed."""
+    made: list[Up] = []
+
+    def make(env: dict[str, str]) -> Up:
+        made.append(Up(env))
+        return made[-1]
+
+    try:
+        yield make
+    finally:
+        for one in made:
+            await one.stop()
+
+
+async def test_first_start_prints_a_working_curl_then_stops_cleanly(
+        env: dict[str, str], nx_up: Callable[[dict[str, str]], Up]) -> None:
+    up = nx_up(env)
     banner = await up.start()
     key = re.search(r"\b(nx_live_[0-9A-Za-z]+)\b", banner)
     curl = re.search(r"curl -s (\S+) -H 'Authorization: Bearer (\S+)'", banner)
@@ -89,7 +123,7 @@ async def test_first_start_prints_a_working_curl_then_stops_cleanly(env: dict[st
     assert await asyncio.wait_for(up.proc.wait(), 40) == 0
     assert "nx: stopping" in await up.rest()
 
-    again = Up(env)
+    again = nx_up(env)
     banner = await again.start()
     assert key.group(1) not in banner and key.group(1)[:14] in banner  # only the prefix now
     async with httpx.AsyncClient() as c:  # the data (and so the key) survived the restart
@@ -99,13 +133,24 @@ async def test_first_start_prints_a_working_curl_then_stops_cleanly(env: dict[st
     assert await asyncio.wait_for(again.proc.wait(), 40) == 0
 
 
-async def test_a_process_that_dies_is_reported(env: dict[str, str]) -> None:
-    up = Up(env)
+async def test_a_process_that_dies_is_reported(env: dict[str, str], nx_up: Callable[[dict[str, str]], Up]) -> None:
+    up = nx_up(env)
     await up.start()
-    sidecar = await asyncio.create_subprocess_exec("pgrep", "-f", f"proxy_plugins.sidecar.server --port {env['NX_SIDECAR_PORT']}",
-                                                   stdout=asyncio.subprocess.PIPE)
+    sidecar = await asyncio.create_subprocess_exec(
+        "pgrep", "-f", f"proxy_plugins.sidecar.server --port {env['NX_SIDECAR_PORT']}", stdout=asyncio.subprocess.PIPE)
     pid = int((await sidecar.communicate())[0].split()[0])
     os.kill(pid, signal.SIGKILL)
     assert up.proc is not None
     assert await asyncio.wait_for(up.proc.wait(), 40) == 1
     assert re.search(r"nx: sidecar exited unexpectedly with status -9", await up.rest())
+
+
+def test_every_port_setting_is_a_free_one(env: dict[str, str]) -> None:
+    """No `nx up` of these tests takes a default port (9300 for local models was one): each
+    `*_port` setting is set, none to its default."""
+    from control_plane.settings import Settings
+
+    defaults = Settings()
+    for name in (n for n in Settings.__struct_fields__ if n.endswith("_port")):
+        value = env.get(f"NX_{name.upper()}")
+        assert value is not None and int(value) != getattr(defaults, name), name

@@ -1,5 +1,5 @@
-"""A platform wired to the provider simulator (and the real local models when their weights are
-here), shared by tests/inference and tests/compat.
+"""A platform wired to the provider simulator (and, for the tests that ask, the real local models),
+shared by tests/inference, tests/compat and others.
 
 The catalog is written to a temp file and passed as NX_CATALOG_PATH; the upstream credentials
 reach the adapter only through the environment variables the catalog names.
@@ -7,6 +7,7 @@ reach the adapter only through the environment variables the catalog names.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -21,7 +22,8 @@ from local_models import EMBEDDING_MODEL_FILE, EMBEDDING_TOKENIZER_FILE, TEXT_MO
 from tests.harness import ROOT, Platform, free_port
 from tests.simulator.server import SimulatorProcess
 
-__all__ = ["CATALOG", "SimPlatform", "start_local_models", "start_sim_platform"]
+__all__ = ["CATALOG", "SimPlatform", "local_runtime_missing", "start_local_models", "start_sim_platform",
+           "stop_process"]
 
 PRICE = ("price = { input_nanos_per_mtok = 1_000_000_000, cached_input_nanos_per_mtok = 500_000_000,"
          " output_nanos_per_mtok = 2_000_000_000, effective_at = 2026-01-01 }")
@@ -188,20 +190,63 @@ def models_dir() -> Path | None:
     return path if all((path / f).is_file() for f in files) else None
 
 
+def local_runtime_missing() -> str | None:
+    """Why the local model server cannot run here (its runtimes are an optional install), or None."""
+    missing = [m for m in ("llama_cpp", "onnxruntime", "tokenizers") if importlib.util.find_spec(m) is None]
+    return f"local model runtime not installed ({', '.join(missing)})" if missing else None
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout`."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 @dataclass
 class SimPlatform:
+    """A platform whose catalog points at the simulator, and at a local model server on
+    `local_port`, which runs only for the tests that ask for it (`start_local_models()`, or
+    `start_sim_platform(local_models=True)`): most tests have no use for it, and it needs the
+    optional llama.cpp runtime and ~300 MB of weights."""
+
     platform: Platform
     sim: SimulatorProcess
-    local: subprocess.Popen[bytes] | None
     tmp: tempfile.TemporaryDirectory[str] = field(repr=False)
+    local_port: int = 0
+    local_unavailable: str | None = None
+    """Why the local models could not be started, once a start was tried."""
+    _local: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def local(self) -> subprocess.Popen[bytes] | None:
+        """The local model server, started on first use; None (tests skip) when it cannot run."""
+        return self.start_local_models()
+
+    def start_local_models(self) -> subprocess.Popen[bytes] | None:
+        if self._local is None and self.local_unavailable is None:
+            self.local_unavailable = local_runtime_missing()
+            models = models_dir() if self.local_unavailable is None else None
+            if models is None:
+                self.local_unavailable = self.local_unavailable or "local model weights absent and not fetchable"
+            else:
+                self._local = start_local_models(self.local_port, models, Path(self.tmp.name) / "local.log")
+        return self._local
 
     async def stop(self) -> None:
-        await self.platform.stop()
-        self.sim.stop()
-        if self.local is not None:
-            self.local.terminate()
-            self.local.wait(timeout=15)
-        self.tmp.cleanup()
+        try:
+            await self.platform.stop()
+        finally:
+            try:
+                self.sim.stop()
+            finally:
+                if self._local is not None:
+                    stop_process(self._local)
+                self.tmp.cleanup()
 
 
 def start_local_models(port: int, models: Path, log: Path) -> subprocess.Popen[bytes]:
@@ -209,33 +254,38 @@ def start_local_models(port: int, models: Path, log: Path) -> subprocess.Popen[b
         proc = subprocess.Popen([sys.executable, "-m", "local_models.server", "--host", "127.0.0.1", "--port",
                                  str(port), "--models-dir", str(models)], cwd=ROOT, stdout=out,
                                 stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    return proc
+            except httpx.HTTPError:
+                time.sleep(0.1)
+    except BaseException:
+        stop_process(proc, timeout=5)
+        raise
+    stop_process(proc, timeout=5)
     raise RuntimeError(f"local model server did not start: {log.read_text()[-2000:]}")
 
 
-async def start_sim_platform() -> SimPlatform:
+async def start_sim_platform(*, local_models: bool = False) -> SimPlatform:
+    """The simulator, then the platform; with `local_models`, the local model server too. Whatever
+    was started is stopped again if a later step fails."""
     sim = SimulatorProcess().start()
     tmp = tempfile.TemporaryDirectory(prefix="nx-sim-catalog-")
+    local_port = free_port()
     catalog = Path(tmp.name) / "catalog.toml"
     catalog.write_text(CATALOG.format(sim=sim.url, dead_port=free_port(), price=PRICE))
-    local_port = free_port()
-    models = models_dir()
-    local = start_local_models(local_port, models, Path(tmp.name) / "local.log") if models else None
     platform = Platform(extra_env={
         "NX_CATALOG_PATH": str(catalog), "NX_TEST_SIM_KEY": sim.api_key,
         "NX_TEST_SIM_ANT_KEY": sim.anthropic_key, "NX_LOCAL_MODELS_PORT": str(local_port)})
+    running = SimPlatform(platform=platform, sim=sim, tmp=tmp, local_port=local_port)
     try:
+        if local_models:
+            running.start_local_models()
         await platform.start()
     except BaseException:
-        sim.stop()
-        if local is not None:
-            local.terminate()
+        await running.stop()
         raise
-    return SimPlatform(platform=platform, sim=sim, local=local, tmp=tmp)
+    return running

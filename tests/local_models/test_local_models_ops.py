@@ -13,6 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.harness import eventually
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,10 +39,13 @@ async def test_queue_full_answers_503_server_busy(models_dir: Path, launch: Any)
                 }
             }
         # Streams are admitted (or refused) before the 200 is sent, so a full queue is a real 503.
+        async def admitted(n: int) -> bool:
+            return bool((await client.get("/health")).json()["admitted"]["gemma-3-270m"] == n)
+
         first = asyncio.create_task(client.post("/v1/completions", json=payload))
-        await asyncio.sleep(0.3)
+        await eventually(lambda: admitted(1), "the first request is admitted", timeout=10)
         second = asyncio.create_task(client.post("/v1/completions", json=payload))
-        await asyncio.sleep(0.3)
+        await eventually(lambda: admitted(2), "the second request is admitted (queue full)", timeout=10)
         refused = await client.post("/v1/completions", json={**payload, "stream": True})
         assert refused.status_code == 503 and refused.json()["error"]["code"] == "server_busy"
         assert (await first).status_code == 200 and (await second).status_code == 200

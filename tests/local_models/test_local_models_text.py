@@ -34,7 +34,8 @@ def count_tokens(models_dir: Path) -> Any:
 async def test_health_and_models(server: Any) -> None:
     async with httpx.AsyncClient(base_url=server.base_url) as client:
         health = (await client.get("/health")).json()
-        assert health == {"status": "ok", "models": {"gemma-3-270m": "ready", "all-minilm-l6-v2": "ready"}}
+        assert health == {"status": "ok", "models": {"gemma-3-270m": "ready", "all-minilm-l6-v2": "ready"},
+                          "admitted": {"gemma-3-270m": 0, "all-minilm-l6-v2": 0}}
         models = (await client.get("/v1/models")).json()
         assert models["object"] == "list"
         assert {m["id"] for m in models["data"]} == {"gemma-3-270m", "all-minilm-l6-v2"}

@@ -1,10 +1,8 @@
-"""Validate objects and stream events against the official OpenAPI document (shared/reference)."""
+"""Validate objects and stream events against OpenAI's official OpenAPI document (tests/data)."""
 
 from __future__ import annotations
 
 import functools
-import os
-from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -13,18 +11,12 @@ import yaml
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-_ROOT = Path(__file__).resolve().parents[2]
-_CANDIDATES = [
-    Path(os.environ.get("NX_OPENAPI_PATH", "")),
-    _ROOT.parent / "shared/reference/openai-openapi.yaml",
-    Path("/work/shared/reference/openai-openapi.yaml"),
-]
+from tests.compat.openapi_schema import SPEC_PATH
 
 
 @functools.cache
 def _registry() -> Registry[Any]:
-    path = next(p for p in _CANDIDATES if p.is_file())
-    doc = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506 (safe loader)
+    doc = yaml.load(SPEC_PATH.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506 (safe loader)
     return Registry().with_resource("urn:oas", Resource.from_contents(doc, default_specification=DRAFT202012))
 
 

@@ -54,7 +54,11 @@ class SimulatorProcess:
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.terminate()
-            self.proc.wait(timeout=10)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:  # never leave it running
+                self.proc.kill()
+                self.proc.wait()
             self.proc = None
 
     def requests(self, contains: str) -> list[dict[str, Any]]:

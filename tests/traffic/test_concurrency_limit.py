@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from tests.harness import eventually
 from tests.inference.helpers import chat_body, marker
 from tests.inference.support import SimPlatform, start_sim_platform
 
@@ -45,27 +46,36 @@ async def test_concurrency_limit_holds_under_100_parallel_requests(sp: SimPlatfo
         assert all("concurrent requests" in r.json()["error"]["message"] for r in refused)
         assert all(int(r.headers["retry-after"]) >= 1 for r in refused)
         assert len(sp.sim.requests(needle)) == 5
+
         # Finished requests give their slots back (the adapter reports to the sidecar).
-        for _ in range(50):
+        async def slot_free() -> bool:
             again = await c.post("/v1/chat/completions", json=chat_body(f"after {marker()}", max_tokens=16))
-            if again.status_code == 200:
-                break
-            await asyncio.sleep(0.1)
-        assert again.status_code == 200
+            return again.status_code == 200
+
+        await eventually(slot_free, "a finished request gives its concurrency slot back", timeout=5)
 
 
 async def test_token_limit_charges_the_estimate_then_the_actual(sp: SimPlatform) -> None:
     key = await limited_key(sp, tpm=3000)
     body = chat_body(f"tokens {marker()}", max_tokens=1000)  # estimate: body bytes + 256 + 1000
+    # Estimated above the whole limit: always refused, so it takes nothing, and its headers show
+    # what is left; it watches the correction arrive without changing what it watches.
+    probe = chat_body(f"probe {'x' * 2000}", max_tokens=1000)
     async with sp.platform.client(key) as c:
         first = await c.post("/v1/chat/completions", json=body)
         assert first.status_code == 200
         estimate_left = int(first.headers["x-ratelimit-remaining-tokens"])
         assert first.headers["x-ratelimit-limit-tokens"] == "3000" and estimate_left < 3000 - 1000
-        await asyncio.sleep(0.3)  # the finish report corrects the estimate to the actual usage
+        actual = int(first.headers["x-input-tokens"]) + int(first.headers["x-output-tokens"])
+
+        async def corrected() -> bool:  # the finish report corrects the estimate to the actual usage
+            refused = await c.post("/v1/chat/completions", json=probe)
+            assert refused.status_code == 429, refused.text
+            return int(refused.headers["x-ratelimit-remaining-tokens"]) == 3000 - actual
+
+        await eventually(corrected, "the finish report replaces the estimate with the actual usage", timeout=5)
         second = await c.post("/v1/chat/completions", json=body)
     assert second.status_code == 200
-    actual = int(first.headers["x-input-tokens"]) + int(first.headers["x-output-tokens"])
     estimate = 3000 - estimate_left  # the same body gets the same estimate
     # Left after the second check: the limit minus the first's ACTUAL use minus the second's estimate.
     assert int(second.headers["x-ratelimit-remaining-tokens"]) == 3000 - actual - estimate
