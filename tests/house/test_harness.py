@@ -17,8 +17,22 @@ from tests.inference.support import start_sim_platform
 from tests.leakcheck import descendants
 
 
-def _ours(*needles: str) -> list[str]:
-    return [p.cmdline for p in descendants() if any(n in p.cmdline for n in needles)]
+def _running(*needles: str) -> set[int]:
+    """Our descendants whose command line has one of `needles` (other platforms of this session too)."""
+    return {p.pid for p in descendants() if any(n in p.cmdline for n in needles)}
+
+
+def _of(platform: Platform) -> list[str]:
+    """The processes that run with this platform's data directory."""
+    mine = f"NX_DATA_DIR={platform.env['NX_DATA_DIR']}".encode()
+    out = []
+    for p in descendants():
+        try:
+            if mine in Path(f"/proc/{p.pid}/environ").read_bytes().split(b"\0"):
+                out.append(p.cmdline)
+        except OSError:
+            pass
+    return out
 
 
 def test_every_port_setting_gets_a_free_port() -> None:
@@ -40,7 +54,7 @@ async def test_a_start_that_fails_half_way_leaves_nothing() -> None:
         with pytest.raises(RuntimeError, match="adapter"):
             await p.start()
     assert [c.name for c in p.started] == []
-    assert not _ours("proxy_plugins.server", "control_plane.serve", "proxy_plugins.adapter")
+    assert not _of(p)
     assert not Path(p.env["NX_DATA_DIR"]).exists()
     if use_postgres():
         database = p.env["DATABASE_URL"].rsplit("/", 1)[1]
@@ -53,13 +67,15 @@ async def test_a_start_that_fails_half_way_leaves_nothing() -> None:
 
 
 async def test_the_simulator_platform_starts_no_local_models_unless_asked() -> None:
+    before = _running("local_models.server")
     sp = await start_sim_platform()
     try:
-        assert not _ours("local_models.server")
+        assert _running("local_models.server") == before
         assert sp.platform.env["NX_LOCAL_MODELS_PORT"] == str(sp.local_port)
+        assert _running(f"tests.simulator --port {sp.sim.port}")
     finally:
         await sp.stop()
-    assert not _ours("tests.simulator", "local_models.server")
+    assert not _running(f"tests.simulator --port {sp.sim.port}")
 
 
 async def test_a_failed_simulator_platform_stops_the_simulator(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -67,6 +83,7 @@ async def test_a_failed_simulator_platform_stops_the_simulator(monkeypatch: pyte
         raise RuntimeError("the platform did not start")
 
     monkeypatch.setattr(support.Platform, "_start", fail)
+    before = _running("tests.simulator")
     with pytest.raises(RuntimeError, match="did not start"):
         await start_sim_platform()
-    assert not _ours("tests.simulator")
+    assert _running("tests.simulator") <= before
