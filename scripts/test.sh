@@ -30,7 +30,7 @@ if [ "${1:-}" = "--fast" ]; then
 fi
 echo "== static checks: mypy --strict and ruff on the product code =="
 .venv/bin/mypy || exit 1
-.venv/bin/ruff check control_plane proxy_plugins local_models nx_client || exit 1
+.venv/bin/ruff check core control_plane proxy_plugins local_models nx_client || exit 1
 
 if [ $fast -eq 1 ]; then
   echo "== fast lane: the tests that start no process, on SQLite =="

@@ -148,7 +148,7 @@ async def test_a_process_that_dies_is_reported(env: dict[str, str], nx_up: Calla
 def test_every_port_setting_is_a_free_one(env: dict[str, str]) -> None:
     """No `nx up` of these tests takes a default port (9300 for local models was one): each
     `*_port` setting is set, none to its default."""
-    from control_plane.settings import Settings
+    from core.settings import Settings
 
     defaults = Settings()
     for name in (n for n in Settings.__struct_fields__ if n.endswith("_port")):

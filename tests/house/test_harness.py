@@ -10,7 +10,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from control_plane.settings import Settings
+from core.settings import Settings
 from tests.harness import Platform, ephemeral_ports, pg_admin_dsn, use_postgres
 from tests.inference import support
 from tests.inference.support import start_sim_platform
