@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from core.migrations import status
-from tests.harness import PG_ADMIN_DSN, ROOT
+from tests.harness import ROOT, pg_admin_dsn
 from tests.migrations.conftest import EmptyDb, columns_of, reconcile_all, rows_of
 from tests.migrations.release_c1e677f import build_release_database
 
@@ -27,7 +27,7 @@ def restore(backup: Path, target: EmptyDb) -> None:
         shutil.copyfile(backup, target.data_dir / "nx.db")
         return
     dbname = target.env["DATABASE_URL"].rsplit("/", 1)[1]
-    base = PG_ADMIN_DSN.rsplit("/", 1)[0]
+    base = pg_admin_dsn().rsplit("/", 1)[0]
     done = subprocess.run(["pg_restore", "--no-owner", "--exit-on-error", f"--dbname={base}/{dbname}", str(backup)],
                           capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr
