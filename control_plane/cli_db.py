@@ -5,6 +5,7 @@
     nx db upgrade [--no-backup]        apply the pending migrations (SQLite: backup first, into
                                        <data>/backups/); `nx up` and `nx init` run this too
     nx db backup [--output PATH]       SQLite: online backup API; PostgreSQL: pg_dump --format=custom
+                 [--pg-dump PATH]      (the pg_dump on PATH, or this one: as new as the server)
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def add_db_commands(sub: Any) -> Dispatcher:
     up.add_argument("--no-backup", action="store_true", help="SQLite: skip the backup taken before upgrading")
     bk = cmds.add_parser("backup", help="a consistent copy of the database")
     bk.add_argument("--output", type=Path, help="the file to write (default: <data>/backups/nx-<time>-...)")
+    bk.add_argument("--pg-dump", help="PostgreSQL: the pg_dump to run, as new as the server (default: on PATH)")
 
     def run(args: argparse.Namespace, settings: Settings) -> int:
         try:
@@ -122,7 +124,7 @@ async def _backup(args: argparse.Namespace, settings: Settings) -> int:
         out = backup_sqlite(dsn_of(url), args.output or settings.data_path / "backups" / backup_name(label))
     else:
         dest = args.output or settings.data_path / "backups" / backup_name(label, ".dump")
-        out = backup_postgres(dsn_of(url), dest)
+        out = backup_postgres(dsn_of(url), dest, args.pg_dump)
     print(f"nx: backup of {_where(settings)} at schema version {st.version:04d} written to {out}")
     return 0
 

@@ -58,9 +58,10 @@ def backup_sqlite(source: str, dest: Path) -> Path:
     return dest
 
 
-def backup_postgres(dsn: str, dest: Path) -> Path:
-    """`pg_dump` of the database at `dsn` (postgresql://...) in its custom format."""
-    pg_dump = shutil.which("pg_dump")
+def backup_postgres(dsn: str, dest: Path, pg_dump: str | None = None) -> Path:
+    """`pg_dump` (the one given, else the one on PATH; it must be at least as new as the server) of
+    the database at `dsn` (postgresql://...), in its custom format."""
+    pg_dump = pg_dump or shutil.which("pg_dump")
     if pg_dump is None:
         raise BackupError("pg_dump is not installed here; run it where it is: "
                           "pg_dump --format=custom --file=<backup.dump> <database url>")
