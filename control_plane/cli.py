@@ -16,7 +16,7 @@ import sys
 
 from control_plane.domain.bootstrap import BootstrapResult
 from control_plane.domain.catalog import CatalogError
-from core.migrations import MigrationError, SchemaError
+from core.migrations import MigrationError, SchemaError, require_current
 from core.settings import Settings, SettingsError, load_settings
 
 __all__ = ["main"]
@@ -69,6 +69,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
+        if args.command not in ("up", "init", "db"):
+            # Operator commands read and write with this code's statements: only on its schema.
+            asyncio.run(require_current(settings.effective_database_url))
         if args.command == "up":
             status = cmd_up(settings)
         elif args.command == "init":

@@ -62,6 +62,8 @@ async def test_status_upgrade_backup_and_restore(empty: EmptyDb, other_empty: Em
     await build_release_database(empty.url)
     st = nx(empty, "db", "status")
     assert st.returncode == 1 and "unversioned" in st.stdout and "`nx db upgrade`" in st.stdout, st.stdout
+    refused = nx(empty, "ledger", "reconcile")  # an operator command, on a schema not its code's
+    assert refused.returncode == 2 and "`nx db upgrade`" in refused.stderr, refused.stderr
 
     up = nx(empty, "db", "upgrade")
     assert up.returncode == 0, up.stderr
