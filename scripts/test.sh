@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # ./nx test [--fast] [pytest arguments...]
 #   (default)  static checks (mypy --strict, ruff), then the whole suite on SQLite, then on PostgreSQL.
-#   --fast     static checks, then the tests that start no process (those not marked `process`, see
-#              tests/lanes.py) on SQLite: the inner loop, well under a minute.
+#   --fast     static checks, then the tests that start no process and take no seconds each (those
+#              marked neither `process` nor `heavy`, see tests/lanes.py) on SQLite: the inner loop.
 # PostgreSQL and Redis, for the full run: NX_TEST_PG_ADMIN / NX_TEST_REDIS_URL when set; else the
 # servers answering at 127.0.0.1:5432 / 127.0.0.1:6379 (Redis database 15); else throwaway servers
 # that tests/throwaway.py starts for this run on free ports and stops at its end, pass or fail.
@@ -34,6 +34,6 @@ echo "== static checks: mypy --strict and ruff on the product code =="
 
 if [ $fast -eq 1 ]; then
   echo "== fast lane: the tests that start no process, on SQLite =="
-  exec env NX_TEST_FAST=1 NX_TEST_DATABASE=sqlite "$PY" -m pytest -q -p no:randomly -m "not process" "$@"
+  exec env NX_TEST_FAST=1 NX_TEST_DATABASE=sqlite "$PY" -m pytest -q -p no:randomly -m "not process and not heavy" "$@"
 fi
 exec "$PY" -m tests.throwaway -- "$PWD/scripts/test.sh" --lanes "$@"

@@ -6,6 +6,9 @@ the platform, the provider simulator, the local model server, `nx up`, node, a R
 to remember the marker: it is read from the code. `./nx test --fast` runs `-m "not process"` on SQLite
 with NX_TEST_FAST=1, and there any attempt to start a process fails the test with a message that
 says to mark it, so the classification cannot silently go wrong.
+
+A few tests start nothing but take seconds each (tens of thousands of rows, hundreds of hypothesis
+examples): HEAVY marks them `heavy`, and the fast lane leaves them out too, to stay within a minute.
 """
 
 from __future__ import annotations
@@ -27,6 +30,17 @@ SIGNS = ("Platform(", "start_sim_platform(", "SimulatorProcess(", "subprocess", 
          "start_local_models(", "os.fork", "multiprocessing", "RedisStore(", "NX_TEST_REDIS_URL", "from_url(")
 """Text in a function's body that means it starts a process or needs a running server."""
 PROCESS_MODULES = frozenset({"subprocess", "multiprocessing", "asyncio.subprocess"})
+HEAVY = (
+    "tests/usage/test_exports.py::test_large_export_streams_in_bounded_chunks",
+    "tests/usage/test_exports.py::test_ledger_statement_export_has_running_balances",
+    "tests/usage/test_exports.py::test_usage_export_reconciles_to_the_ledger",
+    "tests/usage/test_query.py::test_query_equals_brute_force",
+    "tests/usage/test_rollups.py::test_rollup_plus_tail_equals_raw",
+    "tests/usage/test_rollups.py::test_two_workers_roll_each_record_once",
+    "tests/money/test_thresholds_and_floats.py::test_budget_thresholds_fire_once_each",
+    "tests/money/test_properties.py",
+)
+"""Node ids (or their prefixes) of in-process tests that take seconds each (measured, --durations)."""
 
 
 def _body(obj: Any) -> str:
@@ -89,6 +103,8 @@ def starts_processes(item: pytest.Item) -> bool:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "process: starts a process or needs a server (set automatically; "
                                        "`./nx test --fast` runs the tests without it)")
+    config.addinivalue_line("markers", "heavy: starts nothing but takes seconds (tests/lanes.py HEAVY); "
+                                       "not in the fast lane")
     if os.environ.get(FAST_ENV) == "1":
         _forbid_processes()
 
@@ -97,6 +113,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if starts_processes(item):
             item.add_marker(pytest.mark.process)
+        if item.nodeid.startswith(HEAVY):
+            item.add_marker(pytest.mark.heavy)
 
 
 def _forbid_processes() -> None:

@@ -273,17 +273,29 @@ def servers(*, postgres: bool = True, redis: bool = True) -> Iterator[dict[str, 
 
 
 def _run(argv: list[str]) -> int:
-    """Run `argv` as a child, passing SIGTERM/SIGHUP on to it; a terminal's Ctrl-C reaches it directly."""
-    child = subprocess.Popen(argv)
+    """Run `argv` in a process group of its own, so that a signal for the run reaches all of it (a
+    shell script's children too) and the servers are stopped only once nothing that uses them is
+    left. SIGINT, SIGTERM and SIGHUP sent to this process are passed on to the group; at a terminal
+    the group is made the foreground one (Ctrl-C, and a debugger's prompt, go to it) until it ends."""
+    child = subprocess.Popen(argv, process_group=0)
+    terminal = sys.stdin.isatty() and os.tcgetpgrp(0) == os.getpgrp()
+    if terminal:
+        with contextlib.suppress(OSError):
+            os.tcsetpgrp(0, child.pid)
 
     def forward(signum: int, _frame: object) -> None:
         with contextlib.suppress(ProcessLookupError):
-            child.send_signal(signum)
+            os.killpg(child.pid, signum)
 
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, forward)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the child decides; we stop the servers after it
-    return child.wait()
+    try:
+        return child.wait()
+    finally:
+        if terminal:  # take the terminal back (as a background group, without being stopped for it)
+            signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+            with contextlib.suppress(OSError):
+                os.tcsetpgrp(0, os.getpgrp())
 
 
 def main(argv: list[str] | None = None) -> int:

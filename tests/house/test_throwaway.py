@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from tests.harness import ROOT, free_port
+from tests.leakcheck import descendants
 from tests.throwaway import start_redis
 
 # What the child of the wrapper checks, with the servers the wrapper gave it.
@@ -116,7 +117,33 @@ def test_the_servers_die_with_the_process_that_started_them() -> None:
             assert _gone(pid), f"{name} (pid {pid}) outlived the wrapper"
     finally:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)  # the wrapper's session: the `sleep` it left behind
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+        for p in descendants():  # the `sleep` the killed wrapper left behind (re-parented to us)
+            if p.cmdline == "sleep 120":
+                os.kill(p.pid, signal.SIGKILL)
         for _, tmp in started.values():  # a killed wrapper cannot remove its directories
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_a_signal_for_the_run_reaches_all_of_it_before_the_servers_stop() -> None:
+    """SIGTERM to the wrapper (a CI timeout, say) goes to the command's whole process group, the
+    shell's own children included; then the servers stop and the wrapper exits."""
+    proc = subprocess.Popen(_wrapper("--no-postgres", "--", "sh", "-c", "sleep 303; :"), env=_bare_machine_env(),
+                            cwd=ROOT, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert proc.stderr is not None
+        started = _started(proc.stderr.readline())
+        assert set(started) == {"Redis"}
+        deadline = time.monotonic() + 20
+        while not any(p.cmdline == "sleep 303" for p in descendants(proc.pid)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) != 0
+        assert "stopped the throwaway Redis" in proc.stderr.read()
+        assert _gone(started["Redis"][0])
+        assert not any(p.cmdline == "sleep 303" for p in descendants(1))
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

@@ -72,7 +72,7 @@ async def test_low_balance_fires_once_however_many_charges_follow(engine: AsyncE
 
 
 def _money_modules() -> list[Path]:
-    return sorted((ROOT / "control_plane" / "ledger").glob("*.py")) + [ROOT / "control_plane" / "money.py"]
+    return sorted((ROOT / "core" / "ledger").glob("*.py")) + [ROOT / "core" / "money.py"]
 
 
 def _float_offenders(source: str, name: str) -> list[str]:
