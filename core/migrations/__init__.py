@@ -5,10 +5,10 @@ released schema to it, recorded with checksums in `schema_migrations`. Entry poi
 `nx db upgrade`, `nx db backup` (control_plane/cli_db.py), run by `nx up` and `nx init` too.
 """
 
+from core.migrations.apply import MigrationError
 from core.migrations.files import MIGRATIONS_DIR, SCHEMA_PATH, Migration, MigrationFileError, load_migrations
 from core.migrations.runner import (
     Applied,
-    MigrationError,
     SchemaError,
     SchemaStatus,
     UpgradeResult,

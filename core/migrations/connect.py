@@ -32,6 +32,9 @@ class Db(Protocol):
 
     async def execute(self, sql: str, *args: Any) -> None: ...
 
+    async def execute_count(self, sql: str) -> int:
+        """Run a data statement; how many rows it changed."""
+
     async def begin(self) -> None: ...
 
     async def commit(self) -> None: ...
@@ -64,6 +67,9 @@ class SqliteDb:
 
     async def execute(self, sql: str, *args: Any) -> None:
         self.conn.execute(sql, args)
+
+    async def execute_count(self, sql: str) -> int:
+        return int(self.conn.execute(sql).rowcount)
 
     async def begin(self) -> None:
         # IMMEDIATE: the write lock up front, so a concurrent writer waits rather than failing late.
@@ -121,6 +127,10 @@ class PgDb:
             await self.conn.execute(self._numbered(sql), *args)
         else:  # the simple protocol: function bodies with `$$` and `?` inside them pass untouched
             await self.conn.execute(sql)
+
+    async def execute_count(self, sql: str) -> int:
+        status = str(await self.conn.execute(sql))  # e.g. "UPDATE 1000", "INSERT 0 1000"
+        return int(status.rsplit(" ", 1)[-1]) if status[-1:].isdigit() else 0
 
     async def begin(self) -> None:
         await self.conn.execute("BEGIN")

@@ -3,7 +3,8 @@
 One file per migration, for both databases: statements run on both unless a line `-- dialect:
 sqlite` or `-- dialect: postgresql` precedes them (the convention of schema.sql, split by the same
 code). One number names one schema state on both databases, so `nx db status` means the same
-thing on SQLite and PostgreSQL. A file's checksum (SHA-256 of its bytes) is recorded when it is
+thing on SQLite and PostgreSQL. Statements below a line `-- nx: batches` move data in batches
+(core/migrations/apply.py). A file's checksum (SHA-256 of its bytes) is recorded when it is
 applied; an applied file must never change (a later fix is a new migration).
 """
 
@@ -19,6 +20,7 @@ __all__ = ["MIGRATIONS_DIR", "SCHEMA_PATH", "Migration", "MigrationFileError", "
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "sql"
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schema.sql"
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+BATCHES_MARKER = "-- nx: batches"
 
 
 class MigrationFileError(ValueError):
@@ -33,8 +35,18 @@ class Migration:
     checksum: str
     text: str
 
+    def _parts(self) -> tuple[str, str]:
+        lines = self.text.splitlines(keepends=True)
+        at = next((i for i, line in enumerate(lines) if line.strip() == BATCHES_MARKER), len(lines))
+        return "".join(lines[:at]), "".join(lines[at + 1:])
+
     def statements(self, dialect: str) -> list[str]:
-        return split_schema(self.text, dialect)
+        """The schema part: one transaction (core/migrations/apply.py)."""
+        return split_schema(self._parts()[0], dialect)
+
+    def batches(self, dialect: str) -> list[str]:
+        """Statements below `-- nx: batches`, each run until it changes no row, a transaction a run."""
+        return split_schema(self._parts()[1], dialect)
 
 
 def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:

@@ -6,14 +6,12 @@
 - A database made by release c1e677f or earlier has tables but no `schema_migrations`: it is at
   no version, and upgrading runs migration 0001 (that release's schema, idempotent) and the rest.
 - Otherwise the pending migrations run in order, each in one transaction with its
-  `schema_migrations` row (a failed migration leaves nothing behind, and the run stops there).
+  `schema_migrations` row (a failed migration leaves nothing behind, and the run stops there), then
+  its data batches if it has any (core/migrations/apply.py).
 
 Everything runs under one database-wide lock (PostgreSQL: an advisory lock; SQLite: a lock file),
 and the state is read only once it is held: several replicas starting together upgrade once, the
-others find the work done. On SQLite each migration runs with foreign keys off and `legacy_alter_table`
-on (so a table can be rebuilt and renamed into place, the documented way to change a constraint
-there, even while other tables' triggers name it) and `PRAGMA foreign_key_check` must come back
-empty before it commits.
+others find the work done.
 """
 
 from __future__ import annotations
@@ -25,6 +23,7 @@ from typing import Literal
 
 import msgspec
 
+from core.migrations.apply import MigrationError, apply, record
 from core.migrations.connect import Db, SqliteDb, connect
 from core.migrations.files import MIGRATIONS_DIR, SCHEMA_PATH, Migration, load_migrations, split_schema
 
@@ -38,7 +37,7 @@ SCHEMA_MIGRATIONS = """CREATE TABLE IF NOT EXISTS schema_migrations (
     version INTEGER PRIMARY KEY,
     name TEXT NOT NULL,
     checksum TEXT NOT NULL,
-    how TEXT NOT NULL CHECK (how IN ('installed', 'applied')),
+    how TEXT NOT NULL CHECK (how IN ('installed', 'applied', 'backfilling')),
     applied_at BIGINT NOT NULL,
     duration_ms BIGINT NOT NULL
 )"""
@@ -47,10 +46,6 @@ UPGRADE_HINT = "run `nx db upgrade` (back the database up first: `nx db backup`,
 
 class SchemaError(RuntimeError):
     """This code cannot run against the database as it stands; the message names what to do."""
-
-
-class MigrationError(RuntimeError):
-    """A migration failed; its transaction was rolled back and the later ones did not run."""
 
 
 class Applied(msgspec.Struct, frozen=True, kw_only=True):
@@ -74,6 +69,8 @@ class SchemaStatus(msgspec.Struct, frozen=True, kw_only=True):
     """Recorded in the database, absent from this code (a later release upgraded it)."""
     changed: list[str]
     """Recorded with another checksum than this code's file (an applied migration was edited)."""
+    backfilling: list[str] = []
+    """Applied, but their batches have not all run (an upgrade stopped there; pending too)."""
 
     @property
     def problem(self) -> str | None:
@@ -121,7 +118,7 @@ async def read_status(db: Db, migrations: Sequence[Migration]) -> SchemaStatus:
                            applied_at=int(r[4]), duration_ms=int(r[5])) for r in await db.query(
             "SELECT version, name, checksum, how, applied_at, duration_ms FROM schema_migrations ORDER BY version")]
     known = {m.name: m for m in migrations}
-    done = {a.name for a in applied}
+    done = {a.name for a in applied if a.how != "backfilling"}
     unknown = [a.name for a in applied if a.name not in known]
     changed = [a.name for a in applied if a.name in known and known[a.name].checksum != a.checksum]
     pending = [m.name for m in migrations if m.name not in done]
@@ -140,7 +137,8 @@ async def read_status(db: Db, migrations: Sequence[Migration]) -> SchemaStatus:
     else:
         state = "current"
     return SchemaStatus(dialect=db.dialect, state=state, version=version, code_version=migrations[-1].version,
-                        applied=applied, pending=pending, unknown=unknown, changed=changed)
+                        applied=applied, pending=pending, unknown=unknown, changed=changed,
+                        backfilling=[a.name for a in applied if a.how == "backfilling"])
 
 
 async def status(url: str, directory: Path = MIGRATIONS_DIR) -> SchemaStatus:
@@ -186,18 +184,11 @@ async def upgrade(url: str, *, directory: Path = MIGRATIONS_DIR, schema_path: Pa
             await _in_transaction(db, [SCHEMA_MIGRATIONS])
         for migration in migrations:
             if migration.name in before.pending:
-                await _apply(db, migration)
+                await apply(db, migration, resume=migration.name in before.backfilling)
         return UpgradeResult(installed=False, applied=before.pending, from_version=before.version,
                              to_version=migrations[-1].version, backup=backup)
     finally:
         await db.close()
-
-
-async def _record(db: Db, migration: Migration, how: str, started: float) -> None:
-    await db.execute(
-        "INSERT INTO schema_migrations (version, name, checksum, how, applied_at, duration_ms)"
-        " VALUES (?, ?, ?, ?, ?, ?)", migration.version, migration.name, migration.checksum, how,
-        int(time.time() * 1000), int((time.monotonic() - started) * 1000))
 
 
 async def _in_transaction(db: Db, statements: Sequence[str]) -> None:
@@ -219,7 +210,7 @@ async def install_statements(db: Db, schema: str, migrations: Sequence[Migration
         await db.execute(statement)
     await db.execute("INSERT INTO config_version (id, version) VALUES (1, 1) ON CONFLICT (id) DO NOTHING")
     for migration in migrations:
-        await _record(db, migration, "installed", started)
+        await record(db, migration, "installed", started)
 
 
 async def _install(db: Db, schema: str, migrations: Sequence[Migration]) -> None:
@@ -230,40 +221,6 @@ async def _install(db: Db, schema: str, migrations: Sequence[Migration]) -> None
     except BaseException:
         await db.rollback()
         raise
-
-
-async def _apply(db: Db, migration: Migration) -> None:
-    started = time.monotonic()
-    statements = migration.statements(db.dialect)
-    if isinstance(db, SqliteDb):
-        await db.execute("PRAGMA foreign_keys=OFF")  # a no-op inside a transaction, hence before BEGIN
-        # A rebuilt table is renamed into the place of the one it replaces; without this, SQLite
-        # refuses the rename while another table's trigger names the dropped one (the ledger's do).
-        await db.execute("PRAGMA legacy_alter_table=ON")
-    try:
-        await db.begin()
-        try:
-            for number, statement in enumerate(statements, start=1):
-                try:
-                    await db.execute(statement)
-                except Exception as exc:
-                    first = statement.strip().splitlines()[0][:80]
-                    raise MigrationError(f"migration {migration.name} failed at statement {number} ({first}): "
-                                         f"{exc}; it was rolled back, nothing of it is applied") from exc
-            if isinstance(db, SqliteDb):
-                broken = await db.query("PRAGMA foreign_key_check")
-                if broken:
-                    raise MigrationError(f"migration {migration.name} leaves rows whose foreign keys point "
-                                         f"nowhere (first: {broken[0]}); it was rolled back")
-            await _record(db, migration, "applied", started)
-            await db.commit()
-        except BaseException:
-            await db.rollback()
-            raise
-    finally:
-        if isinstance(db, SqliteDb):
-            await db.execute("PRAGMA legacy_alter_table=OFF")
-            await db.execute("PRAGMA foreign_keys=ON")
 
 
 def exit_unless_current(url: str, process: str) -> None:

@@ -175,6 +175,40 @@ async def test_a_sqlite_rebuild_of_a_ledger_table_keeps_its_guards(empty: EmptyD
         await db.close()
 
 
+BACKFILL = """ALTER TABLE organizations ADD COLUMN shout TEXT CHECK (shout IS NULL OR shout <> 'INITECH');
+-- nx: batches
+UPDATE organizations SET shout = UPPER(name)
+WHERE id IN (SELECT id FROM organizations WHERE shout IS NULL ORDER BY name LIMIT 1);
+"""
+
+
+async def test_a_backfill_runs_in_batches_and_resumes_where_it_stopped(empty: EmptyDb, tmp_path: Path) -> None:
+    """One organization per batch, each its own transaction: the third is refused (the CHECK stands in
+    for any failure), the first two stay done; once the cause is fixed the upgrade resumes with the
+    batches (the ALTER TABLE, which could not run twice, is not repeated)."""
+    await build_release_database(empty.url)
+    await upgrade(empty.url)
+    newer = with_extra(tmp_path, ("shout", BACKFILL))
+    with pytest.raises(MigrationError, match=r"batch statement 1 .* after 2 committed runs"):
+        await upgrade(empty.url, directory=newer)
+    assert await count(empty.url, "SELECT COUNT(*) FROM organizations WHERE shout IS NOT NULL") == 2
+    stopped = await status(empty.url, newer)
+    assert stopped.state == "behind" and stopped.backfilling == stopped.pending == [newer_name(newer)]
+    db = await connect(empty.url)
+    try:
+        await db.execute("UPDATE organizations SET name = 'Initrode' WHERE name = 'Initech'")
+    finally:
+        await db.close()
+    assert (await upgrade(empty.url, directory=newer)).applied == stopped.pending
+    assert await count(empty.url, "SELECT COUNT(*) FROM organizations WHERE shout IS NULL") == 0
+    done = await status(empty.url, newer)
+    assert done.state == "current" and done.applied[-1].how == "applied"
+
+
+def newer_name(directory: Path) -> str:
+    return load_migrations(directory)[-1].name
+
+
 UPGRADE = ("import asyncio, sys; from pathlib import Path; from core.migrations import upgrade;"
            " r = asyncio.run(upgrade(sys.argv[1], directory=Path(sys.argv[2]))); print(r.installed, r.applied)")
 
