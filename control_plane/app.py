@@ -17,6 +17,7 @@ from typing import Any
 from litestar import Litestar, Request, Response, get
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 
+from control_plane.api.client_input import ClientRequest, refuse_nul_in_url
 from control_plane.api.exports import ExportsController
 from control_plane.api.idempotent import idempotent_answers
 from control_plane.api.keys import KeysController
@@ -28,6 +29,7 @@ from control_plane.api.responses import ResponsesController
 from control_plane.api.routing import ModelAdminController, RoutingController
 from control_plane.api.usage import UsageController
 from control_plane.api.webhooks import WebhooksController
+from core.auth_attempts import FailureThrottle
 from core.db import make_engine
 from core.errors import ApiError, error_body
 from core.notify import Notifier
@@ -83,6 +85,8 @@ def create_app(settings: Settings) -> Litestar:
         app.state.engine = make_engine(settings)
         app.state.notifier = Notifier(settings, app.state.secrets.internal_token)
         app.state.model_cache = ModelCache()
+        app.state.admin_throttle = FailureThrottle()
+        app.state.edge_throttle = FailureThrottle()
         try:
             yield
         finally:
@@ -90,7 +94,9 @@ def create_app(settings: Settings) -> Litestar:
             await app.state.engine.dispose()
 
     return Litestar(
-        middleware=[idempotent_answers],
+        # The refusal runs inside idempotent_answers, so a claimed Idempotency-Key stores it.
+        middleware=[idempotent_answers, refuse_nul_in_url],
+        request_class=ClientRequest,
         route_handlers=[healthz, LedgerController, ModelsController, KeysController, RoutingController,
                         ModelAdminController,
                         OrgsController, UsersController, WebhooksController, ResponsesController,

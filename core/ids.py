@@ -10,7 +10,7 @@ import os
 import time
 from typing import Literal
 
-__all__ = ["Prefix", "new_id"]
+__all__ = ["Prefix", "is_well_formed", "new_id"]
 
 Prefix = Literal[
     "req", "key", "org", "proj", "user", "evt", "whep", "inv", "txn", "be", "mdl", "price", "route",
@@ -27,3 +27,10 @@ def new_id(prefix: Prefix) -> str:
         chars.append(_ALPHABET[value & 31])
         value >>= 5
     return f"{prefix}_{''.join(reversed(chars))}"
+
+
+def is_well_formed(value: str, prefix: Prefix) -> bool:
+    """Whether `value` has the shape `new_id(prefix)` produces: a lookup of anything else can be
+    answered "not found" without a query (and a NUL, which PostgreSQL text refuses, never reaches one)."""
+    body = value[len(prefix) + 1:]
+    return len(body) == 26 and value.startswith(f"{prefix}_") and all(c in _ALPHABET for c in body)

@@ -9,7 +9,6 @@ evicts at once, other nodes within the TTL (Redis fan-out shortens that when con
 from __future__ import annotations
 
 import fnmatch
-import ipaddress
 import time
 from typing import Any
 
@@ -17,9 +16,11 @@ import msgspec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from core.ipnet import Network, canonical_address, canonical_network
+
 __all__ = ["KeyCache", "KeyRecord", "ModelRecord", "Snapshot", "load_key", "load_snapshot"]
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPNetwork = Network
 
 
 class Limits(msgspec.Struct, frozen=True, kw_only=True):
@@ -53,11 +54,9 @@ class KeyRecord(msgspec.Struct, frozen=True, kw_only=True):
         if not self.networks:
             return True
         try:
-            addr = ipaddress.ip_address(ip)
+            addr = canonical_address(ip)  # ::ffff:10.0.0.1 is 10.0.0.1 for an allow-list
         except ValueError:
             return False
-        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-            addr = addr.ipv4_mapped  # ::ffff:10.0.0.1 is 10.0.0.1 for an allow-list
         return any(addr.version == n.version and addr in n for n in self.networks)
 
 
@@ -171,7 +170,7 @@ async def load_key(engine: AsyncEngine, key_hash: str) -> KeyRecord | None:
         id=str(r[0]), org_id=str(r[1]), projects=frozenset(msgspec.json.decode(str(r[2]))),
         model_patterns=tuple(msgspec.json.decode(str(r[3]))),
         endpoints=frozenset(msgspec.json.decode(str(r[4]))),
-        networks=tuple(ipaddress.ip_network(c, strict=False) for c in msgspec.json.decode(str(r[5]))),
+        networks=tuple(canonical_network(c) for c in msgspec.json.decode(str(r[5]))),
         monthly_budget_nanos=None if r[6] is None else int(r[6]),
         expires_at_ms=None if r[7] is None else int(r[7]),
         disabled=bool(r[8]), revoked=r[9] is not None,

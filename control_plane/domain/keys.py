@@ -9,8 +9,8 @@ Scope semantics (checked by the sidecar on every request):
 
 from __future__ import annotations
 
-import ipaddress
 import secrets
+import time
 from typing import Annotated, Literal
 
 import msgspec
@@ -25,6 +25,7 @@ from core.errors import ApiError
 from core.events import record_event
 from core.events.catalog import KeyRevoked
 from core.ids import new_id
+from core.ipnet import canonical_network
 
 __all__ = [
     "ENDPOINTS",
@@ -42,11 +43,13 @@ __all__ = [
 
 Endpoint = Literal["responses", "chat", "embeddings", "models", "usage", "webhooks"]
 ENDPOINTS: tuple[Endpoint, ...] = ("responses", "chat", "embeddings", "models", "usage", "webhooks")
-Nanos = Annotated[int, msgspec.Meta(ge=0)]
+Nanos = Annotated[int, msgspec.Meta(ge=0, le=2**62)]
+UnixSeconds = Annotated[int, msgspec.Meta(ge=0, le=253_402_300_799)]
+"""Up to the end of year 9999: stored as milliseconds, which must fit in 64 bits."""
 
 
 
-PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
+PositiveInt = Annotated[int, msgspec.Meta(gt=0, le=10**12)]
 
 
 class RateLimits(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
@@ -64,8 +67,8 @@ class KeyScopes(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     endpoints: list[Endpoint] = msgspec.field(default_factory=lambda: list(ENDPOINTS))
     ip_ranges: list[str] = msgspec.field(default_factory=list)
     monthly_budget_nanos: Nanos | None = None
-    expires_at: int | None = None
-    """Unix seconds; None never expires."""
+    expires_at: UnixSeconds | None = None
+    """Unix seconds, in the future; None never expires."""
     rate_limits: RateLimits = msgspec.field(default_factory=RateLimits)
     signed_requests: bool = False
     """Require every request to be signed (replay protection); the secret is returned once."""
@@ -78,7 +81,8 @@ class KeyPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     endpoints: list[Endpoint] | None = None
     ip_ranges: list[str] | None = None
     monthly_budget_nanos: Nanos | msgspec.UnsetType | None = msgspec.UNSET
-    expires_at: int | msgspec.UnsetType | None = msgspec.UNSET
+    expires_at: UnixSeconds | msgspec.UnsetType | None = msgspec.UNSET
+    """May be in the past: expiring a key now is a change an operator may make."""
     disabled: bool | None = None
     rate_limits: RateLimits | None = None
 
@@ -111,17 +115,23 @@ class CreatedKey(msgspec.Struct, kw_only=True):
     """Shown once, when the key requires signed requests."""
 
 
-def _check_scopes(ip_ranges: list[str] | None, models: list[str] | None) -> None:
-    for cidr in ip_ranges or []:
-        try:
-            ipaddress.ip_network(cidr, strict=False)
-        except ValueError:
-            raise ApiError("invalid_request_error", f"ip_ranges: {cidr!r} is not a CIDR range",
-                           param="ip_ranges") from None
+def _check_scopes(ip_ranges: list[str] | None, models: list[str] | None) -> list[str] | None:
+    """Refuse malformed scopes; return the IP ranges in canonical form (control_plane/ipnet.py), so
+    `::ffff:10.0.0.0/104` is stored as the `10.0.0.0/8` a client address is compared with."""
+    canonical: list[str] | None = None
+    if ip_ranges is not None:
+        canonical = []
+        for cidr in ip_ranges:
+            try:
+                canonical.append(str(canonical_network(cidr)))
+            except ValueError:
+                raise ApiError("invalid_request_error", f"ip_ranges: {cidr[:100]!r} is not a CIDR range",
+                               param="ip_ranges") from None
     for pattern in models or []:
         if not pattern or len(pattern) > 200:
             raise ApiError("invalid_request_error", "models: patterns must be 1-200 characters",
                            param="models")
+    return canonical
 
 
 async def _check_projects(conn: AsyncConnection, org_id: str, projects: list[str] | None) -> None:
@@ -154,7 +164,12 @@ def _view(row: msgspec.Struct | tuple[object, ...]) -> KeyView:
 
 async def create_key(conn: AsyncConnection, org_id: str, scopes: KeyScopes, pepper: str,
                      actor: str) -> CreatedKey:
-    _check_scopes(scopes.ip_ranges, scopes.models)
+    ip_ranges = _check_scopes(scopes.ip_ranges, scopes.models) or []
+    if scopes.expires_at is not None and scopes.expires_at <= time.time():
+        # A key that is dead on arrival is a mistake (often milliseconds sent for seconds' sake
+        # the other way round, or a stale value), never a useful credential.
+        raise ApiError("invalid_request_error", "expires_at must be in the future (unix seconds).",
+                       param="expires_at")
     await _check_projects(conn, org_id, scopes.projects)
     secret = generate_key()
     key_id, now = new_id("key"), now_ms()
@@ -168,7 +183,7 @@ async def create_key(conn: AsyncConnection, org_id: str, scopes: KeyScopes, pepp
         {"id": key_id, "org": org_id, "name": scopes.name, "prefix": display_prefix(secret),
          "hash": hash_key(secret, pepper), "projects": enc(scopes.projects).decode(),
          "models": enc(scopes.models).decode(), "endpoints": enc(scopes.endpoints).decode(),
-         "ips": enc(scopes.ip_ranges).decode(), "budget": scopes.monthly_budget_nanos,
+         "ips": enc(ip_ranges).decode(), "budget": scopes.monthly_budget_nanos,
          "expires": None if scopes.expires_at is None else scopes.expires_at * 1000,
          "limits": enc(scopes.rate_limits).decode(), "actor": actor, "now": now,
          "signing": seal(signing, pepper, SIGNING_PURPOSE) if signing else None},
@@ -216,12 +231,12 @@ async def update_key(conn: AsyncConnection, org_id: str, key_id: str, patch: Key
     current = await get_key(conn, org_id, key_id)
     if current.revoked:
         raise ApiError("conflict", f"API key {key_id!r} is revoked and cannot be changed")
-    _check_scopes(patch.ip_ranges, patch.models)
+    ip_ranges = _check_scopes(patch.ip_ranges, patch.models)
     await _check_projects(conn, org_id, patch.projects)
     sets: dict[str, object] = {}
     enc = msgspec.json.encode
     for field in ("projects", "models", "endpoints", "ip_ranges", "rate_limits"):
-        value = getattr(patch, field)
+        value = ip_ranges if field == "ip_ranges" else getattr(patch, field)
         if value is not None:
             sets[field] = enc(value).decode()
     if patch.name is not None:

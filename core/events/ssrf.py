@@ -6,6 +6,10 @@ very address that was vetted (the original name still goes in Host and TLS SNI),
 that changes between the check and the connection (rebinding) cannot redirect the request.
 Redirects are never followed. `webhooks_allow_private` (development, tests) admits loopback and
 private ranges but never the cloud metadata addresses.
+
+A refused name gets one message whether it does not resolve or resolves to an address that is not
+allowed, and never the address: the answer must not let a customer map the internal network's
+names (which exist, and where they point). A literal address is refused with its reason.
 """
 
 from __future__ import annotations
@@ -99,19 +103,17 @@ async def resolve(target: Target, allow_private: bool) -> list[IPAddress]:
     except ValueError:
         literal = None
     if literal is not None:
-        addresses = [literal]
-    else:
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(
-                target.host, target.port, type=socket.SOCK_STREAM)
-        except (socket.gaierror, UnicodeError) as exc:
-            raise UnsafeUrl(f"url host {target.host!r} does not resolve: {exc}") from None
-        addresses = list(dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos))
-    if not addresses:
-        raise UnsafeUrl(f"url host {target.host!r} has no addresses")
-    for ip in addresses:
-        reason = vet_address(ip, allow_private)
+        reason = vet_address(literal, allow_private)
         if reason is not None:
-            # One bad answer refuses the host: a round-robin record could hand it out at send time.
-            raise UnsafeUrl(f"url host {target.host!r} resolves to {reason} ({ip})")
+            raise UnsafeUrl(f"url host {target.host!r} is {reason}")
+        return [literal]
+    refused = UnsafeUrl(f"url host {target.host!r} must resolve, and only to public addresses")
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        raise refused from None
+    addresses = list(dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos))
+    # One bad answer refuses the host: a round-robin record could hand it out at send time.
+    if not addresses or any(vet_address(ip, allow_private) is not None for ip in addresses):
+        raise refused
     return addresses

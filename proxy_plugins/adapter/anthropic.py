@@ -233,7 +233,14 @@ class ChunkTranslator:
 async def chat(svc: Services, ctx: RequestContext, body: dict[str, Any], exchange: Exchange,
                client_wants_usage: bool) -> None:
     stream = bool(body.get("stream"))
-    payload = _encode(to_messages_request(ctx, body, stream))
+    try:
+        translated = to_messages_request(ctx, body, stream)
+    except (TypeError, KeyError, AttributeError, ValueError) as exc:
+        # The translation reads only the client's body: a field of the wrong type or shape, which
+        # an OpenAI backend would refuse with a 400 of its own (check_chat covers the common ones).
+        raise ApiError("invalid_request_error", "The request body has a field of the wrong type or shape for "
+                       f"this model ({type(exc).__name__}: {str(exc)[:200]}).") from None
+    payload = _encode(translated)
     if not stream:
         reply = await svc.backends.post(ctx.backend, "messages", payload)
         try:

@@ -21,6 +21,7 @@ from core import idempotency, ledger
 from core.asgi import serve_lifespan
 from core.db import make_engine, write_tx
 from core.errors import ApiError, error_json
+from core.jsonbody import decode, too_deep
 from core.secrets import load_secrets
 from core.settings import Settings
 from core.snapshot import PriceRecord, Snapshot, current_version, load_snapshot
@@ -169,8 +170,10 @@ class Adapter:
         if backend is None or model.status == "unavailable":
             return ApiError("model_unavailable", f"The model '{model_id}' is unavailable right now.", "model")
         try:
-            requested = msgspec.json.decode(body, type=_ModelName).model or model.id
-        except (msgspec.DecodeError, msgspec.ValidationError):
+            requested = decode(body, type=_ModelName).model or model.id
+        except ApiError as exc:
+            return exc
+        except msgspec.DecodeError:  # ValidationError included: the sidecar already read `model`
             return ApiError("invalid_json", "We could not parse the JSON body of your request.")
         return RequestContext(
             request_id=request_id, org_id=_text(headers, b"x-nx-org") or "",
@@ -207,6 +210,12 @@ class Adapter:
                 await exchange.error(exc)
             else:
                 log.warning("request %s failed after the answer started: %s", ctx.request_id, exc.message)
+        except RecursionError:
+            # Client JSON nested just below the parser's limit, which a later step (re-encoding it
+            # for the backend, one stack frame deeper) reaches: the body's fault, not the server's.
+            log.warning("request %s: body nested too deeply to process", ctx.request_id)
+            if not exchange.started:
+                await exchange.error(too_deep())
         except Exception:
             log.exception("request %s: unhandled error", ctx.request_id)
             if not exchange.started:

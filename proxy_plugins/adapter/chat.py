@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 
 from core.errors import ApiError
+from core.jsonbody import decode
 from proxy_plugins.adapter import anthropic, chat_chunk
 from proxy_plugins.adapter.capabilities import check_chat
 from proxy_plugins.adapter.context import RequestContext, Usage
@@ -60,7 +61,7 @@ def _tidy(obj: dict[str, Any], model: str) -> None:
 
 def _decode(body: bytes) -> dict[str, Any]:
     try:
-        data = msgspec.json.decode(body)
+        data = decode(body)
     except msgspec.DecodeError:
         raise ApiError("invalid_json", "We could not parse the JSON body of your request.") from None
     if not isinstance(data, dict):

@@ -17,6 +17,7 @@ import msgspec
 from core import embedding_cache
 from core.db import now_ms
 from core.errors import ApiError
+from core.jsonbody import decode
 from proxy_plugins.adapter.context import RequestContext, Usage
 from proxy_plugins.adapter.exchange import Exchange
 from proxy_plugins.adapter.services import Services
@@ -87,14 +88,17 @@ def _inputs(items: Any) -> None:
 
 def _validate(ctx: RequestContext, body: bytes) -> tuple[dict[str, Any], _Request]:
     try:
-        raw = msgspec.json.decode(body)
+        raw = decode(body)
+    except msgspec.DecodeError:  # a number out of range included (a ValidationError)
+        raise ApiError("invalid_json", "We could not parse the JSON body of your request.") from None
+    if not isinstance(raw, dict):
+        raise ApiError("invalid_request_error", "The request body must be a JSON object.")
+    try:
         request = msgspec.convert(raw, _Request)
-    except msgspec.ValidationError as exc:  # a subclass of DecodeError: caught first
+    except msgspec.ValidationError as exc:
         param = "dimensions" if "dimensions" in str(exc) else "encoding_format" \
             if "encoding_format" in str(exc) else "input"
         raise ApiError("invalid_request_error", f"Invalid '{param}': {exc}.", param) from None
-    except msgspec.DecodeError:
-        raise ApiError("invalid_json", "We could not parse the JSON body of your request.") from None
     _inputs(request.input)
     if request.encoding_format not in (None, "float", "base64"):
         raise ApiError("invalid_request_error", "'encoding_format' must be 'float' or 'base64'.",
@@ -112,7 +116,6 @@ def _validate(ctx: RequestContext, body: bytes) -> tuple[dict[str, Any], _Reques
                 raise ApiError("invalid_request_error",
                                f"'dimensions' must be at most {native} for '{ctx.requested_model}'.",
                                "dimensions")
-    assert isinstance(raw, dict)  # convert() into a Struct succeeded
     return raw, request
 
 

@@ -16,6 +16,7 @@ import msgspec
 from core.apikeys import hash_key, is_well_formed
 from core.crypto import SIGNING_PURPOSE, unseal
 from core.errors import ERRORS, error_json
+from core.jsonbody import too_deep, utf8_refusal
 from core.snapshot import KeyCache, KeyRecord, ModelRecord, Snapshot
 from proxy_plugins.sidecar.estimate import BodyFields, Estimate, EstimateFields, estimate_from
 from proxy_plugins.sidecar.hold import Holds
@@ -27,6 +28,8 @@ from proxy_plugins.sidecar.replay import SKEW_SECONDS, NonceStore, verify_signat
 __all__ = ["CheckRequest", "Checker", "Decision", "classify"]
 
 INFERENCE = {"/v1/responses": "responses", "/v1/chat/completions": "chat", "/v1/embeddings": "embeddings"}
+MAX_PATH = 1024
+"""Characters in a `/v1` path (without its query): every resource path is far shorter."""
 CONTROL_PREFIXES = (("/v1/models", "models"), ("/v1/usage", "usage"), ("/v1/webhooks", "webhooks"),
                     ("/v1/responses/", "responses"))
 
@@ -140,8 +143,14 @@ class Checker:
             refused = await self._signature(key, req)
             if refused is not None:
                 return refused
+        path = req.path.split("?", 1)[0]
+        if "\x00" in path or len(path) > MAX_PATH:
+            # Refused before anything stores the path (the Idempotency-Key claim): PostgreSQL text
+            # cannot hold NUL, and its index entries hold ~2.7 kB at most.
+            return _deny("invalid_request_error", f"The request path must be at most {MAX_PATH} characters, "
+                         "without NUL (%00).")
         if route is None:
-            return _deny("not_found", f"Unknown path {req.method} {req.path.split('?', 1)[0]}.")
+            return _deny("not_found", f"Unknown path {req.method} {_shown(path)}.")
         endpoint, upstream = route
         if endpoint not in key.endpoints:
             return _deny("endpoint_not_allowed",
@@ -234,7 +243,7 @@ class Checker:
             # Another tenant's project id and a made-up one get the same answer.
             if asked not in org_projects or (key.projects and asked not in key.projects):
                 return _deny("project_not_allowed",
-                             f"This API key cannot act for project '{asked}' (scope: projects).")
+                             f"This API key cannot act for project '{_shown(asked)}' (scope: projects).")
             return asked
         if key.projects:
             return sorted(key.projects & org_projects or key.projects)[0]
@@ -244,38 +253,56 @@ class Checker:
                endpoint: str) -> tuple[ModelRecord, EstimateFields] | Decision:
         """The model the body names, with the fields the estimate reads (one decode of the body)."""
         fields: EstimateFields
+        bad = utf8_refusal(body)  # the decode below skips most strings, so it would not notice
+        if bad is not None:
+            return _deny(bad.code, bad.message)
         try:
-            both = msgspec.json.decode(body or b"{}", type=BodyFields)
-            name, fields = both.model, both
-        except msgspec.ValidationError:
-            # Some field has the wrong type. Decode the two readers apart, as each alone would: a
-            # non-string model is refused, any other wrong field only gives the estimate its defaults.
-            try:
-                name = msgspec.json.decode(body or b"{}", type=_ModelField).model
-            except msgspec.ValidationError:
-                return _deny("invalid_request_error", "'model' must be a string.", param="model")
-            fields = _estimate_fields(body)
+            name, fields = _model_and_fields(body)
+        except msgspec.ValidationError as exc:
+            if "`$." not in str(exc):  # msgspec names no path when the top level has the wrong type
+                return _deny("invalid_request_error", "The request body must be a JSON object.")
+            return _deny("invalid_request_error", "'model' must be a string.", param="model")
         except msgspec.DecodeError:
             return _deny("invalid_json", "We could not parse the JSON body of your request.")
+        except RecursionError:  # msgspec's guard against nesting deeper than the stack allows
+            return _deny("invalid_json", too_deep().message)
         if not name:
             return _deny("missing_required_parameter", "Missing required parameter: 'model'.", param="model")
         model = snap.resolve(name)
         if model is None:
             return _deny("model_not_found",
-                         f"The model '{name}' does not exist or you do not have access to it.", param="model")
+                         f"The model '{_shown(name)}' does not exist or you do not have access to it.",
+                         param="model")
         if not key.allows_model(name, model.id):
             return _deny("model_not_allowed",
-                         f"This API key is not allowed to use model '{name}' (scope: models).", param="model")
+                         f"This API key is not allowed to use model '{_shown(name)}' (scope: models).",
+                         param="model")
         wanted_kind = "embedding" if endpoint == "embeddings" else "text"
         if model.kind != wanted_kind:
             return _deny("invalid_request_error",
-                         f"The model '{name}' is a {model.kind} model and cannot serve /{endpoint}.",
+                         f"The model '{_shown(name)}' is a {model.kind} model and cannot serve /{endpoint}.",
                          param="model")
         return model, fields
+
+
+def _model_and_fields(body: bytes) -> tuple[str | None, EstimateFields]:
+    """One decode for both readers; if some field has the wrong type, decode them apart, as each
+    alone would: a non-string model raises ValidationError, any other wrong field only gives the
+    estimate its defaults."""
+    try:
+        both = msgspec.json.decode(body or b"{}", type=BodyFields)
+        return both.model, both
+    except msgspec.ValidationError:
+        return msgspec.json.decode(body or b"{}", type=_ModelField).model, _estimate_fields(body)
+
+
+def _shown(value: str, limit: int = 200) -> str:
+    """A client's value as echoed in an error message: bounded, so an answer never grows with it."""
+    return value if len(value) <= limit else value[:limit] + "..."
 
 
 def _estimate_fields(body: bytes) -> EstimateFields:
     try:
         return msgspec.json.decode(body, type=EstimateFields)
-    except msgspec.MsgspecError:
+    except (msgspec.MsgspecError, RecursionError):
         return EstimateFields()  # the backend will refuse the body; the estimate only needs to be safe

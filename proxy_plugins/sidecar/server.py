@@ -24,6 +24,8 @@ import uvicorn
 from core.asgi import Receive, Send, serve_lifespan
 from core.contract import SIDECAR_REFUSAL_503
 from core.db import make_engine
+from core.errors import ApiError, error_json
+from core.jsonbody import decode
 from core.migrations import exit_unless_current
 from core.secrets import load_secrets
 from core.settings import Settings, SettingsError, load_settings
@@ -46,6 +48,10 @@ _CHECK_HEADERS = {name.encode(): name for name in (
     "x-request-id", "authorization", "x-nx-client-ip", "openai-project", "idempotency-key",
     "x-nxsig-timestamp", "x-nxsig-nonce", "x-nxsig-signature")}
 """Request headers the check reads, by their raw (lower-case) name as the server hands them over."""
+
+
+_BAD_INTERNAL_BODY = Decision(status=400, headers=[("content-type", "application/json")],
+                              body=error_json("invalid_json", "Malformed internal request body."))
 
 
 class Invalidate(msgspec.Struct):
@@ -198,7 +204,11 @@ class Sidecar:
             await _respond(send, Decision(status=403, headers=[], body=b""))
             return
         # One report, or a batch of them (the adapter batches under load): one store call for all.
-        requests = msgspec.json.decode(body, type=Finish | list[Finish])
+        try:
+            requests = decode(body, type=Finish | list[Finish])
+        except (ApiError, msgspec.DecodeError):
+            await _respond(send, _BAD_INTERNAL_BODY)
+            return
         await self.limits.finish([(r.request_id, r.buckets, r.actual_tokens)
                                   for r in (requests if isinstance(requests, list) else [requests])])
         await _respond(send, Decision(status=204, headers=[], body=b""))
@@ -207,7 +217,12 @@ class Sidecar:
         if not self._internal(scope):
             await _respond(send, Decision(status=403, headers=[], body=b""))
             return
-        await self._apply(msgspec.json.decode(body or b"{}", type=Invalidate))
+        try:
+            request = decode(body or b"{}", type=Invalidate)
+        except (ApiError, msgspec.DecodeError):
+            await _respond(send, _BAD_INTERNAL_BODY)
+            return
+        await self._apply(request)
         await _respond(send, Decision(status=204, headers=[], body=b""))
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:

@@ -61,3 +61,9 @@ def validate(obj: Any, schema_name: str) -> None:
     error = jsonschema.exceptions.best_match(validator(schema_name).iter_errors(obj))
     if error is not None:
         raise error
+
+
+def document() -> dict[str, Any]:
+    """The whole document, as `validate` reads it, for tests that generate requests from it."""
+    doc: dict[str, Any] = _registry().contents(_URI)
+    return doc

@@ -65,7 +65,12 @@ async def test_disabled_key_applies_at_once_and_can_be_reenabled(platform: Platf
 
 
 async def test_expired_key(platform: Platform) -> None:
-    _, secret = await make_key(platform, name="expired", expires_at=int(time.time()) - 60)
+    # A key cannot be created expired (tests/hostile/test_small_leaks.py); one can be expired now.
+    assert platform.boot is not None
+    key_id, secret = await make_key(platform, name="expired", expires_at=int(time.time()) + 3600)
+    async with platform.admin() as a:
+        r = await a.patch(f"/api/orgs/{platform.boot.org_id}/keys/{key_id}", json={"expires_at": int(time.time()) - 60})
+        assert r.status_code == 200, r.text
     assert_error(await _models(platform, f"Bearer {secret}"), 401, "invalid_api_key",
                  mentions="expired")
 

@@ -98,7 +98,9 @@ def chat(body: dict[str, Any], d: Directives) -> Reply | Stream:
 
 def embeddings(body: dict[str, Any], d: Directives) -> Reply:
     raw = body.get("input")
-    texts = [raw] if isinstance(raw, str) else list(raw or [])
+    # A string, or an array of token ids, is one input (as OpenAI reads it); an array of either, several.
+    one = isinstance(raw, str) or (isinstance(raw, list) and raw and all(isinstance(t, int) for t in raw))
+    texts = [raw] if one else list(raw or [])
     dims = int(body.get("dimensions") or 8)
     b64 = body.get("encoding_format") == "base64" and not d.float_only
     data = [{"object": "embedding", "index": i,

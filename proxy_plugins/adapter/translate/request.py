@@ -14,6 +14,8 @@ from typing import Any, Literal
 import msgspec
 
 from core.errors import ApiError
+from core.ids import is_well_formed
+from core.jsonbody import decode
 
 __all__ = [
     "CreateResponse",
@@ -70,6 +72,8 @@ class CreateResponse(msgspec.Struct, kw_only=True):
 
     def text_format(self) -> dict[str, Any]:
         fmt = (self.text or {}).get("format") or {"type": "text"}
+        if not isinstance(fmt, dict):
+            raise ApiError("invalid_request_error", "'text.format' must be an object.", "text.format")
         return dict(fmt)
 
 
@@ -88,7 +92,7 @@ def _bad(message: str, param: str, code: str = "invalid_request_error") -> ApiEr
 
 def parse_request(body: bytes) -> CreateResponse:
     try:
-        req = msgspec.json.decode(body, type=CreateResponse)
+        req = decode(body, type=CreateResponse)
     except msgspec.ValidationError as exc:
         text = str(exc)
         param = text.split("`$.", 1)[1].split("`", 1)[0] if "`$." in text else None
@@ -97,6 +101,10 @@ def parse_request(body: bytes) -> CreateResponse:
         raise ApiError("invalid_json", "We could not parse the JSON body of your request.") from None
     if req.input is None:
         raise _bad("Missing required parameter: 'input'.", "input", "missing_required_parameter")
+    previous = req.previous_response_id
+    if previous and not is_well_formed(previous, "resp"):
+        # What a lookup would answer, without one (a NUL in it would fail in PostgreSQL).
+        raise _bad(f"Previous response with id '{previous[:100]}' not found.", "previous_response_id", "not_found")
     for name in ("conversation", "prompt"):
         if getattr(req, name) is not None:
             raise _bad(
