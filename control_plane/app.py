@@ -17,7 +17,7 @@ from typing import Any
 from litestar import Litestar, Request, Response, get
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 
-from control_plane.api.client_input import ClientRequest, refuse_nul_in_url
+from control_plane.api.client_input import ClientRequest, guard_url, openai_errors
 from control_plane.api.exports import ExportsController
 from control_plane.api.idempotent import idempotent_answers
 from control_plane.api.keys import KeysController
@@ -94,8 +94,8 @@ def create_app(settings: Settings) -> Litestar:
             await app.state.engine.dispose()
 
     return Litestar(
-        # The refusal runs inside idempotent_answers, so a claimed Idempotency-Key stores it.
-        middleware=[idempotent_answers, refuse_nul_in_url],
+        # The refusals run inside idempotent_answers, so a claimed Idempotency-Key stores them.
+        middleware=[idempotent_answers, guard_url, openai_errors],
         request_class=ClientRequest,
         route_handlers=[healthz, LedgerController, ModelsController, KeysController, RoutingController,
                         ModelAdminController,

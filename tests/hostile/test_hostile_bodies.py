@@ -185,3 +185,12 @@ async def test_echoed_values_are_bounded(hp: Hostile) -> None:
         r = await c.get("/v1/models", headers={"openai-project": "p" * 50_000})
         assert_error(r, 403, "project_not_allowed")
         assert len(r.content) < 2_000
+
+
+async def test_control_plane_answers_every_refusal_in_shape(hp: Hostile) -> None:
+    """Straight to the control plane (wherever the edge routes its pages): a static file name
+    longer than a file system allows was a 500, a framework's own 404 page was HTML."""
+    async with httpx.AsyncClient(base_url=hp.p.s.control_plane_url, timeout=30) as c:
+        assert_error(await c.get("/docs/assets/" + "x" * 300), 404, "not_found")
+        assert_error(await c.get("/docs/no-such-page"), 404, "not_found")
+        assert (await c.get("/docs/assets/swagger-ui.css")).status_code == 200
