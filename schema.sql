@@ -708,10 +708,21 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
 );
 CREATE INDEX IF NOT EXISTS idempotency_keys_created ON idempotency_keys (created_at);
 
+-- Nonces of signed requests (proxy_plugins/replay.py), kept until no request carrying them could
+-- still pass the timestamp check, so a replay is refused across sidecar and Redis restarts alike.
+-- The worker deletes expired rows.
+CREATE TABLE IF NOT EXISTS request_nonces (
+    key_id TEXT NOT NULL,
+    nonce TEXT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    PRIMARY KEY (key_id, nonce)
+);
+CREATE INDEX IF NOT EXISTS request_nonces_expiry ON request_nonces (expires_at);
+
 -- ==== embedding cache (proxy_plugins/adapter/embedding_cache.py) ===========================
--- Vectors already computed, per organization (a shared cache would tell one tenant what another
--- embedded). `entry_key` is the SHA-256 of model, backend, upstream name, dimensions and input: the
--- input text is not stored. `vector` is base64 of little-endian float32; `tokens` the input's token
+-- Vectors already computed, per organization and project (a shared cache would tell one tenant
+-- what another embedded). `entry_key` is the SHA-256 of project, model, backend, upstream name,
+-- dimensions and input: the input text is not stored. `vector` is base64 of little-endian float32; `tokens` the input's token
 -- count, billed at the cached-input price on a hit. The worker evicts by `last_used_at`.
 CREATE TABLE IF NOT EXISTS embedding_cache (
     org_id TEXT NOT NULL,

@@ -7,6 +7,7 @@ import logging
 import uvicorn
 
 from control_plane.app import create_app
+from core.datadir import owner_only
 from core.migrations import exit_unless_current
 from core.settings import SettingsError, load_settings
 
@@ -16,6 +17,7 @@ def main() -> None:
         settings = load_settings()
     except SettingsError as exc:
         raise SystemExit(f"nx control-plane: {exc}") from None
+    owner_only()  # the database, its WAL and anything else it creates: owner-only
     exit_unless_current(settings.effective_database_url, "control-plane")  # not on a schema it was not built for
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s control-plane %(levelname)s %(name)s %(message)s")

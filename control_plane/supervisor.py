@@ -23,6 +23,7 @@ import httpx
 from control_plane.domain.bootstrap import BootstrapResult, bootstrap
 from control_plane.domain.catalog import load_catalog, sync_catalog
 from control_plane.envoy_config import write_bootstrap, write_dynamic
+from core.datadir import secure
 from core.db import make_engine, write_tx
 from core.migrations import upgrade
 from core.secrets import load_secrets
@@ -32,8 +33,9 @@ __all__ = ["Child", "prepare", "run_platform"]
 
 
 async def prepare(settings: Settings) -> BootstrapResult:
-    """Create whatever is missing; safe to run on every start."""
-    settings.data_path.mkdir(parents=True, exist_ok=True)
+    """Create whatever is missing; safe to run on every start. The data directory is made 0700 and
+    this process (so every child it starts) creates owner-only files (core/datadir.py)."""
+    secure(settings.data_path)
     catalog = load_catalog(settings.catalog_path, settings)  # a bad catalog stops before any change
     secrets = load_secrets(settings)
     # Serialised by the migration lock: replicas starting together upgrade once (compose's `nx init`).

@@ -27,7 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from control_plane.domain.keys import bump_config_version
 from control_plane.envoy_config import write_dynamic
 from control_plane.usage.rollups import RollupJob
-from core import idempotency
+from core import idempotency, nonces
+from core.datadir import owner_only
 from core.db import checkpoint, make_engine, now_ms, write_tx
 from core.embedding_cache import EvictJob
 from core.events.delivery import Dispatcher
@@ -76,6 +77,17 @@ class PriceActivationJob:
         self.checked_until = now
 
 
+class PruneNoncesJob:
+    """Forget signed requests' nonces once no request can carry them (core/nonces.py)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def __call__(self) -> None:
+        async with write_tx(self.engine) as conn:
+            await nonces.prune(conn, now_ms())
+
+
 class PruneIdempotencyJob:
     """Forget Idempotency-Keys after their 24-hour retention (core/idempotency.py)."""
 
@@ -109,6 +121,7 @@ async def run(settings: Settings) -> None:
     jobs.append(("expire_holds", 2.0, ExpireHoldsJob(engine)))
     jobs.append(("wal_checkpoint", 1.0, lambda: checkpoint(engine)))
     jobs.append(("prune_idempotency", 300.0, PruneIdempotencyJob(engine)))
+    jobs.append(("prune_nonces", 60.0, PruneNoncesJob(engine)))
     jobs.append(("price_activation", 5.0, PriceActivationJob(engine)))
     jobs.append(("usage_rollups", 30.0, RollupJob(engine)))
     jobs.append(("embedding_cache", 60.0, EvictJob(engine)))
@@ -124,6 +137,7 @@ def main() -> None:
         settings = load_settings()
     except SettingsError as exc:
         raise SystemExit(f"nx worker: {exc}") from None
+    owner_only()  # the database, its WAL and anything else it creates: owner-only
     exit_unless_current(settings.effective_database_url, "worker")  # not on a schema it was not built for
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s worker %(levelname)s %(message)s")
     asyncio.run(run(settings))

@@ -1,15 +1,16 @@
 """The embedding cache: vectors already computed for an organization, served without a backend call.
 
-Key. One entry per (organization, model, input, dimensions). The model part is the canonical model
+Key. One entry per (organization, project, model, input, dimensions). The model part is the canonical model
 id together with its backend and upstream name, so re-pointing a model at another backend never
 serves the old backend's vectors. `dimensions` is the width actually produced (the requested one,
 else the catalog's native width), so `dimensions: 8` and no `dimensions` share entries on an
 8-wide model. Strings and token-id arrays are keyed apart. The key is a SHA-256 digest: the input
 text itself is never stored.
 
-Isolation. Entries are scoped to the organization (`org_id` is part of the primary key). A shared
-cache would be a side channel: a fast, cheap `hit` tells the caller that some other tenant
-embedded exactly that text.
+Isolation. Entries are scoped to the organization (`org_id` is part of the primary key) and to
+the project the request acts for (part of the key's digest). A shared cache would be a side
+channel: a fast, cheap `hit` tells the caller that some other tenant embedded exactly that text;
+a key limited to project P2 must not learn that about project P1 either.
 
 Value. The vector as little-endian float32 bytes (base64 TEXT, portable across SQLite and
 PostgreSQL), independent of the encoding the client asked for: a float request and a base64
@@ -70,14 +71,14 @@ def no_store(cache_control: str) -> bool:
     return any(part.split("=", 1)[0].strip().lower() == "no-store" for part in cache_control.split(","))
 
 
-def entry_key(model: ModelRecord, dimensions: int, item: Input) -> str:
+def entry_key(model: ModelRecord, dimensions: int, item: Input, *, project: str) -> str:
     """Hex SHA-256 of the length-prefixed key parts (length prefixes: no two keys concatenate alike)."""
     if isinstance(item, str):
         payload = b"s" + item.encode("utf-8", "surrogatepass")
     else:
         payload = b"t" + msgspec.json.encode(item)
     digest = hashlib.sha256()
-    for part in (b"nx-embedding-v1", model.id.encode(), model.backend_id.encode(),
+    for part in (b"nx-embedding-v2", project.encode(), model.id.encode(), model.backend_id.encode(),
                  model.upstream_name.encode(), str(dimensions).encode(), payload):
         digest.update(len(part).to_bytes(8, "little"))
         digest.update(part)

@@ -11,6 +11,11 @@ Outcomes of a claim:
 - completed with the same body: replay the stored status, headers and body byte for byte;
 - completed or in flight with a different body: 422 `idempotency_key_reused`;
 - in flight: 409 `idempotency_key_in_use` (SDKs retry 409 later; 422 stops them).
+
+Answers that may carry a secret (the control plane's: a webhook endpoint's `secret` at creation
+and rotation) are stored sealed (`complete(..., pepper=...)`, AES-GCM, control_plane/crypto.py),
+so the 24 hours a replayable answer is kept never leave a secret readable in the database;
+`stored_body` opens either form.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Literal
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from core.crypto import seal, unseal
 from core.db import now_ms
 from core.ids import new_id
 from core.rawsql import sql
@@ -36,6 +42,7 @@ __all__ = [
     "complete",
     "prune",
     "release",
+    "stored_body",
     "valid_key",
 ]
 
@@ -44,6 +51,8 @@ LEASE_MS = 10 * 60 * 1000
 """Longest a request may run before a retry may take over its key: above the longest backend
 timeout of an inference call, so a slow answer is never run twice, yet far below the 24 h window."""
 MAX_KEY_LENGTH = 255
+ANSWER_PURPOSE = "idempotent-answer"
+"""Purpose label of sealed stored answers (control_plane/crypto.py)."""
 
 
 class StoredResponse(msgspec.Struct, frozen=True):
@@ -55,7 +64,6 @@ class StoredResponse(msgspec.Struct, frozen=True):
 class Claim(msgspec.Struct, frozen=True):
     outcome: Literal["run", "replay", "in_use", "mismatch"]
     record_id: str = ""
-    stored: StoredResponse | None = None
 
 
 def valid_key(value: str) -> bool:
@@ -81,10 +89,9 @@ async def claim(conn: AsyncConnection, *, org_id: str, key_id: str, method: str,
     if inserted.rowcount == 1:
         return Claim(outcome="run", record_id=new)
     row = (await conn.execute(sql(
-        "SELECT id, request_hash, state, lease_expires_at, response_status, response_headers, response_body,"
-        " created_at FROM idempotency_keys WHERE org_id = :o AND key_id = :k AND method = :m AND path = :p"
-        " AND idem_key = :i"), scope)).one()
-    record_id, stored_hash, state, lease, status, headers, stored_body, created = row
+        "SELECT id, request_hash, state, lease_expires_at, created_at FROM idempotency_keys"
+        " WHERE org_id = :o AND key_id = :k AND method = :m AND path = :p AND idem_key = :i"), scope)).one()
+    record_id, stored_hash, state, lease, created = row
     expired = int(created) + RETENTION_MS <= now
     if expired or (state == "in_flight" and int(lease) <= now):
         # A reuse after the retention window runs as new; so does a run whose process died.
@@ -100,18 +107,29 @@ async def claim(conn: AsyncConnection, *, org_id: str, key_id: str, method: str,
         return Claim(outcome="mismatch", record_id=str(record_id))
     if state == "in_flight":
         return Claim(outcome="in_use", record_id=str(record_id))
-    return Claim(outcome="replay", record_id=str(record_id), stored=StoredResponse(
-        status=int(status), headers=msgspec.json.decode(str(headers), type=list[tuple[str, str]]),
-        body=base64.b64decode(str(stored_body))))
+    # The adapter serves the stored answer itself (proxy_plugins/adapter/replay.py).
+    return Claim(outcome="replay", record_id=str(record_id))
 
 
-async def complete(conn: AsyncConnection, record_id: str, response: StoredResponse) -> None:
-    """Store the answer in the caller's transaction (the adapter: the one that posts the charge)."""
+async def complete(conn: AsyncConnection, record_id: str, response: StoredResponse,
+                   pepper: str | None = None) -> None:
+    """Store the answer in the caller's transaction (the adapter: the one that posts the charge);
+    sealed when `pepper` is given (an answer that may carry a secret)."""
+    body = base64.b64encode(response.body).decode()
+    if pepper is not None:
+        body = seal(body, pepper, ANSWER_PURPOSE)  # "v1:...": ':' never occurs in base64
     await conn.execute(sql(
         "UPDATE idempotency_keys SET state = 'completed', response_status = :s, response_headers = :h,"
         " response_body = :b, completed_at = :now WHERE id = :id AND state = 'in_flight'"),
-        {"s": response.status, "h": msgspec.json.encode(response.headers).decode(),
-         "b": base64.b64encode(response.body).decode(), "now": now_ms(), "id": record_id})
+        {"s": response.status, "h": msgspec.json.encode(response.headers).decode(), "b": body,
+         "now": now_ms(), "id": record_id})
+
+
+def stored_body(value: str, pepper: str) -> bytes:
+    """A stored answer's body, sealed or not."""
+    if value.startswith("v1:"):
+        value = unseal(value, pepper, ANSWER_PURPOSE)
+    return base64.b64decode(value)
 
 
 async def release(conn: AsyncConnection, record_id: str) -> None:

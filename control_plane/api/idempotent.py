@@ -58,6 +58,8 @@ async def _store(scope: Scope, record: str, start: dict[str, Any], body: bytes) 
             if status >= 500 or status == 429:
                 await idempotency.release(conn, record)
             else:
-                await idempotency.complete(conn, record, idempotency.StoredResponse(status, headers, body))
+                # Sealed: these answers can carry a secret (a webhook endpoint's, at creation and rotation).
+                await idempotency.complete(conn, record, idempotency.StoredResponse(status, headers, body),
+                                           pepper=scope["app"].state.secrets.key_pepper)
     except Exception:  # the claim's lease still frees the key; the answer itself is unaffected
         log.exception("could not store the answer for idempotency record %s", record)

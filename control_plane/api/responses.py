@@ -1,7 +1,7 @@
 """Stored responses through the edge (key scope `responses`): retrieve (also as a resumable stream
 of a background response), delete, cancel, list input items. Creating one is the adapter's job
-(proxy_plugins/adapter/responses.py). Another organization's id is answered exactly like a
-missing one.
+(proxy_plugins/adapter/responses.py). Another organization's id, and for a key limited to some
+projects another project's, is answered exactly like a missing one (domain/tenant.py).
 """
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ from litestar.params import Parameter
 from litestar.response import Response, Stream
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from control_plane.api.deps import Caller, provide_caller, provide_tx
+from control_plane.api.deps import provide_caller, provide_tx
 from control_plane.api.guards import edge_guard
 from core.db import read_tx
 from core.errors import ApiError
 from core.responses import jobs as jobs
 from core.responses import store as store
+from core.tenant import Tenant, key_tenant
 
 __all__ = ["ResponsesController"]
 
@@ -48,16 +49,22 @@ class Deleted(msgspec.Struct, kw_only=True):
     deleted: bool = True
 
 
+async def provide_tenant(request: Request[Any, Any, Any]) -> Tenant:
+    caller = provide_caller(request)
+    async with read_tx(request.app.state.engine) as conn:
+        return await key_tenant(conn, caller.org_id, caller.key_id)
+
+
 class ResponsesController(Controller):
     path = "/v1/responses"
     guards = [edge_guard]
-    dependencies = {"caller": Provide(provide_caller, sync_to_thread=False)}
+    dependencies = {"tenant": Provide(provide_tenant)}
 
     @get("/{response_id:str}")
     async def retrieve(
         self,
         request: Request[Any, Any, Any],
-        caller: Caller,
+        tenant: Tenant,
         response_id: str,
         stream: bool = False,
         starting_after: Annotated[int | None, Parameter(ge=-1)] = None,
@@ -65,7 +72,7 @@ class ResponsesController(Controller):
     ) -> Any:
         engine = request.app.state.engine
         async with read_tx(engine) as conn:
-            stored = await store.get(conn, caller.org_id, response_id)
+            stored = await store.get(conn, tenant, response_id)
         if stored is None:
             raise _missing(response_id)
         if not stream:
@@ -85,14 +92,14 @@ class ResponsesController(Controller):
         return Stream(frames(), media_type="text/event-stream", headers=_SSE_HEADERS)
 
     @delete("/{response_id:str}", status_code=200, dependencies={"conn": Provide(provide_tx)})
-    async def remove(self, conn: AsyncConnection, caller: Caller, response_id: str) -> Deleted:
-        if not await store.delete(conn, caller.org_id, response_id):
+    async def remove(self, conn: AsyncConnection, tenant: Tenant, response_id: str) -> Deleted:
+        if not await store.delete(conn, tenant, response_id):
             raise _missing(response_id)
         return Deleted(id=response_id)
 
     @post("/{response_id:str}/cancel", status_code=200, dependencies={"conn": Provide(provide_tx)})
-    async def cancel(self, conn: AsyncConnection, caller: Caller, response_id: str) -> Response[bytes]:
-        stored = await store.cancel(conn, caller.org_id, response_id)
+    async def cancel(self, conn: AsyncConnection, tenant: Tenant, response_id: str) -> Response[bytes]:
+        stored = await store.cancel(conn, tenant, response_id)
         if stored is None:
             raise _missing(response_id)
         return Response(content=stored.body.encode(), media_type=_JSON)
@@ -101,14 +108,14 @@ class ResponsesController(Controller):
     async def input_items(
         self,
         conn: AsyncConnection,
-        caller: Caller,
+        tenant: Tenant,
         response_id: str,
         after: str | None = None,
         order: Literal["asc", "desc"] = "desc",
         limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
         include: Annotated[list[str] | None, Parameter(query="include[]")] = None,
     ) -> InputItemList:
-        page = await store.input_items(conn, caller.org_id, response_id, after, limit, order)
+        page = await store.input_items(conn, tenant, response_id, after, limit, order)
         if page is None:
             raise _missing(response_id)
         data, has_more = page

@@ -1,7 +1,8 @@
 """Stored responses: what the platform served for `/v1/responses`.
 
-Every query is scoped by organization: another tenant's response id behaves exactly like a
-missing one. Items are stored as the Responses API shapes them (see
+Every query is scoped by the caller's `Tenant` (domain/tenant.py): its organization and, for a key
+limited to some projects, those projects. A response of another organization, or of a project the
+key may not see, behaves exactly like a missing one. Items are stored as the Responses API shapes them (see
 proxy_plugins/adapter/translate/request.py); `conversation` replays a `previous_response_id` chain
 as input items for any backend. Background jobs and their events: response_jobs.py.
 """
@@ -17,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from core.db import now_ms
 from core.errors import ApiError
 from core.ids import new_id
+from core.tenant import Tenant
 
 __all__ = [
     "TERMINAL",
@@ -146,11 +148,11 @@ async def _put_items(conn: AsyncConnection, response_id: str, kind: str, items: 
     )
 
 
-async def get(conn: AsyncConnection, org_id: str, response_id: str) -> StoredResponse | None:
+async def get(conn: AsyncConnection, tenant: Tenant, response_id: str) -> StoredResponse | None:
+    cond, params = tenant.where()
     row = (
         await conn.execute(
-            text(f"SELECT {_COLUMNS} FROM responses WHERE id = :id AND org_id = :org"),
-            {"id": response_id, "org": org_id},
+            text(f"SELECT {_COLUMNS} FROM responses WHERE id = :id AND {cond}"), {**params, "id": response_id}
         )
     ).first()
     return _row(row) if row else None
@@ -176,16 +178,19 @@ async def mark_running(conn: AsyncConnection, response_id: str, body: bytes) -> 
     return bool(result.rowcount)
 
 
-async def conversation(conn: AsyncConnection, org_id: str, response_id: str) -> list[dict[str, Any]]:
+async def conversation(conn: AsyncConnection, tenant: Tenant, response_id: str) -> list[dict[str, Any]]:
     """Input then output items of `response_id` and of every response before it, oldest first.
-    Raises `not_found` (param `previous_response_id`) when the id is not this org's."""
+    Raises `not_found` (param `previous_response_id`) when the tenant may not see the id. Every
+    ancestor is checked too: one the tenant may not see ends the chain like a deleted one, so no
+    other project's text ever reaches the model through a chain."""
+    cond, params = tenant.where()
     chain: list[str] = []
     current: str | None = response_id
     while current is not None and len(chain) < _MAX_CHAIN:
         row = (
             await conn.execute(
-                text("SELECT previous_response_id FROM responses WHERE id = :id AND org_id = :org"),
-                {"id": current, "org": org_id},
+                text(f"SELECT previous_response_id FROM responses WHERE id = :id AND {cond}"),
+                {**params, "id": current},
             )
         ).first()
         if row is None:
@@ -195,7 +200,7 @@ async def conversation(conn: AsyncConnection, org_id: str, response_id: str) -> 
                     f"Previous response with id '{response_id}' not found.",
                     "previous_response_id",
                 )
-            break  # an ancestor was deleted: the conversation starts after it
+            break  # an ancestor was deleted (or is out of scope): the conversation starts after it
         chain.append(current)
         current = row[0]
     items: list[dict[str, Any]] = []
@@ -247,17 +252,18 @@ async def finish(
     return True
 
 
-async def delete(conn: AsyncConnection, org_id: str, response_id: str) -> bool:
+async def delete(conn: AsyncConnection, tenant: Tenant, response_id: str) -> bool:
+    cond, params = tenant.where()
     result = await conn.execute(
-        text("DELETE FROM responses WHERE id = :id AND org_id = :org"), {"id": response_id, "org": org_id}
+        text(f"DELETE FROM responses WHERE id = :id AND {cond}"), {**params, "id": response_id}
     )
     return bool(result.rowcount)
 
 
 async def input_items(
-    conn: AsyncConnection, org_id: str, response_id: str, after: str | None, limit: int, order: str
+    conn: AsyncConnection, tenant: Tenant, response_id: str, after: str | None, limit: int, order: str
 ) -> tuple[list[dict[str, Any]], bool] | None:
-    if await get(conn, org_id, response_id) is None:
+    if await get(conn, tenant, response_id) is None:
         return None
     rows = [
         (int(r[0]), str(r[1]), r[2])
@@ -278,10 +284,10 @@ async def input_items(
     return [{**msgspec.json.decode(r[2]), "id": r[1]} for r in page], len(rows) > limit
 
 
-async def cancel(conn: AsyncConnection, org_id: str, response_id: str) -> StoredResponse | None:
+async def cancel(conn: AsyncConnection, tenant: Tenant, response_id: str) -> StoredResponse | None:
     """Mark a queued or running background response cancelled (idempotent); the worker running it
     notices at its next event flush, aborts the upstream call and writes the final snapshot."""
-    stored = await get(conn, org_id, response_id)
+    stored = await get(conn, tenant, response_id)
     if stored is None:
         return None
     if not stored.background:

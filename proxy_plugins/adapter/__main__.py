@@ -7,6 +7,7 @@ import logging
 
 import uvicorn
 
+from core.datadir import owner_only
 from core.migrations import exit_unless_current
 from core.settings import SettingsError, load_settings
 from proxy_plugins.adapter.app import Adapter
@@ -20,6 +21,7 @@ def main(argv: list[str] | None = None) -> None:
         settings = load_settings()
     except SettingsError as exc:
         raise SystemExit(f"nx adapter: {exc}") from None
+    owner_only()  # the database, its WAL and anything else it creates: owner-only
     exit_unless_current(settings.effective_database_url, "adapter")  # not on a schema it was not built for
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s adapter %(levelname)s %(message)s")
     uvicorn.run(Adapter(settings), host=settings.adapter_host, port=args.port or settings.adapter_port,

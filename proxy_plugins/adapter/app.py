@@ -54,8 +54,10 @@ class Adapter:
     def __init__(self, settings: Settings, routes: dict[str, Handler] | None = None) -> None:
         self.settings = settings
         self.routes = ROUTES if routes is None else routes
-        token = load_secrets(settings).internal_token
+        secrets = load_secrets(settings)
+        token = secrets.internal_token
         self.internal_token = token.encode()
+        self.pepper = secrets.key_pepper
         self.finisher = Finisher(settings.sidecar_url, token)
         self._snapshot: Snapshot | None = None
         self.svc = Services(settings=settings, engine=make_engine(settings), backends=Backends(),
@@ -117,7 +119,7 @@ class Adapter:
             return
         replay = headers.get(b"x-nx-idem-replay")
         if replay is not None:
-            await serve_replay(self.svc.engine, replay.decode("latin-1"), send)
+            await serve_replay(self.svc.engine, self.pepper, replay.decode("latin-1"), send)
             return
         handler = self.routes.get(path)
         if handler is None or scope["method"] != "POST":

@@ -177,7 +177,7 @@ async def _through_cache(svc: Services, ctx: RequestContext, raw: dict[str, Any]
         or _is_tokens(request.input) else list(request.input)
     native = ctx.model.capabilities.get("dimensions")
     width = request.dimensions or (native if isinstance(native, int) else 0)
-    keys = [embedding_cache.entry_key(ctx.model, width, item) for item in items]
+    keys = [embedding_cache.entry_key(ctx.model, width, item, project=ctx.project_id) for item in items]
     found = await embedding_cache.lookup(svc.engine, ctx.org_id, keys)
     vectors = {i: found[k].vector for i, k in enumerate(keys) if k in found}
     cached_tokens = sum(found[keys[i]].tokens for i in vectors)

@@ -7,19 +7,18 @@ upstream and nothing is charged.
 
 from __future__ import annotations
 
-import base64
-
 import msgspec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.errors import error_json
+from core.idempotency import stored_body
 from proxy_plugins.adapter.exchange import Send
 
 __all__ = ["serve_replay"]
 
 
-async def serve_replay(engine: AsyncEngine, record_id: str, send: Send) -> None:
+async def serve_replay(engine: AsyncEngine, pepper: str, record_id: str, send: Send) -> None:
     async with engine.connect() as conn:
         row = (await conn.execute(text(
             "SELECT response_status, response_headers, response_body FROM idempotency_keys"
@@ -31,7 +30,7 @@ async def serve_replay(engine: AsyncEngine, record_id: str, send: Send) -> None:
     else:
         status = int(row[0])
         headers = msgspec.json.decode(str(row[1]), type=list[tuple[str, str]])
-        body = base64.b64decode(str(row[2]))
+        body = stored_body(str(row[2]), pepper)  # the control plane's answers are stored sealed
     out = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers
            if k.lower() not in ("content-length", "x-request-id")]
     out += [(b"content-length", str(len(body)).encode()), (b"idempotent-replayed", b"true")]

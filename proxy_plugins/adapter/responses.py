@@ -1,8 +1,9 @@
 """POST /v1/responses in the adapter.
 
 Order of work: validate the request (400 naming the parameter, before any upstream call), refuse
-capabilities the model lacks, load the `previous_response_id` conversation (another organization's
-id is "not found"), then one of:
+capabilities the model lacks, load the `previous_response_id` conversation (an id the key may not
+see, another organization's or another project's for a key limited to some projects, is "not
+found"; control_plane/domain/tenant.py), then one of:
 
 - `background: true`: the response, its input and its first events are stored and a job queued
   in one transaction, then `queued` is answered at once (or, with `stream: true`, the stored
@@ -26,6 +27,7 @@ from core.events.catalog import ResponseQueued
 from core.ids import new_id
 from core.responses import jobs as jobs
 from core.responses import store as store
+from core.tenant import key_tenant
 from proxy_plugins.adapter.context import RequestContext, Usage
 from proxy_plugins.adapter.exchange import Exchange
 from proxy_plugins.adapter.metering import metadata, metadata_comment
@@ -54,7 +56,8 @@ async def handle(svc: Services, ctx: RequestContext, body: bytes, exchange: Exch
     prior: list[Item] = []
     if req.previous_response_id:
         async with read_tx(svc.engine) as conn:
-            prior = normalize_input(await store.conversation(conn, ctx.org_id, req.previous_response_id))
+            tenant = await key_tenant(conn, ctx.org_id, ctx.key_id)
+            prior = normalize_input(await store.conversation(conn, tenant, req.previous_response_id))
     status: Status = "queued" if req.background else "in_progress"
     response = skeleton(req, response_id=new_id("resp"), model=ctx.requested_model, status=status)
     if req.background:

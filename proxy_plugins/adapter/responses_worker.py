@@ -20,7 +20,7 @@ import socket
 from typing import Any
 
 import msgspec
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from core import ledger
 from core.contract import HOLD_MARGIN_MS
@@ -38,6 +38,7 @@ from core.events.catalog import (
 from core.responses import jobs as jobs
 from core.responses import store as store
 from core.snapshot import BackendRecord, ModelRecord, load_snapshot
+from core.tenant import Tenant, key_tenant
 from proxy_plugins.adapter.backends import Backends
 from proxy_plugins.adapter.responses_run import ERROR_CODES, Run, usage_numbers
 from proxy_plugins.adapter.translate.events import ResponseStream
@@ -48,6 +49,16 @@ __all__ = ["BackgroundResponses"]
 
 log = logging.getLogger("nx.worker.responses")
 _encode = msgspec.json.encode
+
+
+async def _creator(conn: AsyncConnection, stored: store.StoredResponse) -> Tenant:
+    """The scope of the key that created a background response: its chain is read back as that key
+    could (the adapter checked `previous_response_id` with it); a key deleted since leaves the
+    response's own project."""
+    try:
+        return await key_tenant(conn, stored.org_id, stored.key_id)
+    except ApiError:
+        return Tenant(org_id=stored.org_id, projects=(stored.project_id,))
 
 
 class BackgroundResponses:
@@ -94,7 +105,7 @@ class BackgroundResponses:
             stored = await store.get_internal(conn, response_id)
             if stored is None:
                 return  # deleted meanwhile (its job row went with it)
-            items = normalize_input(await store.conversation(conn, stored.org_id, response_id))
+            items = normalize_input(await store.conversation(conn, await _creator(conn, stored), response_id))
         response = msgspec.json.decode(stored.body, type=Response)
         if stored.status == "cancelled":
             await self._close_cancelled(response_id, msgspec.to_builtins(response), base_seq)

@@ -23,10 +23,12 @@ import uvicorn
 
 from core.asgi import Receive, Send, serve_lifespan
 from core.contract import SIDECAR_REFUSAL_503
+from core.datadir import owner_only
 from core.db import make_engine
 from core.errors import ApiError, error_json
 from core.jsonbody import decode
 from core.migrations import exit_unless_current
+from core.nonces import DatabaseNonces
 from core.secrets import load_secrets
 from core.settings import Settings, SettingsError, load_settings
 from core.snapshot import KeyCache, Snapshot, current_version, load_key, load_snapshot
@@ -36,7 +38,6 @@ from proxy_plugins.sidecar.hold import Holds
 from proxy_plugins.sidecar.idempotency_gate import Gate
 from proxy_plugins.sidecar.ratelimit import Bucket, LimitStore, MemoryStore
 from proxy_plugins.sidecar.ratelimit_redis import RedisStore
-from proxy_plugins.sidecar.replay import MemoryNonces, NonceStore, RedisNonces
 
 log = logging.getLogger("nx.sidecar")
 
@@ -78,12 +79,11 @@ class Sidecar:
         self.decisions: dict[int, int] = {}
         self.holds = Holds(self.engine)
         self.limits: LimitStore = MemoryStore()
-        nonces: NonceStore = MemoryNonces()
         if settings.redis_url:
             self.limits = RedisStore(settings.redis_url)
-            nonces = RedisNonces(self.limits.client)
+        self.nonces = DatabaseNonces(self.engine)
         self.checker = Checker(secrets.key_pepper, secrets.internal_token, self.cache,
-                               self.snapshot, lambda h: load_key(self.engine, h), self.limits, nonces,
+                               self.snapshot, lambda h: load_key(self.engine, h), self.limits, self.nonces,
                                Gate(self.engine), self.holds, RateLimitEvents(self.engine))
         self._poller: asyncio.Task[None] | None = None
         self._subscriber: asyncio.Task[None] | None = None
@@ -130,6 +130,7 @@ class Sidecar:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         await self.holds.close()
+        await self.nonces.close()
         if isinstance(self.limits, RedisStore):
             await self.limits.close()
         await self.engine.dispose()
@@ -253,6 +254,7 @@ def main(argv: list[str] | None = None) -> None:
         settings = load_settings()
     except SettingsError as exc:
         raise SystemExit(f"nx sidecar: {exc}") from None
+    owner_only()  # the database, its WAL and anything else it creates: owner-only
     exit_unless_current(settings.effective_database_url, "sidecar")  # not on a schema it was not built for
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s sidecar %(levelname)s %(message)s")
     uvicorn.run(Sidecar(settings), host=settings.sidecar_host, port=args.port or settings.sidecar_port,

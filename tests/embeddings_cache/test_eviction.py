@@ -18,9 +18,10 @@ from tests.inference.support import SimPlatform
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
-async def keys_of(engine: AsyncEngine, texts: list[str]) -> list[str]:
-    model = (await load_snapshot(engine)).models["sim/embed"]
-    return [entry_key(model, 8, t) for t in texts]
+async def keys_of(engine: AsyncEngine, org: str, texts: list[str]) -> list[str]:
+    snap = await load_snapshot(engine)
+    model, project = snap.models["sim/embed"], snap.default_project[org]  # the project an unscoped key acts for
+    return [entry_key(model, 8, t, project=project) for t in texts]
 
 
 async def set_used(engine: AsyncEngine, org: str, key: str, at: int) -> None:
@@ -43,7 +44,7 @@ async def test_least_recently_used_beyond_the_bound_are_evicted(sp: SimPlatform,
     texts = [f"lru {i} {m}" for i in range(5)]
     for t in texts:
         await embed(sp, key, t)
-    keys = await keys_of(engine, texts)
+    keys = await keys_of(engine, org, texts)
     assert set(await used(engine, org)) == set(keys)
     now = now_ms()
     for i, k in enumerate(keys):
@@ -61,7 +62,7 @@ async def test_entries_unused_for_the_ttl_expire(sp: SimPlatform, engine: AsyncE
     m = marker()
     texts = [f"old {m}", f"recent {m}"]
     await embed(sp, key, texts)
-    old, recent = await keys_of(engine, texts)
+    old, recent = await keys_of(engine, org, texts)
     await set_used(engine, org, old, now_ms() - TTL_MS - 1000)
     await set_used(engine, org, recent, now_ms() - TTL_MS + 3_600_000)
     await EvictJob(engine)()
@@ -75,7 +76,7 @@ async def test_a_hit_refreshes_only_stale_recency(sp: SimPlatform, engine: Async
     m = marker()
     texts = [f"stale {m}", f"fresh {m}"]
     await embed(sp, key, texts)
-    stale, fresh = await keys_of(engine, texts)
+    stale, fresh = await keys_of(engine, org, texts)
     long_ago, lately = now_ms() - 5 * 3_600_000, now_ms() - 60_000
     await set_used(engine, org, stale, long_ago)
     await set_used(engine, org, fresh, lately)
