@@ -112,6 +112,26 @@ def _embeddings(d: dict[str, Any]) -> list[str]:
     return rows
 
 
+def _fairness(d: dict[str, Any]) -> list[str]:
+    if "skipped" in d:
+        return [f"Skipped: {d['skipped']}"]
+    rows = ["| model | small request | alone | behind another org's work (fair) | behind its own org's work "
+            "(first come, first served) |", "| --- | --- | --- | --- | --- |"]
+    e, t = d["embeddings"], d["text"]
+
+    def cell(x: dict[str, Any]) -> str:
+        return f"{_f(x['median_ms'], 0)} ms (max {_f(x['max_ms'], 0)})"
+
+    rows.append(f"| embeddings | 1 short text, a {e['batch_inputs']}-input batch of 1,000 characters running | "
+                f"{cell(e['alone'])} | {cell(e['other_org_fair']['small'])} | {cell(e['same_org_fifo']['small'])} |")
+    rows.append(f"| text | 4 tokens, two {t['long_max_tokens']}-token generations ahead (one running) | "
+                f"{cell(t['alone'])} | {cell(t['other_org_fair']['small'])} | {cell(t['same_org_fifo']['small'])} |")
+    r = d["oversized_refusal"]
+    rows += ["", f"The batch itself took {cell(e['other_org_fair']['batch'])}. The issue's request (2,048 inputs "
+             f"of 1,000 characters) against the default budget: status {r['status']} in {_f(r['ms'], 0)} ms."]
+    return rows
+
+
 def _memory(d: dict[str, Any]) -> list[str]:
     rows = [f"Load: {d['rate']} req/s open loop ({d.get('rate_from', 'frontier')}) for {d['duration_s']} s, "
             f"then 256 streams for {d['duration_s'] / 2} s; 5 s idle; the same rate again; 5 s idle.", "",
@@ -212,7 +232,8 @@ Renderer = Callable[[dict[str, Any]], list[str]]
 SECTIONS: tuple[tuple[str, str, Renderer], ...] = (
     ("overhead", "Overhead", _overhead), ("overhead-postgresql", "Overhead on PostgreSQL", _overhead),
     ("streaming", "Streaming", _streaming), ("peers", "Peers", _peers), ("embeddings", "Embeddings", _embeddings),
-    ("memory", "Memory", _memory), ("usage", "Usage", _usage), ("profile", "Profile", _profile))
+    ("memory", "Memory", _memory), ("usage", "Usage", _usage), ("profile", "Profile", _profile),
+    ("fairness", "Local model fairness", _fairness))
 OPTIONAL = {"overhead-postgresql"}
 """Sections left out when their lane has no result; the others say "not measured"."""
 

@@ -52,6 +52,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     control_plane_port: Port = 8000
     local_models_enabled: bool = True
     local_models_port: Port = 9300
+    local_models_backends: str = "local"
+    """Catalog backends (comma-separated ids) that are this platform's local model servers: only
+    they are told the organization of each call (`x-nx-tenant`), which their queue shares fairly."""
 
     bootstrap_credit_nanos: Annotated[int, msgspec.Meta(ge=0)] = 10 * 10**9
     """Promotional credit granted to the first organization on first start (nano-dollars), so the
@@ -93,6 +96,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     @property
     def edge_url(self) -> str:
         return self.public_base_url or f"http://{self.edge_host}:{self.edge_port}"
+
+    @property
+    def local_backend_ids(self) -> frozenset[str]:
+        return frozenset(b.strip() for b in self.local_models_backends.split(",") if b.strip())
 
     @property
     def sidecar_url(self) -> str:

@@ -38,6 +38,8 @@ class Request:
     method: str
     path: str
     body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    """Lower-case names; a repeated header keeps its last value."""
     disconnected: asyncio.Event = field(default_factory=asyncio.Event)
     _callbacks: list[Callable[[], None]] = field(default_factory=list)
 
@@ -70,6 +72,7 @@ class Request:
 class JsonResponse:
     body: bytes
     status: int = 200
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +142,8 @@ class App:
         raise ApiError(404, f"No route {method} {path}.", code="unknown_url")
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(method=scope["method"], path=scope["path"])
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        request = Request(method=scope["method"], path=scope["path"], headers=headers)
         watcher: asyncio.Task[None] | None = None
         try:
             handler = self._route(request.method, request.path)
@@ -147,7 +151,7 @@ class App:
             watcher = asyncio.create_task(_watch_disconnect(receive, request))
             response = await handler(request)
         except ApiError as exc:
-            response = JsonResponse(error_bytes(exc), exc.status)
+            response = JsonResponse(error_bytes(exc), exc.status, tuple(exc.headers.items()))
         except _ClientGone:
             return
         except Exception:
@@ -196,6 +200,7 @@ async def _watch_disconnect(receive: Receive, request: Request) -> None:
 
 async def _send_json(send: Send, response: JsonResponse) -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(response.body)).encode())]
+    headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     await send({"type": "http.response.body", "body": response.body})
 

@@ -80,7 +80,11 @@ async def chat_completions(request: Request, state: ServerState) -> Response:
     grammar, tool_mode = grammar_for(body.response_format, body.tools, body.tool_choice)
     prompt = render_chat(body.messages, body.tools if tool_mode else None)
     params = sampling_params(
-        body, default_max_tokens=DEFAULT_CHAT_MAX_TOKENS, extra_stops=ROLE_STOPS, grammar=grammar
+        body,
+        default_max_tokens=DEFAULT_CHAT_MAX_TOKENS,
+        max_output_tokens=state.max_output_tokens,
+        extra_stops=ROLE_STOPS,
+        grammar=grammar,
     )
     tokens = model.tokenize(prompt)
     check_context(model, tokens, "messages")
@@ -172,7 +176,9 @@ async def completions(request: Request, state: ServerState) -> Response:
             raise bad_request(f"'{name}' is not supported by the local model server.", param=name)
     if body.best_of not in (None, 1):
         raise bad_request("Only best_of=1 is supported.", param="best_of")
-    params = sampling_params(body, default_max_tokens=DEFAULT_COMPLETION_MAX_TOKENS)
+    params = sampling_params(
+        body, default_max_tokens=DEFAULT_COMPLETION_MAX_TOKENS, max_output_tokens=state.max_output_tokens
+    )
     tokens = model.tokenize(_prompt_text(body.prompt))
     check_context(model, tokens, "prompt")
     run = TextRun.start(model, state.text_worker, request, tokens, params)

@@ -33,10 +33,13 @@ class ApiError(Exception):
         type: str = "invalid_request_error",
         param: str | None = None,
         code: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.detail = ErrorDetail(message=message, type=type, param=param, code=code)
+        self.headers = headers or {}
+        """Extra response headers (``Retry-After`` on a 429)."""
 
 
 def bad_request(message: str, param: str | None = None, code: str | None = None) -> ApiError:

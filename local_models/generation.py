@@ -15,13 +15,21 @@ from dataclasses import dataclass
 
 from local_models.asgi import Request
 from local_models.errors import ApiError, bad_request
+from local_models.fairqueue import FairQueue
 from local_models.schemas import ChatCompletionRequest, CompletionRequest
 from local_models.text import GenerationParams, GenerationResult, TextModel
-from local_models.worker import BoundedWorker
 
-__all__ = ["TextRun", "check_context", "check_model", "sampling_params"]
+__all__ = ["TENANT_HEADER", "TextRun", "check_context", "check_model", "sampling_params", "tenant_of"]
 
 MAX_STOPS = 4
+TENANT_HEADER = "x-nx-tenant"
+"""Set by the platform's adapter to the organization a request is for (absent: one anonymous tenant)."""
+PREFILL_PER_OUTPUT_TOKEN = 16
+"""Prompt tokens llama.cpp reads in the time it samples one (batched prefill); sizes a job's cost."""
+
+
+def tenant_of(request: Request) -> str:
+    return request.headers.get(TENANT_HEADER, "")
 
 
 def check_model(requested: str, expected: str, loaded: object | None, known: set[str]) -> None:
@@ -56,9 +64,12 @@ def sampling_params(
     body: ChatCompletionRequest | CompletionRequest,
     *,
     default_max_tokens: int,
+    max_output_tokens: int,
     extra_stops: tuple[str, ...] = (),
     grammar: str | None = None,
 ) -> GenerationParams:
+    """`max_output_tokens` caps what a request may ask for (a larger ask is served up to the cap,
+    ending with finish_reason "length"): one request must not hold the model for minutes."""
     if body.n not in (None, 1):
         raise bad_request("Only n=1 is supported.", param="n")
     if body.logit_bias:
@@ -81,7 +92,7 @@ def sampling_params(
         if value is not None and not -2.0 <= value <= 2.0:
             raise bad_request(f"'{name}' must be between -2 and 2.", param=name)
     return GenerationParams(
-        max_tokens=max_tokens or default_max_tokens,
+        max_tokens=min(max_tokens or default_max_tokens, max_output_tokens),
         # top_p=0 means "only the most likely token", which is greedy decoding.
         temperature=0.0 if top_p == 0.0 else temperature,
         top_p=top_p or 1.0,
@@ -112,12 +123,13 @@ class TextRun:
     def start(
         cls,
         model: TextModel,
-        worker: BoundedWorker,
+        worker: FairQueue,
         request: Request,
         prompt_tokens: list[int],
         params: GenerationParams,
     ) -> TextRun:
-        """Queue the generation (503 if the queue is full) and return at once."""
+        """Queue the generation (429 past the tenant's share, 503 if the queue is full) and return
+        at once."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[str | None] = asyncio.Queue()
         cancelled = threading.Event()
@@ -125,7 +137,10 @@ class TextRun:
         def emit(piece: str) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, piece)
 
-        future = worker.submit(lambda: model.generate(prompt_tokens, params, cancelled, emit))
+        ticket = worker.admit(tenant_of(request))
+        cost = min(params.max_tokens, model.n_ctx) + len(prompt_tokens) / PREFILL_PER_OUTPUT_TOKEN
+        future = ticket.submit(lambda: model.generate(prompt_tokens, params, cancelled, emit), cost)
+        ticket.close()
         # Done callbacks run after every emit already scheduled, so None really is the end.
         future.add_done_callback(lambda _: queue.put_nowait(None))
         request.on_disconnect(cancelled.set)

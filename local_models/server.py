@@ -33,8 +33,8 @@ from local_models import (
 )
 from local_models.api import routes
 from local_models.asgi import App
+from local_models.fairqueue import FairQueue
 from local_models.state import ServerState
-from local_models.worker import BoundedWorker
 
 __all__ = ["build_app", "load_models", "main"]
 
@@ -82,6 +82,20 @@ def build_app(state: ServerState) -> App:
     return App(routes(state), on_shutdown=shutdown)
 
 
+def _weights(parser: argparse.ArgumentParser, pairs: list[str]) -> dict[str, float]:
+    weights: dict[str, float] = {}
+    for pair in pairs:
+        tenant, _, value = pair.partition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = 0.0
+        if not tenant or not weight > 0:
+            parser.error(f"--tenant-weight expects TENANT=WEIGHT with a positive weight, got {pair!r}")
+        weights[tenant] = weight
+    return weights
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m local_models.server", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -93,6 +107,28 @@ def main(argv: list[str] | None = None) -> int:
         default=16,
         help="requests waiting per model beyond the one running; more get 503",
     )
+    parser.add_argument(
+        "--max-per-tenant",
+        type=int,
+        default=4,
+        help="requests of one tenant (x-nx-tenant) queued or running per model; more get 429",
+    )
+    parser.add_argument(
+        "--tenant-weight",
+        action="append",
+        default=[],
+        metavar="TENANT=WEIGHT",
+        help="a tenant's share of the models relative to others (default 1); repeatable",
+    )
+    parser.add_argument(
+        "--max-output-tokens", type=int, default=1024, help="tokens one text generation may produce"
+    )
+    parser.add_argument(
+        "--max-embedding-tokens",
+        type=int,
+        default=32_768,
+        help="tokens one embeddings request may make the model read (inputs x length); more get 400",
+    )
     parser.add_argument("--n-ctx", type=int, default=4096, help="text model context, in tokens")
     parser.add_argument(
         "--threads", type=int, default=None, help="CPU threads per model (default: all cores)"
@@ -100,10 +136,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.max_queue < 0:
         parser.error("--max-queue must be >= 0")
+    for name in ("max_per_tenant", "max_output_tokens", "max_embedding_tokens"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    weights = _weights(parser, args.tenant_weight)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     state = ServerState(
-        text_worker=BoundedWorker("text", args.max_queue),
-        embed_worker=BoundedWorker("embed", args.max_queue),
+        text_worker=FairQueue("text", args.max_queue, args.max_per_tenant, weights),
+        embed_worker=FairQueue("embed", args.max_queue, args.max_per_tenant, weights),
+        max_output_tokens=args.max_output_tokens,
+        max_embedding_tokens=args.max_embedding_tokens,
     )
     load_models(state, args.models_dir, n_ctx=args.n_ctx, threads=args.threads or os.cpu_count())
     try:

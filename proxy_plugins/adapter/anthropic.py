@@ -242,7 +242,7 @@ async def chat(svc: Services, ctx: RequestContext, body: dict[str, Any], exchang
                        f"this model ({type(exc).__name__}: {str(exc)[:200]}).") from None
     payload = _encode(translated)
     if not stream:
-        reply = await svc.backends.post(ctx.backend, "messages", payload)
+        reply = await svc.backends.post(ctx.backend, "messages", payload, ctx.org_id)
         try:
             msg = msgspec.json.decode(reply.body)
         except msgspec.DecodeError:
@@ -250,7 +250,7 @@ async def chat(svc: Services, ctx: RequestContext, body: dict[str, Any], exchang
         await exchange.json(_encode(from_message(ctx, msg if isinstance(msg, dict) else {})))
         return
     translator = ChunkTranslator(ctx)
-    async with svc.backends.stream(ctx.backend, "messages", payload) as events:
+    async with svc.backends.stream(ctx.backend, "messages", payload, ctx.org_id) as events:
         await exchange.start_stream()
         try:
             async for event in events:

@@ -60,13 +60,14 @@ class Adapter:
         self.pepper = secrets.key_pepper
         self.finisher = Finisher(settings.sidecar_url, token)
         self._snapshot: Snapshot | None = None
-        self.svc = Services(settings=settings, engine=make_engine(settings), backends=Backends(),
+        self.svc = Services(settings=settings, engine=make_engine(settings),
+                            backends=Backends(tenant_backends=settings.local_backend_ids),
                             snapshot=self.snapshot)
         self.committer = Committer(self.svc.engine)
         self._poller: asyncio.Task[None] | None = None
         # Background responses are inference too: every adapter process claims queued ones under
         # a lease (responses_worker.py), so they run where the backends and the metering live.
-        self.background = BackgroundResponses(self.svc.engine)
+        self.background = BackgroundResponses(self.svc.engine, tenant_backends=settings.local_backend_ids)
         self._background: asyncio.Task[None] | None = None
 
     def snapshot(self) -> Snapshot:

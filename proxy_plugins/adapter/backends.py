@@ -2,9 +2,9 @@
 
 Interface (what handlers use):
 
-- `Backends.post(backend, path, payload) -> UpstreamReply`: one JSON call; a non-2xx status or a
+- `Backends.post(backend, path, payload, tenant) -> UpstreamReply`: one JSON call; a non-2xx status or a
   transport failure raises `ApiError` already mapped to the platform's codes (`map_status`).
-- `async with Backends.stream(backend, path, payload) as events:` then `async for ev in events`:
+- `async with Backends.stream(backend, path, payload, tenant) as events:` then `async for ev in events`:
   yields `SseEvent`s as the upstream sends them, nothing buffered. A non-2xx status raises before
   the first event; a cut or a stall mid-stream raises `ApiError` (`upstream_error`,
   `upstream_timeout`) from the iteration. Leaving the block (normally, on error or on
@@ -21,6 +21,10 @@ per request than httpx or aiohttp (docs/benchmarks.md, "Backend client").
 Credentials: the value of the environment variable named by the backend's `api_key_env`, sent as
 `Authorization: Bearer` (OpenAI protocols) or `x-api-key` (Anthropic). It is never logged, never
 returned, and scrubbed from upstream error messages before they are relayed.
+
+Tenant: calls to the platform's own local model servers (`NX_LOCAL_MODELS_BACKENDS`) carry the
+organization they are for in `x-nx-tenant`, which their fair queue orders by (local_models/
+fairqueue.py); no other backend is told anything about the platform's tenants.
 """
 
 from __future__ import annotations
@@ -145,12 +149,17 @@ def _transport_error(backend: BackendRecord, exc: Exception) -> ApiError:
     return ApiError("upstream_error", "The connection to the model backend failed.")
 
 
+TENANT_HEADER = "x-nx-tenant"
+
+
 class Backends:
     """Pooled HTTP clients keyed by backend; `aclose()` at shutdown."""
 
-    def __init__(self, max_connections: int = 1000) -> None:
+    def __init__(self, max_connections: int = 1000, tenant_backends: frozenset[str] = frozenset()) -> None:
         self._pools: dict[tuple[str, str, int, int], http1.Pool] = {}
         self._max_connections = max_connections
+        self.tenant_backends = tenant_backends
+        """Backend ids that are told the organization of each call (the local model servers)."""
 
     def pool(self, backend: BackendRecord) -> http1.Pool:
         key = (backend.id, backend.base_url, backend.timeout_ms, backend.connect_timeout_ms)
@@ -162,9 +171,11 @@ class Backends:
             self._pools[key] = pool
         return pool
 
-    def headers(self, backend: BackendRecord, stream: bool) -> dict[str, str]:
+    def headers(self, backend: BackendRecord, stream: bool, tenant: str = "") -> dict[str, str]:
         headers = {"content-type": "application/json",
                    "accept": "text/event-stream" if stream else "application/json"}
+        if tenant and backend.id in self.tenant_backends:
+            headers[TENANT_HEADER] = tenant
         if backend.protocol == "anthropic":
             headers["anthropic-version"] = ANTHROPIC_VERSION
         if backend.api_key_env:
@@ -179,9 +190,9 @@ class Backends:
                 headers["authorization"] = f"Bearer {secret}"
         return headers
 
-    async def post(self, backend: BackendRecord, path: str, payload: bytes) -> UpstreamReply:
+    async def post(self, backend: BackendRecord, path: str, payload: bytes, tenant: str = "") -> UpstreamReply:
         pool = self.pool(backend)
-        headers = self.headers(backend, False)
+        headers = self.headers(backend, False, tenant)
         try:
             async with asyncio.timeout(backend.timeout_ms / 1000):
                 resp = await pool.request("POST", path, payload, headers)
@@ -196,10 +207,10 @@ class Backends:
         return UpstreamReply(resp.status, resp.headers, body)
 
     @contextlib.asynccontextmanager
-    async def stream(self, backend: BackendRecord, path: str,
-                     payload: bytes) -> AsyncIterator[AsyncIterator[SseEvent]]:
+    async def stream(self, backend: BackendRecord, path: str, payload: bytes,
+                     tenant: str = "") -> AsyncIterator[AsyncIterator[SseEvent]]:
         pool = self.pool(backend)
-        headers = self.headers(backend, True)
+        headers = self.headers(backend, True, tenant)
         try:
             resp = await pool.request("POST", path, payload, headers)
         except http1.HttpError as exc:

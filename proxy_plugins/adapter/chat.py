@@ -84,7 +84,7 @@ async def handle(svc: Services, ctx: RequestContext, body: bytes, exchange: Exch
         ctx.input_estimate = -(-len(body) // 4)
         await _stream(svc, ctx, _encode(request), exchange, client_wants_usage)
         return
-    reply = await svc.backends.post(ctx.backend, "chat/completions", _encode(request))
+    reply = await svc.backends.post(ctx.backend, "chat/completions", _encode(request), ctx.org_id)
     try:
         answer = msgspec.json.decode(reply.body)
     except msgspec.DecodeError:
@@ -99,7 +99,7 @@ async def handle(svc: Services, ctx: RequestContext, body: bytes, exchange: Exch
 async def _stream(svc: Services, ctx: RequestContext, payload: bytes, exchange: Exchange,
                   client_wants_usage: bool) -> None:
     model_json = _encode(ctx.requested_model)
-    async with svc.backends.stream(ctx.backend, "chat/completions", payload) as events:
+    async with svc.backends.stream(ctx.backend, "chat/completions", payload, ctx.org_id) as events:
         await exchange.start_stream()
         try:
             async for event in events:

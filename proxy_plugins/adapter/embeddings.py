@@ -135,7 +135,7 @@ async def handle(svc: Services, ctx: RequestContext, body: bytes, exchange: Exch
 
 
 async def _call(svc: Services, ctx: RequestContext, raw: dict[str, Any]) -> _Reply:
-    reply = await svc.backends.post(ctx.backend, "embeddings", _encode(raw))
+    reply = await svc.backends.post(ctx.backend, "embeddings", _encode(raw), ctx.org_id)
     try:
         return msgspec.json.decode(reply.body, type=_Reply)
     except (msgspec.DecodeError, msgspec.ValidationError):

@@ -63,7 +63,7 @@ async def handle(svc: Services, ctx: RequestContext, body: bytes, exchange: Exch
     if req.background:
         await _background(svc, ctx, req, items, response, exchange)
         return
-    run = Run(svc.backends, ctx.backend, ctx.model, req, prior + items, response)
+    run = Run(svc.backends, ctx.backend, ctx.model, req, prior + items, response, tenant=ctx.org_id)
     if req.stream:
         await _stream(svc, ctx, req, items, run, exchange)
         return

@@ -47,8 +47,11 @@ class Run:
         *,
         announce: bool = True,
         first_sequence: int = 0,
+        tenant: str = "",
     ) -> None:
         self.backends, self.backend, self.model, self.req = backends, backend, model, req
+        self.tenant = tenant
+        """The organization, for backends that order their queue by it (backends.py)."""
         self.items, self.response = items, response
         self.announce, self.first_sequence = announce, first_sequence
         self.final: dict[str, Any] | None = None
@@ -100,7 +103,7 @@ class Run:
     # -- one JSON answer ------------------------------------------------------------------------
     async def json(self) -> dict[str, Any]:
         path, payload = self._payload(stream=False)
-        reply = await self.backends.post(self.backend, path, payload)
+        reply = await self.backends.post(self.backend, path, payload, self.tenant)
         try:
             if self.backend.protocol == "openai":
                 upstream = msgspec.json.decode(reply.body)
@@ -133,7 +136,7 @@ class Run:
             if self.backend.protocol == "anthropic"
             else ChatStreamTranslator(stream)
         )
-        async with self.backends.stream(self.backend, path, payload) as upstream:
+        async with self.backends.stream(self.backend, path, payload, self.tenant) as upstream:
             yield stream.start(self.announce)
             try:
                 async for event in upstream:
@@ -181,7 +184,7 @@ class Run:
         snapshot: dict[str, Any] = msgspec.to_builtins(self.response)
         done_items: dict[int, Any] = {}
         seq = self.first_sequence - 1
-        async with self.backends.stream(self.backend, path, payload) as upstream:
+        async with self.backends.stream(self.backend, path, payload, self.tenant) as upstream:
             try:
                 async for event in upstream:
                     try:

@@ -63,11 +63,12 @@ async def _creator(conn: AsyncConnection, stored: store.StoredResponse) -> Tenan
 
 class BackgroundResponses:
     def __init__(
-        self, engine: AsyncEngine, concurrency: int = 8, lease_ms: int = 15_000, watch_s: float = 1.0
+        self, engine: AsyncEngine, concurrency: int = 8, lease_ms: int = 15_000, watch_s: float = 1.0,
+        tenant_backends: frozenset[str] = frozenset(),
     ) -> None:
         self.engine, self.concurrency, self.lease_ms, self.watch_s = engine, concurrency, lease_ms, watch_s
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-        self.backends = Backends()
+        self.backends = Backends(tenant_backends=tenant_backends)
         self.tasks: set[asyncio.Task[None]] = set()
 
     async def __call__(self) -> None:
@@ -130,7 +131,8 @@ class BackgroundResponses:
             if not await store.mark_running(conn, response_id, _encode(response)):
                 return
         run = Run(
-            self.backends, backend, model, req, items, response, announce=False, first_sequence=base_seq
+            self.backends, backend, model, req, items, response, announce=False, first_sequence=base_seq,
+            tenant=stored.org_id,
         )
         last = [base_seq - 1]
         consumer = asyncio.create_task(self._consume(response_id, run, last))
