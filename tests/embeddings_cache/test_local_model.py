@@ -20,7 +20,7 @@ IN, CACHED = 5_000_000, 1_000_000  # its card in tests/inference/support.py
 
 async def test_local_model_miss_then_partial_then_hit(sp: SimPlatform) -> None:
     if sp.local is None:
-        pytest.skip("local model weights are absent and could not be fetched")
+        pytest.skip(sp.local_unavailable or "local models unavailable")
     org, key = await tenant(sp)
     m = marker()
     a, b = f"the cat sat on the mat {m}", f"markets fell sharply today {m}"

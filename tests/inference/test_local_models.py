@@ -19,7 +19,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 @pytest.fixture
 def local(sp: SimPlatform) -> SimPlatform:
     if sp.local is None:
-        pytest.skip("local model weights are absent and could not be fetched")
+        pytest.skip(sp.local_unavailable or "local models unavailable")
     return sp
 
 
