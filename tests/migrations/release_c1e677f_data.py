@@ -22,6 +22,8 @@ from tests.migrations.release_c1e677f import (
 
 HOUR = 3_600_000
 USD = 1_000_000_000
+IDEMPOTENT_REQUEST = b'{"model": "sim-chat", "messages": [{"role": "user", "content": "order 0"}]}'
+IDEMPOTENT_ANSWER = b'{"id": "chatcmpl-release-0", "object": "chat.completion", "model": "sim-chat"}'
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"n" * 32).decode()
 WEBHOOK_PREVIOUS_SECRET = "whsec_" + base64.b64encode(b"o" * 32).decode()
 
@@ -209,14 +211,19 @@ async def _responses(s: Seed, ids: dict[str, str], t0: int) -> None:
 
 
 async def _caches(s: Seed, ids: dict[str, str]) -> None:
+    # As the release stored an answer: SHA-256 of the request's bytes, headers as [name, value]
+    # pairs, the body in base64 (plain: sealing stored answers came later).
     for state, n in (("completed", 0), ("in_flight", 1)):
+        done = state == "completed"
         await s.row("idempotency_keys", id=s.id("idem"), org_id=ORG_A, key_id=ids["keyA"], method="POST",
-                    path="/v1/chat/completions", idem_key=f"order-{n}", request_hash=hashlib.sha256(b"x").hexdigest(),
+                    path="/v1/chat/completions", idem_key=f"order-{n}",
+                    request_hash=hashlib.sha256(IDEMPOTENT_REQUEST if done else b"{}").hexdigest(),
                     request_id=s.id("req"), state=state, lease_expires_at=s.now - 1000,
-                    response_status=200 if n == 0 else None,
-                    response_headers='{"content-type": "application/json"}' if n == 0 else None,
-                    response_body='{"id": "chatcmpl-1"}' if n == 0 else None, created_at=s.now - HOUR,
-                    completed_at=s.now - HOUR + 500 if n == 0 else None)
+                    response_status=200 if done else None,
+                    response_headers=json.dumps([["content-type", "application/json"], ["x-model", "sim-chat"]])
+                    if done else None,
+                    response_body=base64.b64encode(IDEMPOTENT_ANSWER).decode() if done else None,
+                    created_at=s.now - HOUR, completed_at=s.now - HOUR + 500 if done else None)
     for text in ("hello", "world"):
         vector = base64.b64encode(struct.pack("<8f", *[0.125 * i for i in range(8)])).decode()
         await s.row("embedding_cache", org_id=ORG_A, entry_key=hashlib.sha256(text.encode()).hexdigest(),

@@ -22,7 +22,12 @@ from tests.events.receiver import Receiver
 from tests.harness import Platform
 from tests.migrations.conftest import reconcile_all
 from tests.migrations.release_c1e677f import KEY_SECRET, MODEL, ORG_A, PEPPER, build_release_database, release_key
-from tests.migrations.release_c1e677f_data import WEBHOOK_PREVIOUS_SECRET, WEBHOOK_SECRET
+from tests.migrations.release_c1e677f_data import (
+    IDEMPOTENT_ANSWER,
+    IDEMPOTENT_REQUEST,
+    WEBHOOK_PREVIOUS_SECRET,
+    WEBHOOK_SECRET,
+)
 from tests.simulator.server import SimulatorProcess
 
 CATALOG = """
@@ -124,3 +129,13 @@ async def test_the_release_keys_keep_their_state(upgraded: Platform) -> None:
     # The globex key was limited to one model by the release; the production key was not.
     assert {MODEL, "sim/embed"} <= listed["production"]
     assert MODEL in listed["globex"] and "sim/embed" not in listed["globex"]
+
+
+async def test_an_answer_the_release_stored_is_replayed_for_its_idempotency_key(upgraded: Platform) -> None:
+    before = await _charges(upgraded.s)
+    async with upgraded.client(KEY_SECRET) as client:
+        r = await client.post("/v1/chat/completions", content=IDEMPOTENT_REQUEST,
+                              headers={"content-type": "application/json", "idempotency-key": "order-0"})
+    assert r.status_code == 200, r.text
+    assert r.content == IDEMPOTENT_ANSWER and r.headers["idempotent-replayed"] == "true"
+    assert await _charges(upgraded.s) == before
