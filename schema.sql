@@ -317,11 +317,13 @@ CREATE TABLE IF NOT EXISTS response_events (
 -- accounts (revenue, clearing, promotions, adjustments) are kept per organization too, so each
 -- tenant's books sum to zero on their own and no single platform row is a write hot spot.
 -- Sign convention: an entry's `amount` is added to its account's balance; a customer account's
--- positive balance is credit the platform owes that customer.
+-- positive balance is credit the platform owes that customer. `receivable` is what the customer
+-- owes the platform (a negative balance): the part of a settlement above its hold.
 CREATE TABLE IF NOT EXISTS ledger_accounts (
     id TEXT PRIMARY KEY,
     org_id TEXT NOT NULL REFERENCES organizations (id),
-    kind TEXT NOT NULL CHECK (kind IN ('wallet', 'promo', 'revenue', 'clearing', 'promotions', 'adjustments')),
+    kind TEXT NOT NULL CHECK (kind IN ('wallet', 'promo', 'revenue', 'clearing', 'promotions', 'adjustments',
+                                       'receivable')),
     customer INTEGER NOT NULL,
     balance BIGINT NOT NULL DEFAULT 0,
     -- Sum of open holds reserved against this account (pending debits, TigerBeetle-style).

@@ -55,7 +55,7 @@ def add_ledger_commands(sub: Any) -> Dispatcher:
     rev.add_argument("--idempotency-key")
     cmds.add_parser("balance", help="wallet, promotional credit, held and available")
     st = cmds.add_parser("statement", help="every transaction of an account with its running balance")
-    st.add_argument("--account", choices=["wallet", "promo"], default="wallet")
+    st.add_argument("--account", choices=["wallet", "promo", "receivable"], default="wallet")
     st.add_argument("--after", type=int, default=0)
     st.add_argument("--limit", type=int, default=100)
     alert = cmds.add_parser("alert", help="low-balance threshold (usage.threshold_reached)")

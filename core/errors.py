@@ -52,7 +52,6 @@ ERRORS: dict[str, ErrorSpec] = {
     "conflict": ErrorSpec(409, "invalid_request_error"),
     "idempotency_key_in_use": ErrorSpec(409, "invalid_request_error"),
     "hold_already_resolved": ErrorSpec(409, "invalid_request_error"),
-    "hold_exceeded": ErrorSpec(409, "invalid_request_error"),
     "request_too_large": ErrorSpec(413, "invalid_request_error"),
     "idempotency_key_reused": ErrorSpec(422, "invalid_request_error"),
     "unprocessable_entity": ErrorSpec(422, "invalid_request_error"),

@@ -125,7 +125,7 @@ class LedgerController(Controller):
 
     @get("/orgs/{org_id:str}/ledger/statement")
     async def statement(self, conn: AsyncConnection, org_id: str,
-                        account: Literal["wallet", "promo"] = "wallet",
+                        account: Literal["wallet", "promo", "receivable"] = "wallet",
                         after: Annotated[int, Parameter(ge=0)] = 0,
                         limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
                         since: Annotated[int | None, Parameter(ge=0)] = None,

@@ -114,9 +114,10 @@ async def post(conn: AsyncConnection, org_id: str, legs: Sequence[Leg], meta: Tx
             await release_held(conn, org_id, leg.kind, leg.release)
             continue
         applied = await _apply(conn, org_id, leg)
-        if applied is None and not await _has_accounts(conn, org_id):
-            # First money movement of this organization: create its accounts (only on a miss, so
-            # the hot path does not pay for it).
+        if applied is None and (leg.kind not in CUSTOMER_KINDS or not await _has_accounts(conn, org_id)):
+            # First money movement of this organization, or the first on an account kind added
+            # since its accounts were made (a platform account's update has no guard, so a miss
+            # means the row is missing): create them (only on a miss: the hot path does not pay).
             await ensure_accounts(conn, org_id)
             applied = await _apply(conn, org_id, leg)
         if applied is None:

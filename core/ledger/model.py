@@ -24,12 +24,12 @@ __all__ = [
     "Usage",
 ]
 
-AccountKind = Literal["wallet", "promo", "revenue", "clearing", "promotions", "adjustments"]
+AccountKind = Literal["wallet", "promo", "revenue", "clearing", "promotions", "adjustments", "receivable"]
 CUSTOMER_KINDS: frozenset[str] = frozenset({"wallet", "promo"})
 # Row locks are always taken in this order (after hold rows and budget rows), so concurrent
 # ledger writers on PostgreSQL never wait on each other in a cycle.
 KIND_ORDER: dict[str, int] = {"promo": 0, "wallet": 1, "revenue": 2, "clearing": 3, "promotions": 4,
-                              "adjustments": 5}
+                              "adjustments": 5, "receivable": 6}
 NonNeg = Annotated[int, msgspec.Meta(ge=0)]
 
 
@@ -82,6 +82,8 @@ class Settlement(msgspec.Struct, frozen=True, kw_only=True):
     charged: int
     """The exact charge in nano-dollars (goes into `x-wallet-debit` and the final stream event)."""
     released: int
+    receivable: int = 0
+    """The part of `charged` above the hold's amount, booked as owed (settle.py)."""
     txn_id: str | None
     """None when the charge is zero: nothing moved, so no ledger transaction exists."""
     model_id: str
@@ -120,6 +122,9 @@ class BalanceView(msgspec.Struct, frozen=True, kw_only=True):
     available_nanos: int
     """wallet + promo - held: what new holds can still reserve."""
     low_balance_nanos: int | None
+    owed_nanos: int = 0
+    """What the organization owes: the part of charges above their holds (the `receivable`
+    account, settle.py), not yet paid."""
 
 
 class StatementLine(msgspec.Struct, frozen=True, kw_only=True):

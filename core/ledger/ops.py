@@ -95,12 +95,13 @@ async def balance(conn: AsyncConnection, org_id: str) -> BalanceView:
     await ensure_accounts(conn, org_id)
     rows = {str(r[0]): (int(r[1]), int(r[2]), r[3]) for r in await conn.execute(text(
         "SELECT kind, balance, held, low_balance_nanos FROM ledger_accounts"
-        " WHERE org_id = :o AND kind IN ('wallet', 'promo')"), {"o": org_id})}
+        " WHERE org_id = :o AND kind IN ('wallet', 'promo', 'receivable')"), {"o": org_id})}
     wallet, promo = rows["wallet"], rows["promo"]
     held = wallet[1] + promo[1]
     return BalanceView(organization=org_id, wallet_nanos=wallet[0], promo_nanos=promo[0], held_nanos=held,
                        available_nanos=wallet[0] + promo[0] - held,
-                       low_balance_nanos=None if wallet[2] is None else int(wallet[2]))
+                       low_balance_nanos=None if wallet[2] is None else int(wallet[2]),
+                       owed_nanos=-rows.get("receivable", (0, 0, None))[0])
 
 
 async def set_low_balance(conn: AsyncConnection, org_id: str, low_balance_nanos: int | None) -> BalanceView:
@@ -115,10 +116,12 @@ async def set_low_balance(conn: AsyncConnection, org_id: str, low_balance_nanos:
     return await balance(conn, org_id)
 
 
-async def statement(conn: AsyncConnection, org_id: str, account: Literal["wallet", "promo"] = "wallet", *,
+async def statement(conn: AsyncConnection, org_id: str,
+                    account: Literal["wallet", "promo", "receivable"] = "wallet", *,
                     after: int = 0, limit: int = 100, since_ms: int | None = None,
                     until_ms: int | None = None) -> StatementPage:
-    """Every entry of a customer account in posting order, each with the balance it produced."""
+    """Every entry of a customer account (or of what it owes: `receivable`) in posting order, each
+    with the balance it produced."""
     await ensure_accounts(conn, org_id)
     limit = max(1, min(limit, 1000))
     rows = list(await conn.execute(text(

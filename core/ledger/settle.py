@@ -3,10 +3,15 @@
 One database transaction per call, however many holds it settles (`settle_many` is the group
 commit the adapter uses so the hot path is not capped at one commit per request). Per hold:
 - the charge is `request_cost(actual tokens)` at the hold's price card version;
-- a charge above the held amount is refused (`hold_exceeded`), a hold settles at most once
-  (`hold_already_resolved`), and either refusal affects only that item of a batch;
-- promotional credit pays first, then the wallet; revenue receives the charge; the held amounts
-  are released in the same UPDATE that debits the balance;
+- a hold settles at most once (`hold_already_resolved`; the refusal affects only that item of a
+  batch);
+- promotional credit pays first, then the wallet, up to the held amount; revenue receives the
+  whole charge; the held amounts are released in the same UPDATE that debits the balance;
+- a charge above the held amount (a backend that produced more than it was asked for, or a
+  tokenizer that counts differently than the estimate) is never lost: the hold's amount is taken
+  as above and the rest is debited to the organization's `receivable` account (what it owes;
+  a negative balance there), in the same balanced transaction. The usage record and the budget
+  spend carry the whole charge;
 - the usage record, the budget spend, threshold crossings and the `request.completed` event are
   written in the same transaction as the charge.
 
@@ -70,9 +75,11 @@ async def settle_many(conn: AsyncConnection, items: Sequence[tuple[str, Usage]],
     for org_id in sorted({c.hold.org_id for c in claimed}):
         await _post_org(conn, org_id, [c for c in claimed if c.hold.org_id == org_id], now)
     for c in claimed:
+        covered = min(c.cost, c.hold.amount)
         results[c.index] = Settlement(hold_id=c.hold.id, request_id=c.hold.request_id, charged=c.cost,
-                                      released=c.hold.amount - c.cost, txn_id=c.txn_id,
-                                      model_id=c.hold.model_id, price_version=c.hold.price_version)
+                                      released=c.hold.amount - covered, receivable=c.cost - covered,
+                                      txn_id=c.txn_id, model_id=c.hold.model_id,
+                                      price_version=c.hold.price_version)
     return [r for r in results if r is not None]
 
 
@@ -90,14 +97,13 @@ async def _claim(conn: AsyncConnection, index: int, ref: str, usage: Usage,
     if card_key not in cards:
         cards[card_key] = await card_version(conn, *card_key)
     cost = charge_for(cards[card_key], usage.input_tokens, usage.cached_tokens, usage.output_tokens)
-    if cost > hold.amount:
-        raise ApiError("hold_exceeded", f"The actual cost {cost} exceeds the {hold.amount} nano-dollars held "
-                       f"by {hold.id}; nothing was posted.")
     txn_id = new_id("txn") if cost else None
     # The conditional UPDATE is the at-most-once gate: a racing settle or expiry sees no open row.
+    # `charged` is what the hold paid; anything above it is owed (see the module docstring).
     won = await conn.execute(sql(
         "UPDATE ledger_holds SET status = 'settled', charged = :c, txn_id = :t, resolved_at = :now"
-        " WHERE id = :id AND status = 'open'"), {"c": cost, "t": txn_id, "now": now, "id": hold.id})
+        " WHERE id = :id AND status = 'open'"),
+        {"c": min(cost, hold.amount), "t": txn_id, "now": now, "id": hold.id})
     if won.rowcount != 1:
         raise ApiError("hold_already_resolved", f"Hold {hold.id} was resolved concurrently.")
     return _Claimed(index, hold, usage, cost, txn_id, cards[card_key].id)
@@ -123,8 +129,9 @@ async def _post_org(conn: AsyncConnection, org_id: str, group: list[_Claimed], n
     last_txn: str | None = None
     for c in sorted(group, key=lambda c: c.hold.id):
         h = c.hold
-        promo_charge = min(c.cost, h.promo_part)
-        legs = [Leg("promo", -promo_charge, h.promo_part), Leg("wallet", promo_charge - c.cost,
+        covered = min(c.cost, h.amount)
+        promo_charge = min(covered, h.promo_part)
+        legs = [Leg("promo", -promo_charge, h.promo_part), Leg("wallet", promo_charge - covered,
                                                                h.amount - h.promo_part)]
         if c.txn_id is None:
             for leg in legs:
@@ -133,9 +140,11 @@ async def _post_org(conn: AsyncConnection, org_id: str, group: list[_Claimed], n
             meta = TxnMeta(kind="charge", actor="system", request_id=h.request_id,
                            project_id=h.project_id, key_id=h.key_id, period=h.period, model_id=h.model_id,
                            price_version=h.price_version)
+            if c.cost > covered:
+                legs.append(Leg("receivable", covered - c.cost))
             await post(conn, org_id, [*legs, Leg("revenue", c.cost)], meta, f"charge:{h.id}", txn_id=c.txn_id,
                        first_use=True)
-            charged, last_txn = charged + c.cost, c.txn_id
+            charged, last_txn = charged + covered, c.txn_id
         await _usage_record(conn, c, now)
     if last_txn is not None:
         r = (await conn.execute(sql(

@@ -8,15 +8,19 @@ guarantees the same contract.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from typing import Any
 
 import msgspec
 
+from core.contract import output_cap
 from core.errors import ApiError
 from proxy_plugins.adapter.capabilities import refuse
+from proxy_plugins.adapter.chat_limit import length_tail
 from proxy_plugins.adapter.context import RequestContext, Usage
+from proxy_plugins.adapter.counting import count_input
 from proxy_plugins.adapter.exchange import DONE, Exchange, sse, stream_error
 from proxy_plugins.adapter.metering import metadata, metadata_comment
 from proxy_plugins.adapter.services import Services
@@ -120,7 +124,7 @@ def to_messages_request(ctx: RequestContext, body: dict[str, Any], stream: bool)
             raise ApiError("invalid_request_error", f"Unsupported message role {role!r}.", "messages")
     out: dict[str, Any] = {
         "model": ctx.model.upstream_name, "messages": messages, "stream": stream,
-        "max_tokens": body.get("max_completion_tokens") or body.get("max_tokens") or ctx.model.max_output_tokens,
+        "max_tokens": _max_tokens(ctx, body),
     }
     if system:
         out["system"] = "\n\n".join(system)
@@ -140,6 +144,13 @@ def to_messages_request(ctx: RequestContext, body: dict[str, Any], stream: bool)
     if isinstance(body.get("user"), str):
         out["metadata"] = {"user_id": body["user"]}
     return out
+
+
+def _max_tokens(ctx: RequestContext, body: dict[str, Any]) -> int:
+    """Messages requires `max_tokens`: the client's limit, never more than the hold covers."""
+    asked = body.get("max_completion_tokens") or body.get("max_tokens") or output_cap(ctx.model)
+    held = ctx.meter.per_choice(1)
+    return min(asked, held) if held else int(asked)
 
 
 def usage_from_anthropic(usage: Any, previous: Usage | None = None) -> Usage:
@@ -205,6 +216,8 @@ class ChunkTranslator:
             return []
         if kind == "content_block_delta":
             delta = data.get("delta") or {}
+            if delta.get("type") in ("text_delta", "input_json_delta") and not self.ctx.meter.produce():
+                return []  # past the output the hold covers: the caller ends the stream
             if delta.get("type") == "text_delta":
                 return [self._chunk({"content": delta.get("text", "")})]
             if delta.get("type") == "input_json_delta":
@@ -214,6 +227,7 @@ class ChunkTranslator:
             return []
         if kind == "message_delta":
             self.ctx.usage = usage_from_anthropic(data.get("usage"), self.ctx.usage)
+            self.ctx.meter.reported = True
             reason = (data.get("delta") or {}).get("stop_reason")
             return [self._chunk({}, FINISH.get(str(reason), "stop"))] if reason else []
         if kind == "message_stop":
@@ -234,13 +248,13 @@ async def chat(svc: Services, ctx: RequestContext, body: dict[str, Any], exchang
                client_wants_usage: bool) -> None:
     stream = bool(body.get("stream"))
     try:
-        translated = to_messages_request(ctx, body, stream)
+        request = to_messages_request(ctx, body, stream)
     except (TypeError, KeyError, AttributeError, ValueError) as exc:
         # The translation reads only the client's body: a field of the wrong type or shape, which
         # an OpenAI backend would refuse with a 400 of its own (check_chat covers the common ones).
         raise ApiError("invalid_request_error", "The request body has a field of the wrong type or shape for "
                        f"this model ({type(exc).__name__}: {str(exc)[:200]}).") from None
-    payload = _encode(translated)
+    payload = _encode(request)
     if not stream:
         reply = await svc.backends.post(ctx.backend, "messages", payload, ctx.org_id)
         try:
@@ -250,6 +264,7 @@ async def chat(svc: Services, ctx: RequestContext, body: dict[str, Any], exchang
         await exchange.json(_encode(from_message(ctx, msg if isinstance(msg, dict) else {})))
         return
     translator = ChunkTranslator(ctx)
+    ctx.count_input = functools.partial(count_input, svc.backends, ctx.backend, "messages", request, ctx.org_id)
     async with svc.backends.stream(ctx.backend, "messages", payload, ctx.org_id) as events:
         await exchange.start_stream()
         try:
@@ -260,10 +275,15 @@ async def chat(svc: Services, ctx: RequestContext, body: dict[str, Any], exchang
                     raise ApiError("upstream_error", "The model backend sent a malformed stream event.") from None
                 for chunk in translator.feed(event.event, data if isinstance(data, dict) else {}):
                     await exchange.event(sse(chunk))
+                if ctx.meter.stopped:  # past the output the hold covers
+                    await exchange.finish(await length_tail(ctx, client_wants_usage))
+                    return
                 if translator.done:
+                    await ctx.complete_usage()
                     tail = sse(translator.usage_chunk()) if client_wants_usage else b""
                     await exchange.finish(tail + metadata_comment(ctx) + DONE)
                     return
             raise ApiError("upstream_error", "The model backend's stream ended before it was complete.")
         except ApiError as exc:
-            await exchange.finish(stream_error(exc) + metadata_comment(ctx))
+            await ctx.complete_usage()
+            await exchange.finish(stream_error(exc) + metadata_comment(ctx), status=exc.status)

@@ -32,6 +32,7 @@ from proxy_plugins.adapter.context import RequestContext
 from proxy_plugins.adapter.exchange import Exchange, Receive, Send
 from proxy_plugins.adapter.finish import Finisher
 from proxy_plugins.adapter.idempotent_replay import serve_replay
+from proxy_plugins.adapter.meter import Meter
 from proxy_plugins.adapter.responses_worker import BackgroundResponses
 from proxy_plugins.adapter.services import Handler, Services
 
@@ -183,6 +184,7 @@ class Adapter:
             project_id=_text(headers, b"x-nx-project") or "", key_id=_text(headers, b"x-nx-key") or "",
             requested_model=requested, model=model, backend=backend, received_ns=time.monotonic_ns(),
             hold_price=_hold_price(_text(headers, b"x-nx-hold-price")),
+            meter=Meter(_held_output(_text(headers, b"x-nx-hold-output"))),
             idempotency_record=_text(headers, b"x-nx-idem"), cache_control=_text(headers, b"cache-control") or "")
 
     async def _serve(self, handler: Handler, ctx: RequestContext, body: bytes, receive: Receive,
@@ -206,12 +208,14 @@ class Adapter:
             watcher.cancel()
 
     async def _run(self, handler: Handler, ctx: RequestContext, body: bytes, exchange: Exchange) -> None:
+        failed: int | None = None  # a stream's failure status, for its usage record
         try:
             await handler(self.svc, ctx, body, exchange)
         except ApiError as exc:
             if not exchange.started:
                 await exchange.error(exc)
             else:
+                failed = exc.status
                 log.warning("request %s failed after the answer started: %s", ctx.request_id, exc.message)
         except RecursionError:
             # Client JSON nested just below the parser's limit, which a later step (re-encoding it
@@ -220,13 +224,14 @@ class Adapter:
             if not exchange.started:
                 await exchange.error(too_deep())
         except Exception:
+            failed = 500
             log.exception("request %s: unhandled error", ctx.request_id)
             if not exchange.started:
                 await exchange.error(ApiError("internal_error", "The server had an error processing "
                                               f"your request (request id {ctx.request_id})."))
         finally:
             if exchange.started and not exchange.finished:
-                await exchange.finish()
+                await exchange.finish(status=None if exchange.disconnected else failed)
 
     async def _run_background(self, every_s: float = 0.25) -> None:
         while True:
@@ -243,6 +248,11 @@ class Adapter:
 def _text(headers: dict[bytes, bytes], name: bytes) -> str | None:
     value = headers.get(name)
     return None if value is None else value.decode("latin-1")
+
+
+def _held_output(value: str | None) -> int:
+    """`x-nx-hold-output`: the output tokens the sidecar's hold covers (0: none known)."""
+    return int(value) if value and value.isdigit() else 0
 
 
 @functools.lru_cache(maxsize=256)

@@ -1,11 +1,13 @@
 """POST /v1/chat/completions.
 
 OpenAI-protocol backends get the client's body as it came, with `model` rewritten to the upstream
-name and, when streaming, `stream_options.include_usage` forced on so the platform can meter every
-stream; the usage chunk reaches the client only if it asked. Anthropic backends go through the
-translation in anthropic.py. Streams are relayed event by event as they arrive; an ordinary content
-chunk is relayed by chat_chunk.py without being rebuilt as Python objects (its bytes are kept, only
-`model` is swapped), everything else (usage, errors, nulls to drop) by `_relay` here.
+name, the output limit never above what the hold covers (chat_limit.py) and, when streaming,
+`stream_options.include_usage` forced on so the platform can meter every stream; the usage chunk
+reaches the client only if it asked. Content chunks are counted as they are relayed (meter.py).
+Anthropic backends go through the translation in anthropic.py. Streams are relayed event by
+event as they arrive; an ordinary content chunk is relayed by chat_chunk.py without being rebuilt
+as Python objects (its bytes are kept, only `model` is swapped), everything else (usage, errors,
+nulls to drop) by `_relay` here.
 
 A stream that ends without `[DONE]` (cut, stall) ends with `data: {"error": {...}}` and no
 `[DONE]`: both official SDKs raise on a data event carrying `error`, so a truncated answer never
@@ -14,6 +16,7 @@ looks complete.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import msgspec
@@ -22,7 +25,9 @@ from core.errors import ApiError
 from core.jsonbody import decode
 from proxy_plugins.adapter import anthropic, chat_chunk
 from proxy_plugins.adapter.capabilities import check_chat
+from proxy_plugins.adapter.chat_limit import length_tail, limit_output
 from proxy_plugins.adapter.context import RequestContext, Usage
+from proxy_plugins.adapter.counting import count_input
 from proxy_plugins.adapter.exchange import DONE, Exchange, sse, stream_error
 from proxy_plugins.adapter.metering import metadata, metadata_comment
 from proxy_plugins.adapter.services import Services
@@ -73,15 +78,19 @@ async def handle(svc: Services, ctx: RequestContext, body: bytes, exchange: Exch
     request = _decode(body)
     check_chat(ctx, request)
     stream = bool(request.get("stream"))
+    # A JSON answer runs to its end even if its client leaves: it is then charged, not lost.
+    exchange.detached = not stream
     options = request.get("stream_options") or {}
     client_wants_usage = bool(stream and options.get("include_usage"))
     if ctx.backend.protocol == "anthropic":
         await anthropic.chat(svc, ctx, request, exchange, client_wants_usage)
         return
     request["model"] = ctx.model.upstream_name
+    limit_output(ctx, request)
     if stream:
         request["stream_options"] = {**options, "include_usage": True}
-        ctx.input_estimate = -(-len(body) // 4)
+        ctx.count_input = functools.partial(count_input, svc.backends, ctx.backend, "chat/completions", request,
+                                            ctx.org_id)
         await _stream(svc, ctx, _encode(request), exchange, client_wants_usage)
         return
     reply = await svc.backends.post(ctx.backend, "chat/completions", _encode(request), ctx.org_id)
@@ -105,21 +114,28 @@ async def _stream(svc: Services, ctx: RequestContext, payload: bytes, exchange: 
             async for event in events:
                 data = event.data
                 if data == b"[DONE]":
+                    await ctx.complete_usage()
                     await exchange.finish(metadata_comment(ctx) + DONE)
                     return
                 fast = chat_chunk.relay(data, model_json)
                 if fast is None:
-                    await _relay(ctx, data, exchange, client_wants_usage)
+                    if not await _relay(ctx, data, exchange, client_wants_usage):
+                        break
                     continue
-                if fast[1]:
-                    ctx.produced_chunks += 1
+                if fast[1] and not ctx.meter.produce():
+                    break
                 await exchange.event(fast[0])
-            raise ApiError("upstream_error", "The model backend's stream ended before it was complete.")
+            else:
+                raise ApiError("upstream_error", "The model backend's stream ended before it was complete.")
+            # The backend went past the output the hold covers (it ignored the limit it was given).
+            await exchange.finish(await length_tail(ctx, client_wants_usage))
         except ApiError as exc:
-            await exchange.finish(stream_error(exc) + metadata_comment(ctx))
+            await ctx.complete_usage()
+            await exchange.finish(stream_error(exc) + metadata_comment(ctx), status=exc.status)
 
 
-async def _relay(ctx: RequestContext, data: bytes, exchange: Exchange, client_wants_usage: bool) -> None:
+async def _relay(ctx: RequestContext, data: bytes, exchange: Exchange, client_wants_usage: bool) -> bool:
+    """Relay one chunk the fast path declined; False when the meter stopped the stream."""
     try:
         chunk = msgspec.json.decode(data)
     except msgspec.DecodeError:
@@ -130,16 +146,18 @@ async def _relay(ctx: RequestContext, data: bytes, exchange: Exchange, client_wa
         err = chunk["error"] if isinstance(chunk["error"], dict) else {}
         raise ApiError("upstream_error", f"The model backend failed mid-stream: {err.get('message', '')}"[:2000])
     if any((c.get("delta") or {}).get("content") or (c.get("delta") or {}).get("tool_calls")
-           for c in chunk.get("choices") or [] if isinstance(c, dict)):
-        ctx.produced_chunks += 1
+           for c in chunk.get("choices") or [] if isinstance(c, dict)) and not ctx.meter.produce():
+        return False
     usage = usage_from_chat(chunk.get("usage"))
     if usage is not None:
         ctx.usage = usage
+        ctx.meter.reported = True
         if not client_wants_usage:
             if not chunk.get("choices"):
-                return  # the usage-only chunk the platform asked for on its own behalf
+                return True  # the usage-only chunk the platform asked for on its own behalf
             chunk["usage"] = None
         else:
             chunk["x_nx"] = metadata(ctx)
     _tidy(chunk, ctx.requested_model)
     await exchange.event(sse(chunk))
+    return True

@@ -4,7 +4,9 @@ One transaction settles the sidecar's hold at the actual usage (the charge, the 
 budgets, thresholds and `request.completed` are written by `ledger.settle_many`) and stores the
 answer under its Idempotency-Key, so "charged" and "answer stored" commit together: a retry after a
 crash either finds the stored answer or finds nothing charged. Server-side failures (5xx, 429)
-charge nothing and give the Idempotency-Key back, so a retry runs again.
+and streams the client left (499) give the Idempotency-Key back, so a retry runs again; they
+charge nothing unless output was already delivered (a stream that failed or was cut midway pays
+for what it produced, meter.py), and their usage record keeps their status.
 
 Answers completing at the same time share that transaction (core/groupcommit.py); each
 is still sent only after the commit that holds its own charge.
@@ -42,7 +44,8 @@ class _Item(msgspec.Struct, frozen=True):
 
 
 def _usage(item: _Item) -> ledger.Usage:
-    ctx, failed = item.ctx, _failed(item.status)
+    ctx = item.ctx
+    failed = _failed(item.status) and not ctx.meter.produced
     return ledger.Usage(
         status=item.status, input_tokens=0 if failed else ctx.usage.input_tokens,
         cached_tokens=0 if failed else min(ctx.usage.cached_tokens, ctx.usage.input_tokens),
@@ -51,7 +54,7 @@ def _usage(item: _Item) -> ledger.Usage:
 
 
 def _failed(status: int) -> bool:
-    return status >= 500 or status == 429
+    return status >= 500 or status in (429, 499)
 
 
 async def _commit_many(conn: AsyncConnection, items: list[_Item]) -> list[Headers | BaseException]:

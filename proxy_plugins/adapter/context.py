@@ -12,6 +12,7 @@ from typing import Literal
 import msgspec
 
 from core.snapshot import BackendRecord, ModelRecord, PriceRecord
+from proxy_plugins.adapter.meter import CountInput, Meter
 
 __all__ = ["CacheStatus", "RequestContext", "Usage"]
 
@@ -55,18 +56,31 @@ class RequestContext(msgspec.Struct, kw_only=True):
     charged: int | None = None
     """Nano-dollars posted by settlement, once it ran."""
     first_byte_ns: int | None = None
-    produced_chunks: int = 0
-    """Content-carrying stream chunks relayed so far: the measure of what was produced when a
-    stream is cut or abandoned before the backend reported its usage (one token per chunk, as
-    OpenAI-compatible servers stream)."""
-    input_estimate: int = 0
-    """Input tokens assumed for such a stream: the request body at 4 bytes per token."""
+    meter: Meter = msgspec.field(default_factory=Meter)
+    """Output counted as it is relayed, against the output the hold covers (meter.py)."""
+    count_input: CountInput | None = None
+    """Set by a handler once it calls the backend: counts the request's input with the backend
+    (counting.py), for a stream that ends before the backend reported its usage."""
 
     def account_produced(self) -> None:
-        """A stream that ended without the backend's usage (cut, abandoned) is billed for what it
-        produced; called wherever usage is read for metadata or settlement."""
-        if self.usage.total_tokens == 0 and self.produced_chunks:
-            self.usage = Usage(input_tokens=self.input_estimate, output_tokens=self.produced_chunks)
+        """A stream that ended without the backend's usage (cut, failed, abandoned) is billed for
+        the output it produced; called wherever usage is read for metadata or settlement.
+        `complete_usage` also fills in the input tokens."""
+        meter = self.meter
+        if not meter.reported and meter.produced > self.usage.output_tokens:
+            self.usage = Usage(input_tokens=self.usage.input_tokens, cached_tokens=self.usage.cached_tokens,
+                               output_tokens=meter.produced)
+
+    async def complete_usage(self) -> None:
+        """Before settlement: the usage of a stream whose backend never reported it, as produced
+        (output) and as the backend counts it (input). The backend's own figures win when known."""
+        meter = self.meter
+        if meter.reported or not meter.produced:
+            return
+        self.account_produced()
+        if not self.usage.input_tokens and self.count_input is not None:
+            self.usage = Usage(input_tokens=await self.count_input(), output_tokens=self.usage.output_tokens)
+        meter.reported = True
 
     @property
     def capabilities(self) -> dict[str, object]:

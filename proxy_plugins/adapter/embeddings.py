@@ -120,6 +120,8 @@ def _validate(ctx: RequestContext, body: bytes) -> tuple[dict[str, Any], _Reques
 
 
 async def handle(svc: Services, ctx: RequestContext, body: bytes, exchange: Exchange) -> None:
+    # Runs to its end even if the client leaves: what the backend computed is charged, not lost.
+    exchange.detached = True
     if not ctx.can("embeddings") or ctx.backend.protocol == "anthropic":
         raise ApiError("unsupported_capability", f"The model '{ctx.requested_model}' cannot make embeddings.",
                        "model")
@@ -207,8 +209,7 @@ async def _through_cache(svc: Services, ctx: RequestContext, raw: dict[str, Any]
          "embedding": base64.b64encode(vectors[i]).decode() if want_base64 else _unpacked(vectors[i])}
         for i in range(len(items))])
     stale = embedding_cache.stale(found, now_ms())
-    if stale:  # after the answer went out (recency only matters to eviction), so the client
-        exchange.detached = True  # hanging up must not cancel it
+    if stale:  # after the answer went out (recency only matters to eviction)
         await embedding_cache.touch(svc.engine, ctx.org_id, stale)
 
 

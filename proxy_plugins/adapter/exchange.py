@@ -5,8 +5,11 @@ arrive (each one goes out at once: no buffering), then `finish()`. Raising `ApiE
 answer started becomes an error JSON with the metadata headers (app.py); after a stream started,
 the handler reports failure inside the stream, in its protocol's own way.
 
-A client disconnect cancels the handler task (app.py), which closes the upstream call. A handler
-that must outlive its client (e.g. a stored response being recorded) sets `detached = True`.
+A client disconnect cancels the handler task (app.py), which closes the upstream call, and the
+stream is settled for what it produced (status 499). A handler that must outlive its client sets
+`detached = True`: a JSON answer does, before it calls the backend, so an abandoned request still
+runs to its end, is charged what the backend produced, resolves its hold then (not at expiry) and
+is stored under its Idempotency-Key for the client's retry; nothing is sent to the departed client.
 """
 
 from __future__ import annotations
@@ -93,6 +96,8 @@ class Exchange:
             status, body = 503, error_json("billing_unavailable", "The answer could not be billed, so it "
                                            "is withheld; nothing was charged. Please retry.")
             out = [_JSON, (b"content-length", str(len(body)).encode())]
+        if self.disconnected:
+            return
         await self._send({"type": "http.response.start", "status": status, "headers": out})
         self.sent = True
         await self._send({"type": "http.response.body", "body": body})
@@ -116,14 +121,19 @@ class Exchange:
             return
         await self._send({"type": "http.response.body", "body": data, "more_body": True})
 
-    async def finish(self, data: bytes = b"") -> None:
+    async def finish(self, data: bytes = b"", status: int | None = None) -> None:
         """End the stream; the charge for what was produced (a cut or a disconnect included)
-        commits first, and only then do the final bytes go out."""
+        commits first, and only then do the final bytes go out. `status` is what the usage record
+        says: the failure's status for a stream that failed after it started, 499 (client closed
+        the request) for a client that left, else 200."""
         if self.finished:
             return
         self.finished = True
+        if status is None:
+            status = 499 if self.disconnected else 200
         try:
-            await self._commit(self.ctx, 200, b"".join(self._stream_body) + data, lambda: self._stream_head)
+            await self.ctx.complete_usage()
+            await self._commit(self.ctx, status, b"".join(self._stream_body) + data, lambda: self._stream_head)
         except Exception:
             log.exception("request %s: could not settle the stream", self.ctx.request_id)
             data = stream_error(ApiError("billing_unavailable", "The end of this answer could not be billed; "

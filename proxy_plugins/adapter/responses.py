@@ -21,7 +21,9 @@ from typing import Any
 
 import msgspec
 
+from core.contract import output_cap
 from core.db import now_ms, read_tx, write_tx
+from core.errors import ERRORS, ApiError
 from core.events import record_event
 from core.events.catalog import ResponseQueued
 from core.ids import new_id
@@ -51,6 +53,11 @@ _encode = msgspec.json.encode
 
 async def handle(svc: Services, ctx: RequestContext, body: bytes, exchange: Exchange) -> None:
     req = parse_request(body)
+    if req.max_output_tokens is not None and req.max_output_tokens > output_cap(ctx.model):
+        raise ApiError("invalid_request_error", f"'max_output_tokens' is too large: the model "
+                       f"'{ctx.requested_model}' produces at most {output_cap(ctx.model)} tokens.", "max_output_tokens")
+    # A JSON answer runs to its end even if its client leaves: it is then charged, not lost.
+    exchange.detached = not req.stream
     items = normalize_input(req.input if req.input is not None else [])
     check_capabilities(req, items, ctx.capabilities, ctx.requested_model)
     prior: list[Item] = []
@@ -63,8 +70,10 @@ async def handle(svc: Services, ctx: RequestContext, body: bytes, exchange: Exch
     if req.background:
         await _background(svc, ctx, req, items, response, exchange)
         return
-    run = Run(svc.backends, ctx.backend, ctx.model, req, prior + items, response, tenant=ctx.org_id)
+    run = Run(svc.backends, ctx.backend, ctx.model, req, prior + items, response, tenant=ctx.org_id,
+              meter=ctx.meter)
     if req.stream:
+        ctx.count_input = run.count_input
         await _stream(svc, ctx, req, items, run, exchange)
         return
     final = await run.json()
@@ -75,8 +84,11 @@ async def handle(svc: Services, ctx: RequestContext, body: bytes, exchange: Exch
 
 
 def _meter(ctx: RequestContext, final: dict[str, Any] | None) -> None:
+    """The final Response's usage: the backend's, or as the stream's meter completed it."""
     i, c, o = usage_numbers(final)
     ctx.usage = Usage(input_tokens=i, cached_tokens=c, output_tokens=o)
+    if i or o:
+        ctx.meter.reported = True
 
 
 def _record(ctx: RequestContext, req: CreateResponse, body: dict[str, Any] | Response) -> store.NewResponse:
@@ -126,7 +138,8 @@ async def _stream(
             terminal[-1]["x_nx"] = metadata(ctx)
         await exchange.event(b"".join(event_bytes(e) for e in batch))
         batch = await anext(events, None)
-    await exchange.finish(metadata_comment(ctx))
+    failed = (run.final or {}).get("status") == "failed"
+    await exchange.finish(metadata_comment(ctx), status=ERRORS["upstream_error"].status if failed else None)
 
 
 async def _background(

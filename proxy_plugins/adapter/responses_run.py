@@ -6,20 +6,28 @@ can still answer with an HTTP error) and ending with exactly one terminal event 
 Protocols: `openai` backends get the request passed through (upstream model name, the stored
 conversation expanded into `input`, the platform keeping storage and background to itself);
 `openai_chat` and `anthropic` go through translate/.
+
+Every backend is asked for at most the output the hold covers (`meter.limit`), and every stream
+is metered as it is relayed (responses_meter.py): stopped at the hold if its backend goes past it
+(`response.incomplete`), its terminal event's usage completed from the meter when the backend
+did not report it, and `snapshot()` gives what a cancelled response keeps.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import msgspec
 
+from core.contract import output_cap
 from core.errors import ApiError
 from core.snapshot import BackendRecord, ModelRecord
 from proxy_plugins.adapter.backends import Backends
+from proxy_plugins.adapter.counting import count_input
+from proxy_plugins.adapter.meter import Meter
+from proxy_plugins.adapter.responses_meter import TERMINAL, Relayed, bill_terminal, usage_numbers
 from proxy_plugins.adapter.translate.anthropic import AnthropicStreamTranslator, from_anthropic, to_anthropic
 from proxy_plugins.adapter.translate.chat import ChatStreamTranslator, from_chat, to_chat
 from proxy_plugins.adapter.translate.events import Event, ResponseStream
@@ -31,7 +39,6 @@ __all__ = ["ERROR_CODES", "Run", "usage_numbers"]
 
 # Platform error code -> Responses `error.code` inside a failed response.
 ERROR_CODES = {"rate_limit_exceeded": "rate_limit_exceeded", "invalid_request_error": "invalid_prompt"}
-_TERMINAL = ("response.completed", "response.failed", "response.incomplete")
 _encode = msgspec.json.encode
 
 
@@ -48,30 +55,51 @@ class Run:
         announce: bool = True,
         first_sequence: int = 0,
         tenant: str = "",
+        meter: Meter | None = None,
     ) -> None:
         self.backends, self.backend, self.model, self.req = backends, backend, model, req
         self.tenant = tenant
         """The organization, for backends that order their queue by it (backends.py)."""
         self.items, self.response = items, response
         self.announce, self.first_sequence = announce, first_sequence
+        self.meter = meter or Meter()
+        self.relayed = Relayed(self.meter)
+        self._reported_input = 0
+        """Input tokens the backend reported before its stream ended (Anthropic's message_start)."""
         self.final: dict[str, Any] | None = None
         """The final Response as JSON builtins, once known."""
 
     # -- request bodies -------------------------------------------------------------------------
-    def _payload(self, stream: bool) -> tuple[str, bytes]:
-        req = msgspec.structs.replace(self.req, stream=stream)
+    def _request(self, stream: bool) -> tuple[str, dict[str, Any]]:
+        """(path, body) for the backend; its output limit is never above what the hold covers."""
+        held, asked = self.meter.per_choice(1), self.req.max_output_tokens
+        limit = min(asked or held, held) if held else asked
+        req = msgspec.structs.replace(self.req, stream=stream, max_output_tokens=limit)
         protocol = self.backend.protocol
         if protocol == "anthropic":
-            return "messages", _encode(
-                to_anthropic(req, self.items, self.model.upstream_name, self.model.max_output_tokens or 4096)
-            )
+            return "messages", to_anthropic(req, self.items, self.model.upstream_name, output_cap(self.model))
         if protocol == "openai_chat":
-            return "chat/completions", _encode(to_chat(req, self.items, self.model.upstream_name))
+            return "chat/completions", to_chat(req, self.items, self.model.upstream_name)
         body: dict[str, Any] = {k: v for k, v in msgspec.to_builtins(req).items() if v is not None}
         for name in ("previous_response_id", "background", "stream_options"):
             body.pop(name, None)
         body.update(model=self.model.upstream_name, input=self.items, store=False, stream=stream)
-        return "responses", _encode(body)
+        return "responses", body
+
+    def _payload(self, stream: bool) -> tuple[str, bytes]:
+        path, body = self._request(stream)
+        return path, _encode(body)
+
+    async def count_input(self) -> int:
+        """The request's input tokens: as the backend reported them, else as it counts them."""
+        if self._reported_input:
+            return self._reported_input
+        path, body = self._request(stream=True)
+        return await count_input(self.backends, self.backend, path, body, self.tenant)
+
+    def snapshot(self, status: str = "cancelled", usage: Usage | None = None) -> dict[str, Any]:
+        """The response as produced so far: what a response stopped short of its end keeps."""
+        return self.relayed.stopped_short(msgspec.to_builtins(self.response), usage or Usage.of(0, 0), status)
 
     def _own(self, upstream: dict[str, Any]) -> dict[str, Any]:
         """An upstream Response made the platform's: our id, the client's model name and flags."""
@@ -120,7 +148,30 @@ class Run:
         return self.final
 
     # -- a stream -------------------------------------------------------------------------------
-    async def events(self) -> AsyncIterator[list[Event]]:
+    async def events(self) -> AsyncGenerator[list[Event], None]:
+        """The stream's event batches, metered (see the module docstring)."""
+        inner = self._events()
+        try:
+            async for batch in inner:
+                out = self.relayed.admit(batch)
+                if self.meter.stopped:  # the backend went past the output the hold covers
+                    usage = Usage.of(await self.count_input(), self.meter.produced)
+                    self.meter.reported = True
+                    self.final = self.snapshot("incomplete", usage)
+                    yield [*out, {"type": "response.incomplete", "sequence_number": self.relayed.last_seq + 1,
+                                  "response": self.final}]
+                    return
+                if out and out[-1].get("type") in TERMINAL:
+                    await bill_terminal(out[-1], self.meter, self.count_input)
+                    response = out[-1].get("response")
+                    if isinstance(response, Response):
+                        self.final = msgspec.to_builtins(response)
+                if out:
+                    yield out
+        finally:
+            await inner.aclose()
+
+    async def _events(self) -> AsyncGenerator[list[Event], None]:
         if not self.model.capabilities.get("streaming", True):
             async for batch in self._replayed():
                 yield batch
@@ -146,6 +197,8 @@ class Run:
                         raise ApiError(
                             "upstream_error", "The model backend sent a malformed stream event."
                         ) from None
+                    if not self._reported_input:
+                        self._reported_input = _input_of(translator)
                     if batch:
                         yield self._settled(stream, batch)
                     if stream.done:
@@ -166,6 +219,9 @@ class Run:
         """A model without streaming, run in the background: one call, then its events."""
         stream = ResponseStream(self.response, self.first_sequence)
         final = await self.json()
+        # Produced in full already (a JSON call cannot be stopped midway): charged as the backend
+        # reports it, so the replayed events are not held to the limit.
+        self.meter.limit = 0
         out = stream.start(self.announce)
         stream.response.output = []
         for item in final["output"]:
@@ -206,7 +262,7 @@ class Run:
                         done_items[int(data.get("output_index", len(done_items)))] = data.get("item")
                     if not self.announce and data["type"] in ("response.created", "response.queued"):
                         continue
-                    if data["type"] in _TERMINAL:
+                    if data["type"] in TERMINAL:
                         self.final = snapshot
                         yield [data]
                         return
@@ -241,13 +297,7 @@ def _fill_logprobs(event: dict[str, Any]) -> None:
             part.setdefault("annotations", [])
 
 
-def usage_numbers(final: dict[str, Any] | None) -> tuple[int, int, int]:
-    """(input, cached, output) tokens of a final Response (zeros when it has no usage)."""
-    usage = (final or {}).get("usage") or {}
-    with contextlib.suppress(TypeError, ValueError, AttributeError):
-        return (
-            int(usage.get("input_tokens") or 0),
-            int((usage.get("input_tokens_details") or {}).get("cached_tokens") or 0),
-            int(usage.get("output_tokens") or 0),
-        )
-    return 0, 0, 0
+def _input_of(translator: ChatStreamTranslator | AnthropicStreamTranslator) -> int:
+    """Input tokens a translated stream's backend reported so far (0: none yet)."""
+    usage = translator.usage() if isinstance(translator, AnthropicStreamTranslator) else translator.usage
+    return usage.input_tokens if usage is not None else 0

@@ -7,6 +7,12 @@ watchdog renews the lease every second and reads the response's status: a cancel
 upstream call and closes the response as `cancelled`; a lost lease (another worker re-claimed
 the job after this one stalled) abandons the run without writing anything more. A worker shut
 down mid-run writes nothing either: its lease expires and the job is run again from `base_seq`.
+
+Billing: the run holds its maximum before it starts and is metered like any stream (meter.py):
+asked for no more output than held, stopped at the hold, charged what it produced when it
+fails or is cancelled midway. A cancelled response keeps the output produced before the cancel
+took effect, as OpenAI's does (its stored events already carry it), and pays for exactly that:
+its final snapshot holds that output and the usage charged for it (status 499 in usage).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from core import ledger
-from core.contract import HOLD_MARGIN_MS
+from core.contract import HOLD_MARGIN_MS, output_cap
 from core.db import now_ms, read_tx, write_tx
 from core.errors import ApiError
 from core.events import record_event
@@ -40,10 +46,11 @@ from core.responses import store as store
 from core.snapshot import BackendRecord, ModelRecord, load_snapshot
 from core.tenant import Tenant, key_tenant
 from proxy_plugins.adapter.backends import Backends
+from proxy_plugins.adapter.meter import Meter
 from proxy_plugins.adapter.responses_run import ERROR_CODES, Run, usage_numbers
 from proxy_plugins.adapter.translate.events import ResponseStream
 from proxy_plugins.adapter.translate.request import CreateResponse, normalize_input
-from proxy_plugins.adapter.translate.types import Response
+from proxy_plugins.adapter.translate.types import Response, Usage
 
 __all__ = ["BackgroundResponses"]
 
@@ -122,7 +129,8 @@ class BackgroundResponses:
             )
             return
         req = msgspec.json.decode(stored.request, type=CreateResponse)
-        refused = await self._hold(stored, model, backend, req)
+        held_output = min(req.max_output_tokens or output_cap(model), output_cap(model))
+        refused = await self._hold(stored, model, backend, held_output)
         if refused is not None:
             await self._fail(response_id, base_seq, "server_error", refused)
             return
@@ -132,10 +140,11 @@ class BackgroundResponses:
                 return
         run = Run(
             self.backends, backend, model, req, items, response, announce=False, first_sequence=base_seq,
-            tenant=stored.org_id,
+            tenant=stored.org_id, meter=Meter(held_output),
         )
         last = [base_seq - 1]
-        consumer = asyncio.create_task(self._consume(response_id, run, last))
+        stopping = asyncio.Event()
+        consumer = asyncio.create_task(self._consume(response_id, run, last, stopping))
         while True:
             done, _ = await asyncio.wait({consumer}, timeout=self.watch_s)
             if done:
@@ -145,48 +154,59 @@ class BackgroundResponses:
                 status = await jobs.status_of(conn, response_id)
             if kept and status == "in_progress":
                 continue
+            if kept and status == "cancelled":
+                # Let the batch being stored land first, so what is charged is what was stored;
+                # a consumer waiting on a stalled upstream is cancelled after a short grace.
+                stopping.set()
+                await asyncio.wait({consumer}, timeout=self.watch_s)
             consumer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await consumer
             if kept and status == "cancelled":
-                await self._close_cancelled(response_id, msgspec.to_builtins(run.response), last[0] + 1)
+                produced = run.meter.produced
+                usage = Usage.of(await run.count_input(), produced) if produced else None
+                await self._close_cancelled(response_id, run.snapshot("cancelled", usage), last[0] + 1, produced)
             return
         try:
             consumer.result()
         except ApiError as exc:  # the upstream refused before the first event
             await self._fail(response_id, base_seq, ERROR_CODES.get(exc.code, "server_error"), exc.message)
 
-    async def _consume(self, response_id: str, run: Run, last: list[int]) -> None:
-        async for batch in run.events():
-            terminal = batch[-1]["type"] in jobs.TERMINAL_EVENTS
-            async with write_tx(self.engine) as conn:
-                if not await jobs.renew(conn, response_id, self.owner, self.lease_ms):
-                    return  # another worker owns the job now
-                await jobs.append_events(conn, response_id, batch)
-                if terminal and run.final is not None:
-                    await self._finish(conn, response_id, run.final, ("in_progress",))
-            last[0] = int(batch[-1]["sequence_number"])
+    async def _consume(self, response_id: str, run: Run, last: list[int], stopping: asyncio.Event) -> None:
+        events = run.events()
+        try:
+            async for batch in events:
+                terminal = batch[-1]["type"] in jobs.TERMINAL_EVENTS
+                async with write_tx(self.engine) as conn:
+                    if not await jobs.renew(conn, response_id, self.owner, self.lease_ms):
+                        return  # another worker owns the job now
+                    await jobs.append_events(conn, response_id, batch)
+                    if terminal and run.final is not None:
+                        await self._finish(conn, response_id, run.final, ("in_progress",), run.meter.produced)
+                last[0] = int(batch[-1]["sequence_number"])
+                if stopping.is_set():
+                    return  # cancelled: the watchdog writes the last word
+        finally:
+            await events.aclose()  # closes the upstream call now
 
     async def _hold(self, stored: store.StoredResponse, model: ModelRecord, backend: BackendRecord,
-                    req: CreateResponse) -> str | None:
+                    held_output: int) -> str | None:
         """A background run is billed like any request: hold its maximum (the whole context window
-        of input, since it continues a stored conversation, plus its output cap) before it runs,
+        of input, since it continues a stored conversation, plus its output limit) before it runs,
         under the response id; `_finish` settles it with the final usage. None when held."""
         try:
             async with write_tx(self.engine) as conn:
                 await ledger.place_hold(
                     conn, org_id=stored.org_id, project_id=stored.project_id, key_id=stored.key_id,
                     request_id=stored.id, model_id=model.id, endpoint="responses", backend_id=backend.id,
-                    max_input_tokens=model.context_window,
-                    max_output_tokens=min(req.max_output_tokens or model.max_output_tokens,
-                                          model.max_output_tokens),
+                    max_input_tokens=model.context_window, max_output_tokens=held_output,
                     expires_at_ms=now_ms() + backend.timeout_ms + HOLD_MARGIN_MS)
         except ApiError as exc:
             return f"The response could not be run: {exc.message}"
         return None
 
     async def _finish(
-        self, conn: Any, response_id: str, final: dict[str, Any], from_status: tuple[str, ...]
+        self, conn: Any, response_id: str, final: dict[str, Any], from_status: tuple[str, ...], produced: int = 0
     ) -> None:
         await store.finish(
             conn,
@@ -198,21 +218,22 @@ class BackgroundResponses:
             from_status,
         )
         await jobs.release(conn, response_id, self.owner)
-        await self._settle(conn, response_id, final)
+        await self._settle(conn, response_id, final, produced)
         await _announce(conn, response_id, final)
 
-    async def _settle(self, conn: Any, response_id: str, final: dict[str, Any]) -> None:
-        """Charge the run in the same transaction that stores its end (no hold: nothing ran)."""
+    async def _settle(self, conn: Any, response_id: str, final: dict[str, Any], produced: int) -> None:
+        """Charge the run in the same transaction that stores its end (no hold: nothing ran). A run
+        that failed or was cancelled pays for the output it produced (its usage says how much:
+        Run completed it from the meter), and nothing if it produced none."""
         hold = await ledger.load_hold(conn, response_id)
         if hold is None or hold.status != "open":
             return
-        failed = final.get("status") == "failed"
-        inp, cached, out = (0, 0, 0) if failed else usage_numbers(final)
+        status = _STATUS.get(str(final.get("status")), 200)
+        inp, cached, out = usage_numbers(final) if produced or status == 200 else (0, 0, 0)
         try:
             await ledger.settle_hold(conn, response_id, ledger.Usage(
-                status=500 if failed else 200, input_tokens=inp, cached_tokens=min(cached, inp),
-                output_tokens=out))
-        except ApiError as exc:  # e.g. more than held: log loudly; the answer is still stored
+                status=status, input_tokens=inp, cached_tokens=min(cached, inp), output_tokens=out))
+        except ApiError as exc:  # e.g. already resolved (expired): log loudly; the answer is still stored
             log.error("background response %s could not be charged: %s", response_id, exc.message)
 
     async def _fail(self, response_id: str, seq: int, code: str, message: str) -> None:
@@ -228,9 +249,10 @@ class BackgroundResponses:
                 conn, response_id, msgspec.to_builtins(stream.response), ("queued", "in_progress")
             )
 
-    async def _close_cancelled(self, response_id: str, snapshot: dict[str, Any], seq: int) -> None:
-        """The last word of a cancelled response: its partial output, status `cancelled`, and an
-        `error` event that ends any stream following it."""
+    async def _close_cancelled(self, response_id: str, snapshot: dict[str, Any], seq: int,
+                               produced: int = 0) -> None:
+        """The last word of a cancelled response: its partial output and the usage charged for it,
+        status `cancelled`, and an `error` event that ends any stream following it."""
         snapshot["status"] = "cancelled"
         for item in snapshot.get("output") or []:
             if isinstance(item, dict) and item.get("status") == "in_progress":
@@ -244,7 +266,11 @@ class BackgroundResponses:
         }
         async with write_tx(self.engine) as conn:
             await jobs.append_events(conn, response_id, [event])
-            await self._finish(conn, response_id, snapshot, ("cancelled",))
+            await self._finish(conn, response_id, snapshot, ("cancelled",), produced)
+
+
+_STATUS = {"failed": 502, "cancelled": 499}
+"""Final response status -> the usage record's status (completed and incomplete: 200)."""
 
 
 async def _announce(conn: Any, response_id: str, final: dict[str, Any]) -> None:

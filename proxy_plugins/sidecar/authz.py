@@ -18,7 +18,7 @@ from core.crypto import SIGNING_PURPOSE, unseal
 from core.errors import ERRORS, error_json
 from core.jsonbody import too_deep, utf8_refusal
 from core.snapshot import KeyCache, KeyRecord, ModelRecord, Snapshot
-from proxy_plugins.sidecar.estimate import BodyFields, Estimate, EstimateFields, estimate_from
+from proxy_plugins.sidecar.estimate import BodyFields, Estimate, EstimateFields, check_limits, estimate_from
 from proxy_plugins.sidecar.hold import Holds
 from proxy_plugins.sidecar.idempotency_gate import Gate, Refusal
 from proxy_plugins.sidecar.limits import buckets_for, denial_message, limit_headers
@@ -173,8 +173,12 @@ class Checker:
             if isinstance(resolved, Decision):
                 return resolved
             model, fields = resolved
+            # An output limit above the model's cap is refused before anything is reserved.
+            over = check_limits(fields, model, endpoint, getattr(fields, "model", None) or model.id)
+            if over is not None:
+                return _deny(over.code, over.message, over.param)
             # One estimate sizes both the tokens-per-minute charge and the money hold.
-            est = estimate_from(fields, len(req.body), model)
+            est = estimate_from(fields, len(req.body), model, endpoint)
             headers += [("x-nx-model", model.id), ("x-nx-backend", model.backend_id)]
         # The gate only acts on a POST with an Idempotency-Key; skip the call (and its coroutine) otherwise.
         ticket = None
@@ -210,7 +214,8 @@ class Checker:
                 key=key, project=project, model=model, backend=snap.backends.get(model.backend_id),
                 endpoint=endpoint, request_id=req.request_id, client_ip=req.client_ip, est=est)
             if isinstance(unheld, str):
-                headers.append(("x-nx-hold-price", unheld))
+                # The output the hold covers: the adapter asks the backend for no more.
+                headers += [("x-nx-hold-price", unheld), ("x-nx-hold-output", str(est.output_tokens))]
             else:
                 await self.limits.refund(req.request_id, buckets)
                 if ticket is not None:

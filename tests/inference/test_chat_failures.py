@@ -116,8 +116,6 @@ async def test_capabilities_the_model_lacks_are_refused_naming_the_parameter(
     ({"model": "sim-chat"}, "missing_required_parameter", "messages"),
     ({"model": "sim-chat", "messages": []}, "invalid_request_error", "messages"),
     ({"model": "sim-chat", "messages": "hi"}, "invalid_request_error", "messages"),
-    ({"model": "sim/plain", "messages": [{"role": "user", "content": "x"}], "max_tokens": 65},
-     "invalid_request_error", "max_tokens"),
     ({"model": "sim-chat", "messages": [{"role": "user", "content": "x"}], "stream_options": {}},
      "invalid_request_error", "stream_options"),
     ({"model": "sim-chat", "messages": [{"role": "user", "content": "x"}], "response_format": {"type": "yaml"}},
@@ -128,6 +126,16 @@ async def test_malformed_requests_are_400_with_param(sp: SimPlatform, body: dict
     async with sp.platform.client() as c:
         r = await c.post("/v1/chat/completions", json=body)
     assert_error(r, 400, code, param)
+
+
+async def test_an_output_limit_above_the_models_cap_is_refused_before_the_hold(sp: SimPlatform) -> None:
+    """The sidecar refuses it (issue 12), so the answer is the check's: no backend call, no metadata."""
+    m = marker()
+    async with sp.platform.client() as c:
+        r = await c.post("/v1/chat/completions", json={**chat_body(m, model="sim/plain"), "max_tokens": 65})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] == "invalid_request_error" and r.json()["error"]["param"] == "max_tokens"
+    assert sp.sim.requests(m) == []
 
 
 async def test_adapter_refuses_callers_that_skip_the_edge(sp: SimPlatform) -> None:

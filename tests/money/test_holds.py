@@ -1,8 +1,9 @@
 """Holds and settlement on the real database (SQLite or PostgreSQL per NX_TEST_DATABASE).
 
-Invariants of money-events.md §8: 8 (resolves at most once), 9 (no posting above the hold; the
-remainder returns exactly), 10 (expired holds return everything), 11-12 (pessimistic admission:
-under 60 concurrent holds exactly the affordable ones succeed, nothing goes negative), 13.
+Invariants of money-events.md §8: 8 (resolves at most once), 9 (no posting above the hold from the
+wallet, the rest owed as a receivable; the remainder returns exactly), 10 (expired holds return
+everything), 11-12 (pessimistic admission: under 60 concurrent holds exactly the affordable ones
+succeed, nothing goes negative), 13.
 """
 
 from __future__ import annotations
@@ -117,16 +118,47 @@ async def test_zero_usage_settles_without_a_transaction(engine: AsyncEngine, ten
     await assert_books_balance(engine, tenant.org_id)
 
 
-async def test_posting_more_than_held_is_refused(engine: AsyncEngine, tenant: Tenant) -> None:
+async def _account(engine: AsyncEngine, t: Tenant, kind: str) -> int:
+    async with read_tx(engine) as conn:
+        return int((await conn.execute(text("SELECT balance FROM ledger_accounts WHERE org_id = :o AND kind = :k"),
+                                       {"o": t.org_id, "k": kind})).scalar_one())
+
+
+@pytest.mark.parametrize("promo", [0, 2_000_000])
+async def test_a_charge_above_its_hold_takes_the_hold_and_books_the_rest_as_receivable(
+        engine: AsyncEngine, tenant: Tenant, promo: int) -> None:
+    """Issue 12, finding 1: settling above the hold never posts nothing. The wallet (and promotional
+    credit first) pays exactly the held amount, the organization owes the rest, revenue gets all."""
+    if promo:
+        await grant(engine, tenant, promo, promo=True)
     await grant(engine, tenant, 10**9)
     h = await hold(engine, tenant, HOLD_IN, HOLD_OUT)
-    with pytest.raises(ApiError) as refused:
-        await settle(engine, h.id, HOLD_IN, HOLD_OUT + 1)
-    assert refused.value.code == "hold_exceeded" and refused.value.status == 409
+    s = await settle(engine, h.id, HOLD_IN, HOLD_OUT + 100)
+    full = request_cost(HOLD_IN, 0, HOLD_OUT + 100, *PRICE)
+    assert (s.charged, s.receivable, s.released) == (full, full - HOLD_AMOUNT, 0) and s.txn_id is not None
     b = await balance(engine, tenant)
-    assert (b.wallet_nanos, b.held_nanos) == (10**9, HOLD_AMOUNT)
-    s = await settle(engine, h.id, HOLD_IN, HOLD_OUT)  # the hold is still open and settles exactly
-    assert s.charged == HOLD_AMOUNT and s.released == 0
+    assert (b.promo_nanos, b.wallet_nanos, b.held_nanos) == (0, 10**9 - (HOLD_AMOUNT - promo), 0)
+    assert await _account(engine, tenant, "receivable") == -(full - HOLD_AMOUNT)
+    assert await _account(engine, tenant, "revenue") == full
+    async with read_tx(engine) as conn:
+        row = (await conn.execute(text("SELECT cost_nanos FROM usage_records WHERE request_id = :r"),
+                                  {"r": h.request_id})).one()
+        charged = (await conn.execute(text("SELECT charged FROM ledger_holds WHERE id = :h"), {"h": h.id})).one()
+    assert (int(row[0]), int(charged[0])) == (full, HOLD_AMOUNT)
+    await assert_books_balance(engine, tenant.org_id)
+
+
+async def test_an_organization_made_before_the_receivable_account_gets_it_on_first_use(
+        engine: AsyncEngine, tenant: Tenant) -> None:
+    async with write_tx(engine) as conn:  # the accounts an organization had before `receivable` existed
+        for kind in ("wallet", "promo", "revenue", "clearing", "promotions", "adjustments"):
+            await conn.execute(text(
+                "INSERT INTO ledger_accounts (id, org_id, kind, customer, created_at) VALUES (:id, :o, :k, :c, 0)"),
+                {"id": new_id("acct"), "o": tenant.org_id, "k": kind, "c": int(kind in ("wallet", "promo"))})
+    await grant(engine, tenant, 10**9)
+    h = await hold(engine, tenant, HOLD_IN, HOLD_OUT)
+    s = await settle(engine, h.id, HOLD_IN, HOLD_OUT + 1)
+    assert s.receivable == await _account(engine, tenant, "receivable") * -1 > 0
     await assert_books_balance(engine, tenant.org_id)
 
 

@@ -133,6 +133,10 @@ class Simulator:
             return wire.embeddings(body, d)
         if method == "POST" and path == "/v1/responses":
             return wire.responses(body, d)
+        if method == "POST" and path == "/v1/responses/input_tokens":
+            return wire.input_tokens(body)
+        if method == "POST" and path == "/v1/messages/count_tokens":
+            return wire.count_tokens(body)
         if method == "POST" and path == "/v1/messages":
             return wire.anthropic_messages(body, d)
         if method == "GET" and path == "/v1/models":

@@ -13,7 +13,8 @@ from tests.simulator.content import count_words, embed, reply_words, sample_for_
 from tests.simulator.directives import Directives
 from tests.simulator.embeddings_b64 import to_base64
 
-__all__ = ["Reply", "Stream", "anthropic_messages", "chat", "embeddings", "models", "responses"]
+__all__ = ["Reply", "Stream", "anthropic_messages", "chat", "count_tokens", "embeddings", "input_tokens", "models",
+           "responses"]
 
 _encode = msgspec.json.encode
 
@@ -146,6 +147,17 @@ def responses(body: dict[str, Any], d: Directives) -> Reply | Stream:
                ("response.completed", {"response": resp})]
     return Stream([_event(name, {"type": name, "sequence_number": i, **payload})
                    for i, (name, payload) in enumerate(events)])
+
+
+def input_tokens(body: dict[str, Any]) -> Reply:
+    """OpenAI's `POST /v1/responses/input_tokens`, counted as `responses` counts its usage (chat
+    messages given as input items count as `chat` counts them)."""
+    return Reply(200, {"object": "response.input_tokens", "input_tokens": count_words(body.get("input"))})
+
+
+def count_tokens(body: dict[str, Any]) -> Reply:
+    """Anthropic's `POST /v1/messages/count_tokens`, counted as `anthropic_messages` counts."""
+    return Reply(200, {"input_tokens": count_words(body.get("messages")) + count_words(body.get("system") or "")})
 
 
 def anthropic_messages(body: dict[str, Any], d: Directives) -> Reply | Stream:
