@@ -6,6 +6,7 @@
     nx keys ...           manage API keys (see `nx keys --help`)
     nx ledger ...         credit, balances, statements, reconciliation (see `nx ledger --help`)
     nx export ...         finance exports: usage records, ledger statements (see `nx export --help`)
+    nx envoy render       print the edge's Envoy configuration, rendered from envoy/'s templates
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 
 from control_plane.domain.bootstrap import BootstrapResult
 from control_plane.domain.catalog import CatalogError
+from control_plane.envoy_templates import TemplateError
 from core.migrations import MigrationError, SchemaError, require_current
 from core.settings import Settings, SettingsError, load_settings
 
@@ -66,10 +68,13 @@ def main(argv: list[str] | None = None) -> None:
     from control_plane.cli_db import add_db_commands
 
     db = add_db_commands(sub)
+    from control_plane.cli_envoy import add_envoy_commands
+
+    envoy = add_envoy_commands(sub)
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
-        if args.command not in ("up", "init", "db"):
+        if args.command not in ("up", "init", "db", "envoy"):
             # Operator commands read and write with this code's statements: only on its schema.
             asyncio.run(require_current(settings.effective_database_url))
         if args.command == "up":
@@ -82,9 +87,11 @@ def main(argv: list[str] | None = None) -> None:
             status = export(args, settings)
         elif args.command == "db":
             status = db(args, settings)
+        elif args.command == "envoy":
+            status = envoy(args, settings)
         else:
             status = admin(args, settings)
-    except (SettingsError, CatalogError, SchemaError, MigrationError) as exc:
+    except (SettingsError, CatalogError, SchemaError, MigrationError, TemplateError) as exc:
         print(f"nx: {exc}", file=sys.stderr)
         status = 2
     except KeyboardInterrupt:
