@@ -31,7 +31,8 @@ from control_plane.api.usage import UsageController
 from control_plane.api.webhooks import WebhooksController
 from core.auth_attempts import FailureThrottle
 from core.db import make_engine
-from core.errors import ApiError, error_body
+from core.errors import ApiError, error_body, refusal
+from core.ledger import LedgerError
 from core.notify import Notifier
 from core.secrets import load_secrets
 from core.settings import Settings
@@ -43,6 +44,10 @@ log = logging.getLogger("nx.control_plane")
 
 def _api_error(_: Request[Any, Any, Any], exc: ApiError) -> Response[Any]:
     return Response(content=exc.body(), status_code=exc.status, headers=exc.headers)
+
+
+def _ledger_error(request: Request[Any, Any, Any], exc: LedgerError) -> Response[Any]:
+    return _api_error(request, refusal(exc))
 
 
 def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
@@ -102,7 +107,8 @@ def create_app(settings: Settings) -> Litestar:
                         OrgsController, UsersController, WebhooksController, ResponsesController,
                         UsageController, ExportsController, *reference_routes()],
         lifespan=[lifespan],
-        exception_handlers={ApiError: _api_error, HTTPException: _http_error, Exception: _unexpected},
+        exception_handlers={ApiError: _api_error, LedgerError: _ledger_error, HTTPException: _http_error,
+                            Exception: _unexpected},
         request_max_body_size=settings.max_body_bytes,
         # Published at /openapi.json with a reference page at /docs (control_plane/api/openapi.py).
         openapi_config=openapi_config(importlib.metadata.version("nx-platform")),

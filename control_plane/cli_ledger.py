@@ -121,7 +121,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"nx: no organization {args.org!r}", file=sys.stderr)
                 return 1
             result = await operation(conn)
-    except ApiError as exc:
+    except (ApiError, ledger.LedgerError) as exc:
         print(f"nx: {exc.code}: {exc.message}", file=sys.stderr)
         return 1
     finally:

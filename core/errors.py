@@ -7,11 +7,14 @@ from `ERRORS`, so one code never means two statuses.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-__all__ = ["ERRORS", "ApiError", "ErrorBody", "ErrorSpec", "error_body"]
+if TYPE_CHECKING:
+    from core.ledger.errors import LedgerError
+
+__all__ = ["ERRORS", "ApiError", "ErrorBody", "ErrorSpec", "error_body", "refusal"]
 
 
 class ErrorSpec(msgspec.Struct, frozen=True):
@@ -98,6 +101,12 @@ class ApiError(Exception):
 
     def body(self) -> ErrorBody:
         return error_body(self.code, self.message, self.param)
+
+
+def refusal(exc: LedgerError) -> ApiError:
+    """A domain refusal (the ledger's own exceptions, core/ledger/errors.py) as a boundary answers it:
+    the refusal names its code, this table gives the status and the error type."""
+    return ApiError(exc.code, exc.message, exc.param)
 
 
 def error_body(code: str, message: str, param: str | None = None) -> ErrorBody:

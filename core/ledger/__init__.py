@@ -2,7 +2,7 @@
 
 Entry points (each takes an open connection and runs inside the caller's transaction; open it
 with `core.db.write_tx`, which takes SQLite's write lock up front):
-- sidecar, before a backend call: `place_hold(...)` -> Hold, or ApiError 402 `insufficient_quota`;
+- sidecar, before a backend call: `place_hold(...)` -> Hold, or `InsufficientFunds` (core/ledger/errors.py);
 - adapter, after the response: `settle_hold(conn, ref, Usage(...))` / `settle_many(conn, items)`;
 - worker: `expire_holds(conn)`;
 - operators: `grant`, `adjust`, `reverse`, `balance`, `statement`, `set_low_balance`, `reconcile`.
@@ -12,6 +12,7 @@ resolves once.
 """
 
 from core.ledger.core import ensure_accounts, get_transaction
+from core.ledger.errors import LedgerError
 from core.ledger.holds import expire_holds, load_hold, place_hold, release_hold
 from core.ledger.model import BalanceView, Hold, Settlement, StatementPage, TransactionView, Usage
 from core.ledger.ops import adjust, balance, grant, reverse, set_low_balance, statement
@@ -19,7 +20,7 @@ from core.ledger.pricing import PriceCard, card_in_force, card_version, charge_f
 from core.ledger.reconcile import ReconcileReport, reconcile
 from core.ledger.settle import settle_hold, settle_many
 
-__all__ = ["BalanceView", "Hold", "PriceCard", "ReconcileReport", "Settlement", "StatementPage",
+__all__ = ["BalanceView", "Hold", "LedgerError", "PriceCard", "ReconcileReport", "Settlement", "StatementPage",
            "TransactionView", "Usage", "adjust", "balance", "card_in_force", "card_version", "charge_for",
            "ensure_accounts",
            "expire_holds", "get_transaction", "grant", "load_hold", "max_cost", "place_hold", "reconcile",

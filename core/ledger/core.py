@@ -21,8 +21,8 @@ import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.db import now_ms
-from core.errors import ApiError
 from core.ids import new_id
+from core.ledger.errors import InsufficientFunds, KeyInUse, KeyReused
 from core.ledger.model import CUSTOMER_KINDS, KIND_ORDER, EntryView, Leg, TransactionView
 from core.rawsql import sql
 
@@ -102,8 +102,7 @@ async def post(conn: AsyncConnection, org_id: str, legs: Sequence[Leg], meta: Tx
         {"k": idempotency_key})).first()
     if existing is not None:
         if existing[1] != fingerprint:
-            raise ApiError("idempotency_key_reused",
-                           "This idempotency key was already used for a different ledger transaction.")
+            raise KeyReused("This idempotency key was already used for a different ledger transaction.")
         found = await get_transaction(conn, org_id, str(existing[0]))
         assert found is not None, "an idempotency key is never reused across organizations"
         return found
@@ -121,8 +120,7 @@ async def post(conn: AsyncConnection, org_id: str, legs: Sequence[Leg], meta: Tx
             await ensure_accounts(conn, org_id)
             applied = await _apply(conn, org_id, leg)
         if applied is None:
-            raise ApiError("insufficient_quota",
-                           f"The {leg.kind} balance cannot cover {-leg.amount} nano-dollars.")
+            raise InsufficientFunds(f"The {leg.kind} balance cannot cover {-leg.amount} nano-dollars.")
         account_id, account_seq, balance_after = applied
         await conn.execute(sql(
             "INSERT INTO ledger_entries (txn_id, seq, account_id, amount, account_seq, balance_after,"
@@ -142,8 +140,7 @@ async def post(conn: AsyncConnection, org_id: str, legs: Sequence[Leg], meta: Tx
          "model": meta.model_id, "pv": meta.price_version, "reason": meta.reason, "actor": meta.actor,
          "now": now})
     if inserted.rowcount != 1:
-        raise ApiError("idempotency_key_in_use",
-                       "A transaction with this idempotency key is being written; retry to get its result.")
+        raise KeyInUse("A transaction with this idempotency key is being written; retry to get its result.")
     return TransactionView(
         id=txn_id, organization=org_id, kind=meta.kind, amount=sum(g.amount for g in legs if g.amount > 0),
         reason=meta.reason, reverses=meta.reverses, request_id=meta.request_id, model_id=meta.model_id,

@@ -16,10 +16,10 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.db import now_ms
-from core.errors import ApiError
 from core.ids import new_id
 from core.ledger import budgets
 from core.ledger.core import is_postgres, release_held
+from core.ledger.errors import HoldResolved, InsufficientFunds, InvalidAmount, KeyReused, NotFound
 from core.ledger.model import KIND_ORDER, Hold
 from core.ledger.pricing import card_in_force, max_cost
 from core.rawsql import sql
@@ -62,22 +62,21 @@ async def place_hold(conn: AsyncConnection, *, org_id: str, project_id: str, key
     """
     now = now_ms() if now is None else now
     if max_input_tokens < 0 or max_output_tokens < 0:
-        raise ApiError("invalid_request_error", "token counts must be non-negative")
+        raise InvalidAmount("token counts must be non-negative")
     card = await card_in_force(conn, model_id, now)
     amount = max_cost(card, max_input_tokens, max_output_tokens)
     existing = await load_hold(conn, request_id)
     if existing is not None:
         was = (existing.org_id, existing.project_id, existing.key_id, existing.model_id, existing.amount)
         if was != (org_id, project_id, key_id, model_id, amount):
-            raise ApiError("idempotency_key_reused",
-                           f"Request {request_id} already holds a different amount.")
+            raise KeyReused(f"Request {request_id} already holds a different amount.")
         return existing
     period = budgets.period_of(now)
     key_budget, project_budget = await budgets.budgets_of(conn, org_id, key_id, project_id)
     for kind, scope, budget in (("key", key_id, key_budget), ("project", project_id, project_budget)):
         if not await budgets.reserve(conn, org_id, scope, period, amount, budget):
-            raise ApiError("insufficient_quota", f"This request could cost up to {amount} nano-dollars, more "
-                           f"than remains of the {kind}'s monthly budget.")
+            raise InsufficientFunds(f"This request could cost up to {amount} nano-dollars, more "
+                                    f"than remains of the {kind}'s monthly budget.")
     promo_part = await _reserve_promo(conn, org_id, amount)
     rest = amount - promo_part
     if rest:
@@ -85,8 +84,8 @@ async def place_hold(conn: AsyncConnection, *, org_id: str, project_id: str, key
             "UPDATE ledger_accounts SET held = held + :x WHERE org_id = :o AND kind = 'wallet'"
             " AND balance - held >= :x"), {"x": rest, "o": org_id})
         if moved.rowcount != 1:
-            raise ApiError("insufficient_quota", f"This request could cost up to {amount} nano-dollars, "
-                           "more than the available balance. Add credit to continue.")
+            raise InsufficientFunds(f"This request could cost up to {amount} nano-dollars, "
+                                    "more than the available balance. Add credit to continue.")
     hold = Hold(id=new_id("hold"), org_id=org_id, project_id=project_id, key_id=key_id, request_id=request_id,
                 model_id=model_id, price_version=card.version, endpoint=endpoint, backend_id=backend_id,
                 client_ip=client_ip, amount=amount, promo_part=promo_part, period=period, status="open",
@@ -137,12 +136,12 @@ async def release_hold(conn: AsyncConnection, ref: str, *, now: int | None = Non
     now = now_ms() if now is None else now
     hold = await load_hold(conn, ref)
     if hold is None:
-        raise ApiError("not_found", f"No hold {ref!r}.")
+        raise NotFound(f"No hold {ref!r}.")
     claimed = await conn.execute(sql(
         "UPDATE ledger_holds SET status = 'released', charged = 0, resolved_at = :now"
         " WHERE id = :id AND status = 'open'"), {"now": now, "id": hold.id})
     if claimed.rowcount != 1:
-        raise ApiError("hold_already_resolved", f"Hold {hold.id} is already {hold.status}.")
+        raise HoldResolved(f"Hold {hold.id} is already {hold.status}.")
     await unreserve(conn, [hold])
     return hold
 

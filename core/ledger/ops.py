@@ -13,10 +13,10 @@ from typing import Literal
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from core.errors import ApiError
 from core.events import record_event
 from core.events.catalog import WalletRecharged
 from core.ledger.core import TxnMeta, ensure_accounts, get_transaction, post
+from core.ledger.errors import InvalidAmount, MissingReason, NotFound, NotReversible
 from core.ledger.model import BalanceView, Leg, StatementLine, StatementPage, TransactionView
 
 __all__ = ["adjust", "balance", "grant", "reverse", "set_low_balance", "statement"]
@@ -26,8 +26,8 @@ MAX_NANOS = 10**18  # a trillion dollars: far beyond any real figure, far below 
 
 def _check_amount(amount: int, *, signed: bool = False) -> None:
     if (amount == 0 if signed else amount <= 0) or abs(amount) > MAX_NANOS:
-        raise ApiError("invalid_request_error", "amount must be a non-zero whole number of nano-dollars"
-                       f"{'' if signed else ' above 0'} and at most {MAX_NANOS}.", param="amount_nanos")
+        raise InvalidAmount("amount must be a non-zero whole number of nano-dollars"
+                            f"{'' if signed else ' above 0'} and at most {MAX_NANOS}.", param="amount_nanos")
 
 
 async def grant(conn: AsyncConnection, org_id: str, amount: int, *, idempotency_key: str, actor: str,
@@ -58,7 +58,7 @@ async def adjust(conn: AsyncConnection, org_id: str, amount: int, *, reason: str
     """Credit (amount > 0) or debit (amount < 0) a customer account; a reason is mandatory."""
     _check_amount(amount, signed=True)
     if not reason.strip():
-        raise ApiError("missing_required_parameter", "An adjustment needs a reason.", param="reason")
+        raise MissingReason("An adjustment needs a reason.", param="reason")
     return await post(conn, org_id, [Leg(account, amount), Leg("adjustments", -amount)],
                       TxnMeta(kind="adjustment", reason=reason, actor=actor),
                       f"adjustment:{org_id}:{idempotency_key}")
@@ -69,14 +69,14 @@ async def reverse(conn: AsyncConnection, org_id: str, txn_id: str, *, reason: st
     """Post the mirror image of a transaction. A reversed charge also leaves its budget spend."""
     original = await get_transaction(conn, org_id, txn_id)
     if original is None:
-        raise ApiError("not_found", f"No ledger transaction {txn_id!r}.")
+        raise NotFound(f"No ledger transaction {txn_id!r}.")
     if original.kind == "reversal":
-        raise ApiError("conflict", "A reversal cannot be reversed; post a new transaction instead.")
+        raise NotReversible("A reversal cannot be reversed; post a new transaction instead.")
     key = f"reversal:{org_id}:{idempotency_key}"
     prior = (await conn.execute(text("SELECT idempotency_key FROM ledger_transactions WHERE reverses = :t"),
                                 {"t": txn_id})).first()
     if prior is not None and prior[0] != key:
-        raise ApiError("conflict", f"Transaction {txn_id} is already reversed.")
+        raise NotReversible(f"Transaction {txn_id} is already reversed.")
     r = (await conn.execute(text("SELECT project_id, key_id, period FROM ledger_transactions WHERE id = :t"),
                             {"t": txn_id})).one()
     meta = TxnMeta(kind="reversal", reason=reason, actor=actor, reverses=txn_id,
@@ -107,8 +107,8 @@ async def balance(conn: AsyncConnection, org_id: str) -> BalanceView:
 async def set_low_balance(conn: AsyncConnection, org_id: str, low_balance_nanos: int | None) -> BalanceView:
     """Fire `usage.threshold_reached` (once a month) when wallet + promo falls below this mark."""
     if low_balance_nanos is not None and not 0 <= low_balance_nanos <= MAX_NANOS:
-        raise ApiError("invalid_request_error", "low_balance_nanos must be between 0 and 10^18.",
-                       param="low_balance_nanos")
+        raise InvalidAmount("low_balance_nanos must be between 0 and 10^18.",
+                            param="low_balance_nanos")
     await ensure_accounts(conn, org_id)
     await conn.execute(text(
         "UPDATE ledger_accounts SET low_balance_nanos = :l WHERE org_id = :o AND kind = 'wallet'"),

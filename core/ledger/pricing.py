@@ -10,7 +10,7 @@ from __future__ import annotations
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from core.errors import ApiError
+from core.ledger.errors import NotPriced
 from core.money import request_cost
 from core.rawsql import memo_of, sql
 
@@ -47,8 +47,8 @@ async def card_in_force(conn: AsyncConnection, model_id: str, at_ms: int) -> Pri
         f"SELECT {_COLUMNS} FROM price_cards WHERE model_id = :m AND effective_at <= :at"
         " ORDER BY effective_at DESC, version DESC LIMIT 1"), {"m": model_id, "at": at_ms})).first()
     if r is None:
-        raise ApiError("model_not_priced", f"The model '{model_id}' has no price card in force; "
-                       "it cannot be served or charged.", param="model")
+        raise NotPriced(f"The model '{model_id}' has no price card in force; "
+                        "it cannot be served or charged.", param="model")
     card = _card(tuple(r))
     if memo is not None:
         memo[("card_in_force", model_id)] = card
@@ -63,7 +63,7 @@ async def card_version(conn: AsyncConnection, model_id: str, version: int) -> Pr
     r = (await conn.execute(sql(f"SELECT {_COLUMNS} FROM price_cards WHERE model_id = :m AND version = :v"),
                             {"m": model_id, "v": version})).first()
     if r is None:
-        raise ApiError("model_not_priced", f"Price card version {version} of '{model_id}' does not exist.")
+        raise NotPriced(f"Price card version {version} of '{model_id}' does not exist.")
     card = _card(tuple(r))
     if memo is not None:
         memo[("card_version", model_id, version)] = card

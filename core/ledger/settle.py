@@ -27,12 +27,12 @@ import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.db import now_ms
-from core.errors import ApiError
 from core.events import record_event
 from core.events.catalog import RequestCompleted
 from core.ids import new_id
 from core.ledger import budgets
 from core.ledger.core import TxnMeta, post, release_held
+from core.ledger.errors import HoldResolved, InvalidAmount, LedgerError, NotFound
 from core.ledger.holds import load_hold
 from core.ledger.model import Hold, Leg, Settlement, Usage
 from core.ledger.pricing import PriceCard, card_version, charge_for
@@ -51,25 +51,25 @@ class _Claimed(msgspec.Struct, frozen=True):
 
 
 async def settle_hold(conn: AsyncConnection, ref: str, usage: Usage, *, now: int | None = None) -> Settlement:
-    """Settle one hold (by `hold_...` or `req_...` id); raises the item's ApiError if refused."""
+    """Settle one hold (by `hold_...` or `req_...` id); raises the item's LedgerError if refused."""
     result = (await settle_many(conn, [(ref, usage)], now=now))[0]
-    if isinstance(result, ApiError):
+    if isinstance(result, LedgerError):
         raise result
     return result
 
 
 async def settle_many(conn: AsyncConnection, items: Sequence[tuple[str, Usage]], *,
-                      now: int | None = None) -> list[Settlement | ApiError]:
+                      now: int | None = None) -> list[Settlement | LedgerError]:
     """Settle many holds in one transaction; results are in the order of `items`."""
     now = now_ms() if now is None else now
-    results: list[Settlement | ApiError | None] = [None] * len(items)
+    results: list[Settlement | LedgerError | None] = [None] * len(items)
     claimed: list[_Claimed] = []
     cards: dict[tuple[str, int], PriceCard] = {}
     for index in sorted(range(len(items)), key=lambda i: items[i][0]):
         ref, usage = items[index]
         try:
             claimed.append(await _claim(conn, index, ref, usage, cards, now))
-        except ApiError as exc:
+        except LedgerError as exc:
             results[index] = exc
     await _budgets(conn, claimed, now)
     for org_id in sorted({c.hold.org_id for c in claimed}):
@@ -86,13 +86,13 @@ async def settle_many(conn: AsyncConnection, items: Sequence[tuple[str, Usage]],
 async def _claim(conn: AsyncConnection, index: int, ref: str, usage: Usage,
                  cards: dict[tuple[str, int], PriceCard], now: int) -> _Claimed:
     if usage.cached_tokens > usage.input_tokens:
-        raise ApiError("invalid_request_error", "cached_tokens cannot exceed input_tokens",
-                       param="cached_tokens")
+        raise InvalidAmount("cached_tokens cannot exceed input_tokens",
+                            param="cached_tokens")
     hold = await load_hold(conn, ref)
     if hold is None:
-        raise ApiError("not_found", f"No hold {ref!r}.")
+        raise NotFound(f"No hold {ref!r}.")
     if hold.status != "open":
-        raise ApiError("hold_already_resolved", f"Hold {hold.id} is already {hold.status}.")
+        raise HoldResolved(f"Hold {hold.id} is already {hold.status}.")
     card_key = (hold.model_id, hold.price_version)
     if card_key not in cards:
         cards[card_key] = await card_version(conn, *card_key)
@@ -105,7 +105,7 @@ async def _claim(conn: AsyncConnection, index: int, ref: str, usage: Usage,
         " WHERE id = :id AND status = 'open'"),
         {"c": min(cost, hold.amount), "t": txn_id, "now": now, "id": hold.id})
     if won.rowcount != 1:
-        raise ApiError("hold_already_resolved", f"Hold {hold.id} was resolved concurrently.")
+        raise HoldResolved(f"Hold {hold.id} was resolved concurrently.")
     return _Claimed(index, hold, usage, cost, txn_id, cards[card_key].id)
 
 

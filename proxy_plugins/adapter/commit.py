@@ -22,7 +22,6 @@ import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from core import idempotency, ledger
-from core.errors import ApiError
 from core.groupcommit import GroupCommit
 from proxy_plugins.adapter.context import RequestContext
 from proxy_plugins.adapter.metering import wallet_debit
@@ -68,7 +67,7 @@ async def _commit_many(conn: AsyncConnection, items: list[_Item]) -> list[Header
     for i, item in enumerate(items):
         ctx, failed = item.ctx, _failed(item.status)
         settlement = by_index.get(i)
-        if isinstance(settlement, ApiError):
+        if isinstance(settlement, ledger.LedgerError):  # withheld: Exchange answers billing_unavailable
             outcomes.append(settlement)
             continue
         if settlement is not None:

@@ -201,7 +201,7 @@ class BackgroundResponses:
                     request_id=stored.id, model_id=model.id, endpoint="responses", backend_id=backend.id,
                     max_input_tokens=model.context_window, max_output_tokens=held_output,
                     expires_at_ms=now_ms() + backend.timeout_ms + HOLD_MARGIN_MS)
-        except ApiError as exc:
+        except ledger.LedgerError as exc:
             return f"The response could not be run: {exc.message}"
         return None
 
@@ -233,7 +233,7 @@ class BackgroundResponses:
         try:
             await ledger.settle_hold(conn, response_id, ledger.Usage(
                 status=status, input_tokens=inp, cached_tokens=min(cached, inp), output_tokens=out))
-        except ApiError as exc:  # e.g. already resolved (expired): log loudly; the answer is still stored
+        except ledger.LedgerError as exc:  # e.g. already resolved (expired): log loudly; the answer is still stored
             log.error("background response %s could not be charged: %s", response_id, exc.message)
 
     async def _fail(self, response_id: str, seq: int, code: str, message: str) -> None:

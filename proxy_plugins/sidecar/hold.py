@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from core import ledger
 from core.contract import HOLD_MARGIN_MS
-from core.errors import ApiError, error_json
+from core.errors import ERRORS, ApiError, error_json
 from core.groupcommit import GroupCommit
 from core.snapshot import BackendRecord, KeyRecord, ModelRecord, PriceRecord
 from proxy_plugins.sidecar.estimate import Estimate
@@ -97,6 +97,8 @@ class Holds:
                      place_by=time.monotonic() + PLACE_WITHIN_S)
         try:
             return await self.commits.submit(item)
+        except ledger.LedgerError as exc:  # e.g. InsufficientFunds: the table gives its status
+            return ERRORS[exc.code].status, error_json(exc.code, exc.message, exc.param)
         except ApiError as exc:
             return exc.status, error_json(exc.code, exc.message, exc.param)
         except Exception:

@@ -16,7 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core import ledger
 from core.db import now_ms, read_tx, write_tx
-from core.errors import ApiError
+from core.errors import refusal
+from core.ledger import LedgerError
 from core.ids import new_id
 from core.ledger import Usage
 from core.money import request_cost
@@ -33,7 +34,7 @@ async def _race_holds(engine: AsyncEngine, t: Tenant, n: int) -> tuple[int, int]
         try:
             await hold(engine, t, HOLD_IN, HOLD_OUT)
             return True
-        except ApiError as exc:
+        except LedgerError as exc:
             assert exc.code == "insufficient_quota", exc.code
             return False
 
@@ -71,7 +72,7 @@ async def test_concurrent_holds_respect_monthly_budget(engine: AsyncEngine, scop
                                                      {"o": t.org_id})]
     for hold_id in ids:
         await settle(engine, hold_id, HOLD_IN, HOLD_OUT)
-    with pytest.raises(ApiError) as refused:
+    with pytest.raises(LedgerError) as refused:
         await hold(engine, t, HOLD_IN, HOLD_OUT)
     assert refused.value.code == "insufficient_quota" and scope in refused.value.message
     await hold(engine, t, 1, 0)  # what is left of the budget still buys a small request
@@ -170,7 +171,7 @@ async def test_a_hold_resolves_at_most_once_under_races(engine: AsyncEngine, ten
         try:
             await settle(engine, h.id, 10, 10)
             return "settled"
-        except ApiError as exc:
+        except LedgerError as exc:
             return exc.code
 
     async def expire_once() -> str:
@@ -189,11 +190,11 @@ async def test_a_hold_resolves_at_most_once_under_races(engine: AsyncEngine, ten
     wallet = (await balance(engine, tenant)).wallet_nanos
     assert wallet == (10**9 - request_cost(10, 0, 10, *PRICE) if settled else 10**9)
     for later in (lambda: settle(engine, h.id, 1, 1), lambda: settle(engine, h.request_id, 1, 1)):
-        with pytest.raises(ApiError) as again:
+        with pytest.raises(LedgerError) as again:
             await later()
         assert again.value.code == "hold_already_resolved"
     async with write_tx(engine) as conn:
-        with pytest.raises(ApiError):
+        with pytest.raises(LedgerError):
             await ledger.release_hold(conn, h.id)
     assert (await balance(engine, tenant)).wallet_nanos == wallet
     await assert_books_balance(engine, tenant.org_id)
@@ -215,7 +216,7 @@ async def test_expired_holds_return_everything(engine: AsyncEngine) -> None:
         statuses = {str(r[0]) for r in await conn.execute(text(
             "SELECT status FROM ledger_holds WHERE org_id = :o AND id <> :s"), {"o": t.org_id, "s": survivor.id})}
     assert rows == {t.key_id: (0, HOLD_AMOUNT), t.project_id: (0, HOLD_AMOUNT)} and statuses == {"expired"}
-    with pytest.raises(ApiError) as late:
+    with pytest.raises(LedgerError) as late:
         await settle(engine, doomed[0].id, 1, 1)
     assert late.value.code == "hold_already_resolved"
     await assert_books_balance(engine, t.org_id)
@@ -223,7 +224,7 @@ async def test_expired_holds_return_everything(engine: AsyncEngine) -> None:
 
 async def test_unpriced_model_is_refused_never_charged_zero(engine: AsyncEngine, tenant: Tenant) -> None:
     await grant(engine, tenant, 10**9)
-    with pytest.raises(ApiError) as refused:
+    with pytest.raises(LedgerError) as refused:
         await hold(engine, tenant, 10, 10, model=UNPRICED)
     assert refused.value.code == "model_not_priced"
     async with read_tx(engine) as conn:
@@ -238,9 +239,9 @@ async def test_place_hold_is_idempotent_on_request_id(engine: AsyncEngine, tenan
     first = await hold(engine, tenant, HOLD_IN, HOLD_OUT, request_id=request_id)
     again = await hold(engine, tenant, HOLD_IN, HOLD_OUT, request_id=request_id)
     assert again.id == first.id and (await balance(engine, tenant)).held_nanos == HOLD_AMOUNT
-    with pytest.raises(ApiError) as different:
+    with pytest.raises(LedgerError) as different:
         await hold(engine, tenant, HOLD_IN, HOLD_OUT + 1, request_id=request_id)
-    assert different.value.code == "idempotency_key_reused" and different.value.status == 422
+    assert different.value.code == "idempotency_key_reused" and refusal(different.value).status == 422
 
 
 async def test_settle_many_settles_a_batch_in_one_transaction(engine: AsyncEngine, tenant: Tenant) -> None:
@@ -251,9 +252,9 @@ async def test_settle_many_settles_a_batch_in_one_transaction(engine: AsyncEngin
               (holds[1].request_id, Usage(input_tokens=HOLD_IN + 1))]
     async with write_tx(engine) as conn:
         results = await ledger.settle_many(conn, items, now=now_ms())
-    codes = [r.code if isinstance(r, ApiError) else "ok" for r in results]
+    codes = [r.code if isinstance(r, LedgerError) else "ok" for r in results]
     assert codes == ["ok"] * 50 + ["not_found", "hold_already_resolved", "hold_already_resolved"]
     total = sum(request_cost(i * 10, 0, i, *PRICE) for i in range(50))
-    assert sum(r.charged for r in results if not isinstance(r, ApiError)) == total
+    assert sum(r.charged for r in results if not isinstance(r, LedgerError)) == total
     assert (await balance(engine, tenant)).wallet_nanos == 10**10 - total
     await assert_books_balance(engine, tenant.org_id)

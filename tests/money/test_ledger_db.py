@@ -15,7 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core import ledger
 from core.db import now_ms, read_tx, write_tx
-from core.errors import ApiError
+from core.errors import refusal
+from core.ledger import LedgerError
 from core.ids import new_id
 from tests.money.conftest import Tenant
 from tests.money.helpers import assert_books_balance, balance, grant, hold, settle
@@ -107,10 +108,10 @@ async def test_grant_is_idempotent(engine: AsyncEngine, tenant: Tenant) -> None:
     async with write_tx(engine) as conn:
         again = await ledger.grant(conn, tenant.org_id, 5_000, idempotency_key="grant-1", actor="t", reason="r")
     assert again == first
-    with pytest.raises(ApiError) as reused:
+    with pytest.raises(LedgerError) as reused:
         async with write_tx(engine) as conn:
             await ledger.grant(conn, tenant.org_id, 6_000, idempotency_key="grant-1", actor="t", reason="r")
-    assert reused.value.code == "idempotency_key_reused" and reused.value.status == 422
+    assert reused.value.code == "idempotency_key_reused" and refusal(reused.value).status == 422
     assert (await balance(engine, tenant)).wallet_nanos == 5_000
     async with read_tx(engine) as conn:
         events = (await conn.execute(text(
@@ -124,7 +125,7 @@ async def test_concurrent_duplicate_grants_apply_once(engine: AsyncEngine, tenan
         try:
             async with write_tx(engine) as conn:
                 return (await ledger.grant(conn, tenant.org_id, 700, idempotency_key="dup", actor="t")).id
-        except ApiError as exc:
+        except LedgerError as exc:
             assert exc.code == "idempotency_key_in_use"  # the original was still being written
             return exc.code
 
@@ -150,13 +151,13 @@ async def test_same_key_in_two_organizations_is_two_grants(engine: AsyncEngine, 
 async def test_adjustments_and_reversals_are_new_transactions(engine: AsyncEngine, tenant: Tenant) -> None:
     grant_id, request_id = await _funded(engine, tenant)
     start = await balance(engine, tenant)
-    with pytest.raises(ApiError) as no_reason:
+    with pytest.raises(LedgerError) as no_reason:
         async with write_tx(engine) as conn:
             await ledger.adjust(conn, tenant.org_id, -10, reason=" ", idempotency_key="a0", actor="t")
     assert no_reason.value.code == "missing_required_parameter"
     async with write_tx(engine) as conn:
         adj = await ledger.adjust(conn, tenant.org_id, -10, reason="goodwill fix", idempotency_key="a1", actor="t")
-    with pytest.raises(ApiError) as overdraw:
+    with pytest.raises(LedgerError) as overdraw:
         async with write_tx(engine) as conn:
             await ledger.adjust(conn, tenant.org_id, -10**12, reason="too much", idempotency_key="a2", actor="t")
     assert overdraw.value.code == "insufficient_quota"
@@ -171,7 +172,7 @@ async def test_adjustments_and_reversals_are_new_transactions(engine: AsyncEngin
     async with write_tx(engine) as conn:  # a retry returns the same reversal
         assert (await ledger.reverse(conn, tenant.org_id, str(charge[0]), reason="refund", idempotency_key="r1",
                                      actor="t")).id == rev.id
-    with pytest.raises(ApiError) as twice:
+    with pytest.raises(LedgerError) as twice:
         async with write_tx(engine) as conn:
             await ledger.reverse(conn, tenant.org_id, str(charge[0]), reason="again", idempotency_key="r2", actor="t")
     assert twice.value.code == "conflict"

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core import ledger
 from core.db import write_tx
-from core.errors import ApiError
+from core.ledger import LedgerError
 from core.ids import new_id
 from core.ledger import Hold
 from core.money import request_cost
@@ -71,7 +71,7 @@ async def test_random_operation_sequences_keep_the_books(engine: AsyncEngine, op
             cost = max(request_cost(max_in, 0, max_out, *PRICE), request_cost(max_in, max_in, max_out, *PRICE))
             try:
                 h = await hold(engine, t, max_in, max_out)
-            except ApiError as exc:
+            except LedgerError as exc:
                 assert exc.code == "insufficient_quota" and cost > m.available()
                 continue
             assert cost <= m.available() and h.amount == cost
@@ -112,7 +112,7 @@ async def test_random_operation_sequences_keep_the_books(engine: AsyncEngine, op
                 async with write_tx(engine) as conn:
                     txn = await ledger.adjust(conn, t.org_id, amount, reason="property", idempotency_key=new_id("req"),
                                               actor="test")
-            except ApiError as exc:
+            except LedgerError as exc:
                 assert exc.code == "insufficient_quota" and -amount > m.wallet - (m.held - (
                     m.promo - m.promo_available()))
                 continue
@@ -124,7 +124,7 @@ async def test_random_operation_sequences_keep_the_books(engine: AsyncEngine, op
                 async with write_tx(engine) as conn:
                     rev = await ledger.reverse(conn, t.org_id, txn_id, reason="property",
                                                idempotency_key=new_id("req"), actor="test")
-            except ApiError as exc:
+            except LedgerError as exc:
                 assert exc.code == "insufficient_quota"
                 continue
             for e in rev.entries:
