@@ -41,7 +41,7 @@ CREATE TABLE IF NOT EXISTS memberships (
     id TEXT PRIMARY KEY,
     org_id TEXT NOT NULL REFERENCES organizations (id),
     user_id TEXT NOT NULL REFERENCES users (id),
-    role TEXT NOT NULL CHECK (role IN ('owner', 'admin', 'member', 'billing')),
+    role TEXT NOT NULL CHECK (role IN ('owner', 'admin', 'developer', 'billing', 'reader')),
     created_at BIGINT NOT NULL,
     UNIQUE (org_id, user_id)
 );
@@ -139,7 +139,9 @@ CREATE TABLE IF NOT EXISTS audit_log (
     action TEXT NOT NULL,
     target TEXT NOT NULL,
     details TEXT NOT NULL DEFAULT '{}',
-    created_at BIGINT NOT NULL
+    created_at BIGINT NOT NULL,
+    -- The client address the change came from (NULL: the operator's CLI or a background job).
+    ip TEXT
 );
 CREATE INDEX IF NOT EXISTS audit_log_org ON audit_log (org_id, created_at);
 
@@ -739,3 +741,47 @@ CREATE TABLE IF NOT EXISTS embedding_cache (
 CREATE INDEX IF NOT EXISTS embedding_cache_used ON embedding_cache (last_used_at);
 CREATE INDEX IF NOT EXISTS embedding_cache_org_used ON embedding_cache (org_id, last_used_at, entry_key);
 -- ==== end embedding cache ==============================================================
+
+-- ==== organizations of their own (issue 15; migration 0005) ================================
+-- A member narrowed to some projects (no row: every project of the organization).
+CREATE TABLE IF NOT EXISTS membership_projects (
+    org_id TEXT NOT NULL REFERENCES organizations (id),
+    user_id TEXT NOT NULL REFERENCES users (id),
+    project_id TEXT NOT NULL REFERENCES projects (id),
+    PRIMARY KEY (org_id, user_id, project_id)
+);
+
+-- Invitations by email: single use, 7 days; only the token's HMAC is stored. 'expired' is not a
+-- stored status: a pending invitation past expires_at is expired (control_plane/domain/invites.py).
+CREATE TABLE IF NOT EXISTS invitations (
+    id TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL REFERENCES organizations (id),
+    email TEXT NOT NULL,
+    role TEXT NOT NULL CHECK (role IN ('owner', 'admin', 'developer', 'billing', 'reader')),
+    -- JSON array of project ids; NULL: every project.
+    projects TEXT,
+    token_hash TEXT NOT NULL UNIQUE,
+    status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'accepted', 'revoked')),
+    invited_by TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    accepted_at BIGINT,
+    accepted_by TEXT,
+    revoked_at BIGINT
+);
+CREATE INDEX IF NOT EXISTS invitations_org ON invitations (org_id, id);
+
+-- `nx_admin_...` keys of the customer REST API, one organization each; hashed like API keys.
+CREATE TABLE IF NOT EXISTS admin_api_keys (
+    id TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL REFERENCES organizations (id),
+    name TEXT NOT NULL DEFAULT '',
+    prefix TEXT NOT NULL,
+    key_hash TEXT NOT NULL UNIQUE,
+    created_by TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    last_used_at BIGINT,
+    revoked_at BIGINT
+);
+CREATE INDEX IF NOT EXISTS admin_api_keys_org ON admin_api_keys (org_id, id);
+-- ==== end organizations ====================================================================

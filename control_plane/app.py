@@ -4,6 +4,8 @@ Two doors:
 - `/v1/...` arrives only through Envoy after the sidecar's check; the sidecar's `x-nx-internal`
   token proves it (compared in constant time) and `x-nx-org`/`x-nx-key` say who is calling.
 - `/api/...` is the management API for operators and the CLI, authenticated with the admin token.
+- `/v1/organization/...` is the customer REST API: Envoy passes it without the sidecar's check and
+  the control plane authenticates an admin key or a session (control_plane/identity/principal.py).
 """
 
 from __future__ import annotations
@@ -24,6 +26,11 @@ from control_plane.api.keys import KeysController
 from control_plane.api.ledger import LedgerController
 from control_plane.api.models import ModelCache, ModelsController
 from control_plane.api.openapi import openapi_config, reference_routes
+from control_plane.api.org_admin import AdminKeysController, AuditLogsController, SettingsController
+from control_plane.api.org_deps import record_origin
+from control_plane.api.org_people import InviteAcceptController, InvitesController
+from control_plane.api.org_people import UsersController as OrgUsersController
+from control_plane.api.org_projects import ProjectKeysController, ProjectsController
 from control_plane.api.orgs import OrgsController, UsersController
 from control_plane.api.responses import ResponsesController
 from control_plane.api.routing import ModelAdminController, RoutingController
@@ -38,6 +45,10 @@ from core.secrets import load_secrets
 from core.settings import Settings
 
 __all__ = ["create_app"]
+
+# The customer REST API (`/v1/organization/...`): admin keys or sessions, checked by the control plane.
+CUSTOMER_API = [ProjectsController, ProjectKeysController, OrgUsersController, InvitesController,
+                InviteAcceptController, AdminKeysController, AuditLogsController, SettingsController]
 
 log = logging.getLogger("nx.control_plane")
 
@@ -92,6 +103,7 @@ def create_app(settings: Settings) -> Litestar:
         app.state.model_cache = ModelCache()
         app.state.admin_throttle = FailureThrottle()
         app.state.edge_throttle = FailureThrottle()
+        app.state.org_throttle = FailureThrottle()
         try:
             yield
         finally:
@@ -100,12 +112,12 @@ def create_app(settings: Settings) -> Litestar:
 
     return Litestar(
         # The refusals run inside idempotent_answers, so a claimed Idempotency-Key stores them.
-        middleware=[idempotent_answers, guard_url, openai_errors],
+        middleware=[idempotent_answers, guard_url, openai_errors, record_origin],
         request_class=ClientRequest,
         route_handlers=[healthz, LedgerController, ModelsController, KeysController, RoutingController,
                         ModelAdminController,
                         OrgsController, UsersController, WebhooksController, ResponsesController,
-                        UsageController, ExportsController, *reference_routes()],
+                        UsageController, ExportsController, *CUSTOMER_API, *reference_routes()],
         lifespan=[lifespan],
         exception_handlers={ApiError: _api_error, LedgerError: _ledger_error, HTTPException: _http_error,
                             Exception: _unexpected},

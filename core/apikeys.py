@@ -3,6 +3,9 @@
 The checksum lets the sidecar reject typos and scanner noise without a database read (the same
 idea as GitHub's token checksums). Only HMAC-SHA256(pepper, secret) and a display prefix are
 stored; the secret is shown once at creation.
+
+Admin keys of the customer REST API (`/v1/organization/...`) have the same shape with the prefix
+`nx_admin_`: the sidecar refuses them on inference routes by their prefix alone.
 """
 
 from __future__ import annotations
@@ -12,9 +15,10 @@ import hmac
 import secrets
 import zlib
 
-__all__ = ["KEY_PREFIX", "display_prefix", "generate_key", "hash_key", "is_well_formed"]
+__all__ = ["ADMIN_KEY_PREFIX", "KEY_PREFIX", "display_prefix", "generate_key", "hash_key", "is_well_formed"]
 
 KEY_PREFIX = "nx_live_"
+ADMIN_KEY_PREFIX = "nx_admin_"
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _BODY_LEN = 43  # ceil(256 / log2(62))
 _SUM_LEN = 6  # 62**6 > 2**32
@@ -33,16 +37,16 @@ def _checksum(body: str) -> str:
     return _b62(zlib.crc32(body.encode()), _SUM_LEN)
 
 
-def generate_key() -> str:
+def generate_key(prefix: str = KEY_PREFIX) -> str:
     body = _b62(int.from_bytes(secrets.token_bytes(32), "big"), _BODY_LEN)
-    return f"{KEY_PREFIX}{body}{_checksum(body)}"
+    return f"{prefix}{body}{_checksum(body)}"
 
 
-def is_well_formed(key: str) -> bool:
+def is_well_formed(key: str, prefix: str = KEY_PREFIX) -> bool:
     """Cheap structural check: prefix, length, alphabet and checksum."""
-    if len(key) != KEY_LENGTH or not key.startswith(KEY_PREFIX):
+    if len(key) != len(prefix) + _BODY_LEN + _SUM_LEN or not key.startswith(prefix):
         return False
-    rest = key[len(KEY_PREFIX) :]
+    rest = key[len(prefix) :]
     if not all(c in _B62 for c in rest):
         return False
     body, given = rest[:_BODY_LEN], rest[_BODY_LEN:]
@@ -54,4 +58,5 @@ def hash_key(key: str, pepper: str) -> str:
 
 
 def display_prefix(key: str) -> str:
-    return key[: len(KEY_PREFIX) + 6]
+    prefix = ADMIN_KEY_PREFIX if key.startswith(ADMIN_KEY_PREFIX) else KEY_PREFIX
+    return key[: len(prefix) + 6]

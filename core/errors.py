@@ -46,6 +46,7 @@ ERRORS: dict[str, ErrorSpec] = {
     "endpoint_not_allowed": ErrorSpec(403, "permission_error"),
     "project_not_allowed": ErrorSpec(403, "permission_error"),
     "internal_auth_failed": ErrorSpec(403, "permission_error"),
+    "permission_denied": ErrorSpec(403, "permission_error"),
     # 404
     "not_found": ErrorSpec(404, "invalid_request_error"),
     "model_not_found": ErrorSpec(404, "invalid_request_error"),

@@ -44,6 +44,8 @@ The platform's own REST API, beside the OpenAI-compatible inference endpoints (`
 
 * `/v1/...` is for customers, through the API edge, with an API key (`Authorization: Bearer nx-...`)
   whose scopes allow the endpoint.
+* `/v1/organization/...` is the organization's own REST API (projects, keys, members, invitations,
+  admin keys, audit log), with an admin key (`nx_admin_...`) or a signed-in session.
 * `/api/...` is the operator's management API, with the admin token.
 
 Every error has OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`; the codes each
@@ -57,6 +59,8 @@ EDGE_CODES = ("invalid_request_error", "missing_api_key", "invalid_api_key", "si
               "scope_denied", "ip_not_allowed", "endpoint_not_allowed", "project_not_allowed",
               "rate_limit_exceeded", "internal_error", "sidecar_unavailable", "signature_check_unavailable")
 ADMIN_CODES = ("invalid_request_error", "invalid_api_key", "internal_error")
+ORG_CODES = ("invalid_request_error", "missing_required_parameter", "missing_api_key", "invalid_api_key",
+             "permission_denied", "rate_limit_exceeded", "internal_error")
 BODY_CODES = ("invalid_json", "request_too_large")
 
 _RESPONSE_OBJECT = {
@@ -144,6 +148,11 @@ def publish(raw: dict[str, Any]) -> dict[str, Any]:
     components["securitySchemes"] = {
         "apiKey": {"type": "http", "scheme": "bearer", "description": "An API key (`nx-...`), through the edge."},
         "adminToken": {"type": "http", "scheme": "bearer", "description": "The operator's admin token."},
+        "adminKey": {"type": "http", "scheme": "bearer",
+                     "description": "An organization's admin key (`nx_admin_...`), for `/v1/organization/...`."},
+        "session": {"type": "apiKey", "in": "cookie", "name": "__Host-nx_session",
+                    "description": "A signed-in session, with the organization in `OpenAI-Organization`; "
+                                   "writes need the CSRF token."},
     }
     for path, item in doc.get("paths", {}).items():
         for method in METHODS:
@@ -159,10 +168,11 @@ def _operation(key: str, path: str, op: dict[str, Any]) -> None:
         if spec.description:
             op["description"] = spec.description
     op["tags"] = [_tag(path)]
-    door = path.split("/")[1]
-    codes = list(EDGE_CODES if door == "v1" else ADMIN_CODES if door == "api" else ())
-    if door in ("v1", "api"):
-        op["security"] = [{"apiKey": []}] if door == "v1" else [{"adminToken": []}]
+    door = "organization" if path.startswith("/v1/organization") else path.split("/")[1]
+    codes = list({"v1": EDGE_CODES, "api": ADMIN_CODES, "organization": ORG_CODES}.get(door, ()))
+    if door in ("v1", "api", "organization"):
+        op["security"] = {"v1": [{"apiKey": []}], "api": [{"adminToken": []}],
+                          "organization": [{"adminKey": []}, {"session": []}]}[door]
         codes += ["not_found"] if "{" in path else []
         codes += list(BODY_CODES) if "requestBody" in op else []
     codes += list(spec.errors if spec is not None else ())
@@ -218,6 +228,8 @@ def _tag(path: str) -> str:
     if parts[:1] == ["api"]:
         name = parts[2] if parts[1:2] == ["orgs"] and len(parts) > 2 else parts[1]
         return f"operator: {name}"
+    if parts[:2] == ["v1", "organization"] and len(parts) > 2:
+        return f"organization: {parts[2]}"
     return parts[1] if len(parts) > 1 else parts[0]
 
 

@@ -63,6 +63,53 @@ OPERATIONS: dict[str, Op] = {
         "One event (`event_id`) or a time range (`since`, `until`), 1000 per call; missed "
         "`request.completed` events are rebuilt from usage records (`rebuilt`).",
         ("conflict", "missing_required_parameter")),
+    # /v1/organization: the customer REST API, with an admin key or a session (OpenAI's organization
+    # admin API shapes). A role that may not do something answers 403 `permission_denied`.
+    "GET /v1/organization/projects": Op("listOrgProjects", "List projects",
+                                        "The caller's projects (a narrowed member sees only theirs)."),
+    "POST /v1/organization/projects": Op("createOrgProject", "Create a project", "", ("conflict",)),
+    "GET /v1/organization/projects/{project_id}": Op("retrieveOrgProject", "Retrieve a project"),
+    "POST /v1/organization/projects/{project_id}": Op("modifyOrgProject", "Modify a project", "", ("conflict",)),
+    "POST /v1/organization/projects/{project_id}/archive": Op("archiveOrgProject", "Archive a project"),
+    "POST /v1/organization/projects/{project_id}/budget": Op(
+        "setOrgProjectBudget", "Set a project's monthly budget", "Allowed to the billing role as well."),
+    "GET /v1/organization/projects/{project_id}/api_keys": Op("listProjectApiKeys", "List a project's API keys",
+                                                             "Secrets are never listed."),
+    "POST /v1/organization/projects/{project_id}/api_keys": Op(
+        "createProjectApiKey", "Create an API key",
+        "Every scope of the platform: projects, models, endpoints, IP ranges, budget, rate limits, expiry, "
+        "signed requests. The answer carries the key's secret, shown only here."),
+    "GET /v1/organization/projects/{project_id}/api_keys/{key_id}": Op("retrieveProjectApiKey",
+                                                                      "Retrieve an API key"),
+    "POST /v1/organization/projects/{project_id}/api_keys/{key_id}": Op(
+        "modifyProjectApiKey", "Update an API key's scopes and limits", "", ("conflict",)),
+    "DELETE /v1/organization/projects/{project_id}/api_keys/{key_id}": Op("deleteProjectApiKey",
+                                                                         "Revoke an API key"),
+    "GET /v1/organization/users": Op("listOrgUsers", "List members"),
+    "GET /v1/organization/users/{user_id}": Op("retrieveOrgUser", "Retrieve a member"),
+    "POST /v1/organization/users/{user_id}": Op("modifyOrgUser", "Change a member's role or projects",
+                                                "The last owner cannot be demoted.", ("conflict",)),
+    "DELETE /v1/organization/users/{user_id}": Op(
+        "deleteOrgUser", "Remove a member",
+        "Their sessions end; the organization's keys they created stay and are listed. The last owner "
+        "cannot leave.", ("conflict",)),
+    "GET /v1/organization/invites": Op("listInvites", "List invitations"),
+    "POST /v1/organization/invites": Op("inviteUser", "Invite someone by email",
+                                        "The invitation link goes by email only.", ("conflict",)),
+    "GET /v1/organization/invites/{invite_id}": Op("retrieveInvite", "Retrieve an invitation"),
+    "DELETE /v1/organization/invites/{invite_id}": Op("deleteInvite", "Revoke an invitation", "", ("conflict",)),
+    "POST /v1/organization/invites/accept": Op("acceptInvite", "Accept an invitation",
+                                               "Signed in as the invitee, with the token from the email.",
+                                               ("conflict",)),
+    "GET /v1/organization/admin_api_keys": Op("listAdminApiKeys", "List admin keys"),
+    "POST /v1/organization/admin_api_keys": Op("createAdminApiKey", "Create an admin key",
+                                               "The answer carries the key (`value`), shown only here."),
+    "GET /v1/organization/admin_api_keys/{key_id}": Op("retrieveAdminApiKey", "Retrieve an admin key"),
+    "DELETE /v1/organization/admin_api_keys/{key_id}": Op("deleteAdminApiKey", "Revoke an admin key"),
+    "GET /v1/organization/audit_logs": Op("listAuditLogs", "List the audit log",
+                                          "Owners and admins: who changed what, when, from which address."),
+    "GET /v1/organization/settings": Op("retrieveOrgSettings", "Retrieve the organization's settings"),
+    "POST /v1/organization/settings": Op("modifyOrgSettings", "Change the organization's settings"),
     # /api: the operator's management API, with the admin token.
     "GET /api/orgs": Op("listOrganizations", "List organizations"),
     "POST /api/orgs": Op("createOrganization", "Create an organization"),
@@ -72,6 +119,9 @@ OPERATIONS: dict[str, Op] = {
     "POST /api/orgs/{org_id}/projects": Op("createProject", "Create a project", "", ("conflict",)),
     "GET /api/orgs/{org_id}/projects/{project_id}": Op("retrieveProject", "Retrieve a project"),
     "PATCH /api/orgs/{org_id}/projects/{project_id}": Op("updateProject", "Update a project"),
+    "POST /api/orgs/{org_id}/admin_api_keys": Op(
+        "createAdminKeyForOrganization", "Create an organization's admin key",
+        "For the customer REST API (`/v1/organization/...`); the answer carries the key, shown only here."),
     "GET /api/orgs/{org_id}/members": Op("listMembers", "List members"),
     "POST /api/orgs/{org_id}/members": Op("addMember", "Add a member", "", ("conflict",)),
     "GET /api/orgs/{org_id}/members/{user_id}": Op("retrieveMember", "Retrieve a member"),

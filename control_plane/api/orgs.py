@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from control_plane.api.deps import provide_tx
 from control_plane.api.guards import admin_guard
 from control_plane.api.lists import ListOf
-from control_plane.domain import orgs, projects
+from control_plane.domain import admin_keys, orgs, projects
 
 __all__ = ["OrgsController", "UsersController"]
 
@@ -71,6 +71,14 @@ class OrgsController(Controller):
         view = await projects.update_project(conn, org_id, project_id, data, ACTOR)
         await _refresh_sidecar(conn, state)
         return view
+
+    @post("/{org_id:str}/admin_api_keys", status_code=201)
+    async def create_admin_key(self, conn: AsyncConnection, state: State, org_id: str,
+                               data: admin_keys.AdminKeyCreate) -> admin_keys.CreatedAdminKey:
+        """An organization's first admin key, for one that has no signed-in owner yet (its users come
+        from an identity provider, or it is managed by automation)."""
+        await orgs.get_org(conn, org_id)
+        return await admin_keys.create_admin_key(conn, org_id, ACTOR, data, state.secrets.key_pepper)
 
     @get("/{org_id:str}/members")
     async def list_members(self, conn: AsyncConnection, org_id: str) -> ListOf[orgs.MemberView]:

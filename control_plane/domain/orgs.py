@@ -1,5 +1,6 @@
-"""Organizations, users and memberships (roles owner/admin/member/billing); projects are in
-domain/projects.py.
+"""Organizations, users and memberships (roles: control_plane/identity/policy.py); projects are in
+domain/projects.py. This is the operator's view (`/api/...`); members as an organization manages
+them itself are in domain/members.py.
 
 Everything below an organization is looked up by (org, id) together, so another organization's
 member id gets the same 404 as a made-up one. An organization always keeps at least one owner.
@@ -14,6 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from control_plane.domain.projects import ProjectCreate, create_project
+from control_plane.identity.policy import Role
 from core.audit import audit
 from core.db import now_ms
 from core.errors import ApiError
@@ -21,12 +23,17 @@ from core.ids import new_id
 
 __all__ = ["MemberCreate", "MemberPatch", "MemberView", "OrgCreate", "OrgPatch", "OrgView",
            "UserCreate", "UserView", "add_member", "create_org", "create_user", "get_member",
-           "get_org", "get_user", "list_members", "list_orgs", "list_users", "remove_member",
-           "update_member", "update_org"]
+           "get_org", "get_user", "keep_an_owner", "list_members", "list_orgs", "list_users",
+           "remove_member", "update_member", "update_org"]
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Email = Annotated[str, msgspec.Meta(pattern=r"^[^@\s]{1,64}@[^@\s]{1,255}$", max_length=320)]
-Role = Literal["owner", "admin", "member", "billing"]
+OperatorRole = Role | Literal["member"]
+"""The release's `member` is still accepted from the operator and stored as `developer` (migration 0005)."""
+
+
+def _role(role: OperatorRole) -> Role:
+    return "developer" if role == "member" else role
 
 
 class OrgCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -65,14 +72,14 @@ class UserView(msgspec.Struct, kw_only=True):
 class MemberCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Either an existing user's id, or an email (the user is created when new)."""
 
-    role: Role
+    role: OperatorRole
     user_id: str | None = None
     email: Email | None = None
     name: str = ""
 
 
 class MemberPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    role: Role
+    role: OperatorRole
 
 
 class MemberView(msgspec.Struct, kw_only=True):
@@ -188,8 +195,8 @@ async def add_member(conn: AsyncConnection, org_id: str, data: MemberCreate, act
     _conflict_if(found, f"User {user_id!r} is already a member of this organization", "user_id")
     await conn.execute(text("INSERT INTO memberships (id, org_id, user_id, role, created_at)"
                             " VALUES (:id, :o, :u, :r, :now)"),
-                       {"id": new_id("mem"), "o": org_id, "u": user_id, "r": data.role, "now": now_ms()})
-    await audit(conn, org_id, actor, "member.added", user_id, {"role": data.role})
+                       {"id": new_id("mem"), "o": org_id, "u": user_id, "r": _role(data.role), "now": now_ms()})
+    await audit(conn, org_id, actor, "member.added", user_id, {"role": _role(data.role)})
     return await get_member(conn, org_id, user_id)
 
 
@@ -206,7 +213,7 @@ async def get_member(conn: AsyncConnection, org_id: str, user_id: str) -> Member
     return _member(row)
 
 
-async def _keep_an_owner(conn: AsyncConnection, org_id: str, user_id: str) -> None:
+async def keep_an_owner(conn: AsyncConnection, org_id: str, user_id: str) -> None:
     owners = (await conn.execute(text("SELECT COUNT(*) FROM memberships WHERE org_id = :o AND role = 'owner'"
                                       " AND user_id != :u"), {"o": org_id, "u": user_id})).scalar_one()
     if int(owners) == 0:
@@ -216,18 +223,19 @@ async def _keep_an_owner(conn: AsyncConnection, org_id: str, user_id: str) -> No
 async def update_member(conn: AsyncConnection, org_id: str, user_id: str, patch: MemberPatch,
                         actor: str) -> MemberView:
     current = await get_member(conn, org_id, user_id)
-    if current.role == "owner" and patch.role != "owner":
-        await _keep_an_owner(conn, org_id, user_id)
+    role = _role(patch.role)
+    if current.role == "owner" and role != "owner":
+        await keep_an_owner(conn, org_id, user_id)
     await conn.execute(text("UPDATE memberships SET role = :r WHERE org_id = :o AND user_id = :u"),
-                       {"r": patch.role, "o": org_id, "u": user_id})
-    await audit(conn, org_id, actor, "member.updated", user_id, {"role": patch.role, "was": current.role})
+                       {"r": role, "o": org_id, "u": user_id})
+    await audit(conn, org_id, actor, "member.updated", user_id, {"role": role, "was": current.role})
     return await get_member(conn, org_id, user_id)
 
 
 async def remove_member(conn: AsyncConnection, org_id: str, user_id: str, actor: str) -> MemberView:
     current = await get_member(conn, org_id, user_id)
     if current.role == "owner":
-        await _keep_an_owner(conn, org_id, user_id)
+        await keep_an_owner(conn, org_id, user_id)
     await conn.execute(text("DELETE FROM memberships WHERE org_id = :o AND user_id = :u"),
                        {"o": org_id, "u": user_id})
     await audit(conn, org_id, actor, "member.removed", user_id, {"role": current.role})

@@ -137,6 +137,7 @@ async def test_every_operation_answers_as_documented(sim_platform: Platform) -> 
 
         await operator_api(call, api)
         await customer_api(call, v1)
+        await organization_api(call, api, p)
         async with httpx.AsyncClient(base_url=direct, timeout=30) as bare:
             await call(bare, "GET", "/healthz", 200)
             await call(bare, "GET", "/api/orgs", 401)  # no admin token
@@ -256,3 +257,47 @@ async def customer_api(call: Call, v1: httpx.AsyncClient) -> None:
     await call(v1, "POST", one + "/replay", 400, e, json={})
     await call(v1, "DELETE", one, 200, e)
     await call(v1, "GET", one, 404, e)
+
+
+async def organization_api(call: Call, api: httpx.AsyncClient, p: Platform) -> None:
+    """The customer REST API (`/v1/organization/...`) through the edge, with an admin key."""
+    org = (await call(api, "POST", "/api/orgs", 201, json={"name": f"oas-org-{secrets.token_hex(3)}"}))["id"]
+    secret = (await call(api, "POST", "/api/orgs/{org_id}/admin_api_keys", 201, {"org_id": org}, json={}))["value"]
+    user = (await call(api, "POST", "/api/orgs/{org_id}/members", 201, {"org_id": org},
+                       json={"email": f"{secrets.token_hex(3)}@example.com", "role": "developer"}))["user_id"]
+    base = "/v1/organization"
+    async with httpx.AsyncClient(base_url=p.edge, timeout=30, headers={"authorization": f"Bearer {secret}"}) as c:
+        project = (await call(c, "POST", f"{base}/projects", 201, json={"name": "P"}))["id"]
+        pp = {"project_id": project}
+        await call(c, "GET", f"{base}/projects", 200, params={"limit": 1})
+        await call(c, "GET", base + "/projects/{project_id}", 200, pp)
+        await call(c, "GET", base + "/projects/{project_id}", 404, {"project_id": "proj_00000000000000000000000000"})
+        await call(c, "POST", base + "/projects/{project_id}", 200, pp, json={"name": "Q"})
+        await call(c, "POST", base + "/projects/{project_id}/budget", 200, pp, json={"monthly_budget_nanos": 10**9})
+        keys = base + "/projects/{project_id}/api_keys"
+        key = (await call(c, "POST", keys, 201, pp, json={"name": "k", "models": ["sim/*"]}))["key"]["id"]
+        pk = {**pp, "key_id": key}
+        await call(c, "GET", keys, 200, pp)
+        await call(c, "GET", keys + "/{key_id}", 200, pk)
+        await call(c, "POST", keys + "/{key_id}", 200, pk, json={"name": "renamed"})
+        await call(c, "DELETE", keys + "/{key_id}", 200, pk)
+        await call(c, "POST", base + "/projects/{project_id}/archive", 200, pp)
+        u = {"user_id": user}
+        await call(c, "GET", f"{base}/users", 200)
+        await call(c, "GET", base + "/users/{user_id}", 200, u)
+        await call(c, "POST", base + "/users/{user_id}", 200, u, json={"role": "reader"})
+        await call(c, "DELETE", base + "/users/{user_id}", 200, u)
+        invite = (await call(c, "POST", f"{base}/invites", 201, json={"email": "new@example.com", "role": "reader"}))
+        i = {"invite_id": invite["id"]}
+        await call(c, "GET", f"{base}/invites", 200)
+        await call(c, "GET", base + "/invites/{invite_id}", 200, i)
+        await call(c, "DELETE", base + "/invites/{invite_id}", 200, i)
+        await call(c, "POST", f"{base}/invites/accept", 401, json={"token": "nxinv_x"})  # needs a session
+        made = await call(c, "POST", f"{base}/admin_api_keys", 201, json={"name": "second"})
+        a = {"key_id": made["id"]}
+        await call(c, "GET", f"{base}/admin_api_keys", 200)
+        await call(c, "GET", base + "/admin_api_keys/{key_id}", 200, a)
+        await call(c, "DELETE", base + "/admin_api_keys/{key_id}", 200, a)
+        await call(c, "GET", f"{base}/audit_logs", 200, params={"limit": 5})
+        await call(c, "GET", f"{base}/settings", 200)
+        await call(c, "POST", f"{base}/settings", 200, json={"name": "Renamed"})
