@@ -25,6 +25,7 @@ from core.ids import new_id
 from core.ledger.errors import InsufficientFunds, KeyInUse, KeyReused
 from core.ledger.model import CUSTOMER_KINDS, KIND_ORDER, EntryView, Leg, TransactionView
 from core.rawsql import sql
+from core.rows import columns, row_as, rows_as
 
 __all__ = ["TxnMeta", "ensure_accounts", "get_transaction", "is_postgres", "post", "release_held"]
 
@@ -72,7 +73,13 @@ async def release_held(conn: AsyncConnection, org_id: str, kind: str, amount: in
             {"a": amount, "o": org_id, "k": kind})
 
 
-async def _apply(conn: AsyncConnection, org_id: str, leg: Leg) -> tuple[str, int, int] | None:
+class _Applied(msgspec.Struct, frozen=True):
+    id: str
+    entry_seq: int
+    balance: int
+
+
+async def _apply(conn: AsyncConnection, org_id: str, leg: Leg) -> _Applied | None:
     """Move one leg's balance; None when a customer account cannot cover the debit."""
     # The state after the update must keep balance - held >= 0 (the CHECK would refuse it anyway;
     # the WHERE turns that into a clean "no row" instead of an aborted transaction).
@@ -81,7 +88,7 @@ async def _apply(conn: AsyncConnection, org_id: str, leg: Leg) -> tuple[str, int
         "UPDATE ledger_accounts SET balance = balance + :a, held = held - :r, entry_seq = entry_seq + 1"
         f" WHERE org_id = :o AND kind = :k{guard} RETURNING id, entry_seq, balance"),
         {"a": leg.amount, "r": leg.release, "o": org_id, "k": leg.kind})).first()
-    return None if row is None else (str(row[0]), int(row[1]), int(row[2]))
+    return None if row is None else row_as(_Applied, row)
 
 
 async def post(conn: AsyncConnection, org_id: str, legs: Sequence[Leg], meta: TxnMeta,
@@ -121,7 +128,7 @@ async def post(conn: AsyncConnection, org_id: str, legs: Sequence[Leg], meta: Tx
             applied = await _apply(conn, org_id, leg)
         if applied is None:
             raise InsufficientFunds(f"The {leg.kind} balance cannot cover {-leg.amount} nano-dollars.")
-        account_id, account_seq, balance_after = applied
+        account_id, account_seq, balance_after = applied.id, applied.entry_seq, applied.balance
         await conn.execute(sql(
             "INSERT INTO ledger_entries (txn_id, seq, account_id, amount, account_seq, balance_after,"
             " created_at) VALUES (:t, :s, :a, :amt, :aseq, :bal, :now)"),
@@ -156,21 +163,33 @@ async def _has_accounts(conn: AsyncConnection, org_id: str) -> bool:
 
 async def _entries(conn: AsyncConnection, txn_id: str) -> list[EntryView]:
     rows = await conn.execute(sql(
-        "SELECT e.account_id, a.kind, e.amount, e.balance_after FROM ledger_entries e"
+        f"SELECT {columns(EntryView, 'e', account='a.kind')} FROM ledger_entries e"
         " JOIN ledger_accounts a ON a.id = e.account_id WHERE e.txn_id = :t ORDER BY e.seq"), {"t": txn_id})
-    return [EntryView(account_id=str(r[0]), account=str(r[1]), amount=int(r[2]), balance_after=int(r[3]))
-            for r in rows]
+    return rows_as(EntryView, rows)
 
 
 async def get_transaction(conn: AsyncConnection, org_id: str, txn_id: str) -> TransactionView | None:
     """One transaction of this organization; another tenant's id behaves like a missing one."""
     r = (await conn.execute(sql(
-        "SELECT id, org_id, kind, amount, reason, reverses, request_id, model_id, price_version, actor,"
-        " created_at FROM ledger_transactions WHERE id = :t AND org_id = :o"),
+        f"SELECT {columns(_TxnRow, organization='org_id')} FROM ledger_transactions WHERE id = :t AND org_id = :o"),
         {"t": txn_id, "o": org_id})).first()
     if r is None:
         return None
-    return TransactionView(
-        id=str(r[0]), organization=str(r[1]), kind=str(r[2]), amount=int(r[3]), reason=str(r[4]),
-        reverses=r[5], request_id=r[6], model_id=r[7], price_version=None if r[8] is None else int(r[8]),
-        actor=str(r[9]), created_at=int(r[10]), entries=await _entries(conn, str(r[0])))
+    row = row_as(_TxnRow, r)
+    return TransactionView(**msgspec.structs.asdict(row), entries=await _entries(conn, row.id))
+
+
+class _TxnRow(msgspec.Struct, frozen=True, kw_only=True):
+    """The columns of a TransactionView (its entries are read separately)."""
+
+    id: str
+    organization: str
+    kind: str
+    amount: int
+    reason: str
+    reverses: str | None
+    request_id: str | None
+    model_id: str | None
+    price_version: int | None
+    actor: str
+    created_at: int

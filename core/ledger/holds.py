@@ -13,6 +13,8 @@ released, or expired by the worker (`expire_holds`) when the process that placed
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.db import now_ms
@@ -23,23 +25,16 @@ from core.ledger.errors import HoldResolved, InsufficientFunds, InvalidAmount, K
 from core.ledger.model import KIND_ORDER, Hold
 from core.ledger.pricing import card_in_force, max_cost
 from core.rawsql import sql
+from core.rows import columns, row_as
 
 __all__ = ["HOLD_COLUMNS", "expire_holds", "hold_from_row", "load_hold", "place_hold", "release_hold",
            "unreserve"]
 
-HOLD_COLUMNS = ("id, org_id, project_id, key_id, request_id, model_id, price_version, endpoint, backend_id,"
-                " client_ip, amount, promo_part, period, status, charged, txn_id, expires_at, created_at")
+HOLD_COLUMNS = columns(Hold)
 
 
-def hold_from_row(r: tuple[object, ...]) -> Hold:
-    def num(v: object) -> int:
-        return int(str(v))
-
-    return Hold(id=str(r[0]), org_id=str(r[1]), project_id=str(r[2]), key_id=str(r[3]), request_id=str(r[4]),
-                model_id=str(r[5]), price_version=num(r[6]), endpoint=str(r[7]), backend_id=str(r[8]),
-                client_ip=str(r[9]), amount=num(r[10]), promo_part=num(r[11]), period=str(r[12]),
-                status=str(r[13]), charged=None if r[14] is None else num(r[14]),  # type: ignore[arg-type]
-                txn_id=None if r[15] is None else str(r[15]), expires_at=num(r[16]), created_at=num(r[17]))
+def hold_from_row(r: Sequence[object]) -> Hold:
+    return row_as(Hold, r)
 
 
 async def load_hold(conn: AsyncConnection, ref: str, *, for_update: bool = False) -> Hold | None:
@@ -48,7 +43,7 @@ async def load_hold(conn: AsyncConnection, ref: str, *, for_update: bool = False
     lock = " FOR UPDATE" if for_update and is_postgres(conn) else ""
     r = (await conn.execute(sql(f"SELECT {HOLD_COLUMNS} FROM ledger_holds WHERE {column} = :r{lock}"),
                             {"r": ref})).first()
-    return None if r is None else hold_from_row(tuple(r))
+    return None if r is None else hold_from_row(r)
 
 
 async def place_hold(conn: AsyncConnection, *, org_id: str, project_id: str, key_id: str, request_id: str,
@@ -153,7 +148,7 @@ async def expire_holds(conn: AsyncConnection, now: int | None = None, limit: int
         f"SELECT {HOLD_COLUMNS} FROM ledger_holds WHERE status = 'open' AND expires_at <= :now"
         " ORDER BY id LIMIT :lim"), {"now": now, "lim": limit})
     expired: list[Hold] = []
-    for hold in [hold_from_row(tuple(r)) for r in rows]:
+    for hold in [hold_from_row(r) for r in rows]:
         # Conditional: a settlement racing this sweep wins or loses cleanly, never both.
         claimed = await conn.execute(sql(
             "UPDATE ledger_holds SET status = 'expired', charged = 0, resolved_at = :now"

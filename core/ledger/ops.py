@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import msgspec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -18,6 +19,7 @@ from core.events.catalog import WalletRecharged
 from core.ledger.core import TxnMeta, ensure_accounts, get_transaction, post
 from core.ledger.errors import InvalidAmount, MissingReason, NotFound, NotReversible
 from core.ledger.model import BalanceView, Leg, StatementLine, StatementPage, TransactionView
+from core.rows import columns, row_as, rows_as
 
 __all__ = ["adjust", "balance", "grant", "reverse", "set_low_balance", "statement"]
 
@@ -77,31 +79,46 @@ async def reverse(conn: AsyncConnection, org_id: str, txn_id: str, *, reason: st
                                 {"t": txn_id})).first()
     if prior is not None and prior[0] != key:
         raise NotReversible(f"Transaction {txn_id} is already reversed.")
-    r = (await conn.execute(text("SELECT project_id, key_id, period FROM ledger_transactions WHERE id = :t"),
-                            {"t": txn_id})).one()
+    r = row_as(_Scope, (await conn.execute(text(
+        f"SELECT {columns(_Scope)} FROM ledger_transactions WHERE id = :t"), {"t": txn_id})).one())
     meta = TxnMeta(kind="reversal", reason=reason, actor=actor, reverses=txn_id,
-                   request_id=original.request_id, project_id=r[0], key_id=r[1], period=r[2],
+                   request_id=original.request_id, project_id=r.project_id, key_id=r.key_id, period=r.period,
                    model_id=original.model_id, price_version=original.price_version)
     legs = [Leg(e.account, -e.amount) for e in original.entries]  # type: ignore[arg-type]
-    if prior is None and original.kind == "charge" and r[2] is not None:
-        for scope in sorted(s for s in (r[0], r[1]) if s):
+    if prior is None and original.kind == "charge" and r.period is not None:
+        for scope in sorted(s for s in (r.project_id, r.key_id) if s):
             await conn.execute(text(
                 "UPDATE budget_usage SET spent = spent - :a WHERE scope_id = :s AND period = :p"),
-                {"a": original.amount, "s": scope, "p": r[2]})
+                {"a": original.amount, "s": scope, "p": r.period})
     return await post(conn, org_id, legs, meta, key)
+
+
+class _Scope(msgspec.Struct, frozen=True):
+    """The budget scopes a transaction was charged under."""
+
+    project_id: str | None
+    key_id: str | None
+    period: str | None
 
 
 async def balance(conn: AsyncConnection, org_id: str) -> BalanceView:
     await ensure_accounts(conn, org_id)
-    rows = {str(r[0]): (int(r[1]), int(r[2]), r[3]) for r in await conn.execute(text(
-        "SELECT kind, balance, held, low_balance_nanos FROM ledger_accounts"
-        " WHERE org_id = :o AND kind IN ('wallet', 'promo', 'receivable')"), {"o": org_id})}
+    rows = {a.kind: a for a in rows_as(_Account, await conn.execute(text(
+        f"SELECT {columns(_Account)} FROM ledger_accounts"
+        " WHERE org_id = :o AND kind IN ('wallet', 'promo', 'receivable')"), {"o": org_id}))}
     wallet, promo = rows["wallet"], rows["promo"]
-    held = wallet[1] + promo[1]
-    return BalanceView(organization=org_id, wallet_nanos=wallet[0], promo_nanos=promo[0], held_nanos=held,
-                       available_nanos=wallet[0] + promo[0] - held,
-                       low_balance_nanos=None if wallet[2] is None else int(wallet[2]),
-                       owed_nanos=-rows.get("receivable", (0, 0, None))[0])
+    held = wallet.held + promo.held
+    return BalanceView(organization=org_id, wallet_nanos=wallet.balance, promo_nanos=promo.balance, held_nanos=held,
+                       available_nanos=wallet.balance + promo.balance - held,
+                       low_balance_nanos=wallet.low_balance_nanos,
+                       owed_nanos=-rows["receivable"].balance if "receivable" in rows else 0)
+
+
+class _Account(msgspec.Struct, frozen=True):
+    kind: str
+    balance: int
+    held: int
+    low_balance_nanos: int | None
 
 
 async def set_low_balance(conn: AsyncConnection, org_id: str, low_balance_nanos: int | None) -> BalanceView:
@@ -124,17 +141,16 @@ async def statement(conn: AsyncConnection, org_id: str,
     with the balance it produced."""
     await ensure_accounts(conn, org_id)
     limit = max(1, min(limit, 1000))
+    select = columns(StatementLine, "t", seq="e.account_seq", txn_id="t.id", amount="e.amount",
+                     balance_after="e.balance_after")
     rows = list(await conn.execute(text(
-        "SELECT e.account_seq, t.id, t.kind, e.amount, e.balance_after, t.reason, t.request_id, t.reverses,"
-        " t.created_at FROM ledger_entries e JOIN ledger_accounts a ON a.id = e.account_id"
+        f"SELECT {select} FROM ledger_entries e JOIN ledger_accounts a ON a.id = e.account_id"
         " JOIN ledger_transactions t ON t.id = e.txn_id WHERE a.org_id = :o AND a.kind = :k"
         " AND e.account_seq > :after AND e.created_at >= :since AND e.created_at < :until"
         " ORDER BY e.account_seq LIMIT :lim"),
         {"o": org_id, "k": account, "after": after, "since": since_ms or 0, "until": until_ms or 2**62,
          "lim": limit + 1}))
-    lines = [StatementLine(seq=int(r[0]), txn_id=str(r[1]), kind=str(r[2]), amount=int(r[3]),
-                           balance_after=int(r[4]), reason=str(r[5]), request_id=r[6], reverses=r[7],
-                           created_at=int(r[8])) for r in rows[:limit]]
+    lines = rows_as(StatementLine, rows[:limit])
     opening = lines[0].balance_after - lines[0].amount if lines else 0
     if not lines:
         r = (await conn.execute(text(

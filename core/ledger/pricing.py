@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from core.ledger.errors import NotPriced
 from core.money import request_cost
 from core.rawsql import memo_of, sql
+from core.rows import columns, row_as
 
 __all__ = ["PriceCard", "card_in_force", "card_version", "charge_for", "max_cost"]
 
@@ -27,14 +28,7 @@ class PriceCard(msgspec.Struct, frozen=True, kw_only=True):
     effective_at: int
 
 
-_COLUMNS = ("id, model_id, version, input_nanos_per_mtok, cached_input_nanos_per_mtok, output_nanos_per_mtok,"
-            " effective_at")
-
-
-def _card(r: tuple[object, ...]) -> PriceCard:
-    return PriceCard(id=str(r[0]), model_id=str(r[1]), version=int(str(r[2])),
-                     input_nanos_per_mtok=int(str(r[3])), cached_input_nanos_per_mtok=int(str(r[4])),
-                     output_nanos_per_mtok=int(str(r[5])), effective_at=int(str(r[6])))
+_COLUMNS = columns(PriceCard)
 
 
 async def card_in_force(conn: AsyncConnection, model_id: str, at_ms: int) -> PriceCard:
@@ -49,7 +43,7 @@ async def card_in_force(conn: AsyncConnection, model_id: str, at_ms: int) -> Pri
     if r is None:
         raise NotPriced(f"The model '{model_id}' has no price card in force; "
                         "it cannot be served or charged.", param="model")
-    card = _card(tuple(r))
+    card = row_as(PriceCard, r)
     if memo is not None:
         memo[("card_in_force", model_id)] = card
     return card
@@ -64,7 +58,7 @@ async def card_version(conn: AsyncConnection, model_id: str, version: int) -> Pr
                             {"m": model_id, "v": version})).first()
     if r is None:
         raise NotPriced(f"Price card version {version} of '{model_id}' does not exist.")
-    card = _card(tuple(r))
+    card = row_as(PriceCard, r)
     if memo is not None:
         memo[("card_version", model_id, version)] = card
     return card

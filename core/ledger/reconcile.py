@@ -12,6 +12,8 @@ import msgspec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from core.rows import columns, rows_as
+
 __all__ = ["Drift", "ReconcileReport", "reconcile"]
 
 
@@ -40,36 +42,35 @@ async def reconcile(conn: AsyncConnection, org_id: str | None = None) -> Reconci
     where_a = "(:all OR a.org_id = :o)"
     drift: list[Drift] = []
     accounts = 0
-    for r in await conn.execute(text(
-            "SELECT a.id, a.balance, a.held, a.kind, a.org_id, a.entry_seq,"
-            " (SELECT COALESCE(SUM(e.amount), 0) FROM ledger_entries e WHERE e.account_id = a.id),"
-            " (SELECT e.balance_after FROM ledger_entries e WHERE e.account_id = a.id"
-            "  AND e.account_seq = a.entry_seq),"
-            " (SELECT COUNT(*) FROM ledger_entries e WHERE e.account_id = a.id)"
-            f" FROM ledger_accounts a WHERE {where_a} ORDER BY a.id"), scope):
+    select = columns(
+        _AccountCheck, "a",
+        entries_sum="(SELECT COALESCE(SUM(e.amount), 0) FROM ledger_entries e WHERE e.account_id = a.id)",
+        last_balance="(SELECT e.balance_after FROM ledger_entries e WHERE e.account_id = a.id"
+                     " AND e.account_seq = a.entry_seq)",
+        entries="(SELECT COUNT(*) FROM ledger_entries e WHERE e.account_id = a.id)")
+    for a in rows_as(_AccountCheck, await conn.execute(text(
+            f"SELECT {select} FROM ledger_accounts a WHERE {where_a} ORDER BY a.id"), scope)):
         accounts += 1
-        subject, cached = str(r[0]), int(r[1])
-        if int(r[6]) != cached:
-            drift.append(Drift(check="balance_vs_entries", subject=subject, expected=int(r[6]),
-                               actual=cached))
-        last = 0 if r[7] is None else int(r[7])
-        if last != cached:
-            drift.append(Drift(check="balance_vs_last_entry", subject=subject, expected=last, actual=cached))
-        if int(r[8]) != int(r[5]):
-            drift.append(Drift(check="entry_count", subject=subject, expected=int(r[8]), actual=int(r[5])))
-        if r[3] in ("wallet", "promo"):
-            part = "promo_part" if r[3] == "promo" else "amount - promo_part"
-            held = (await conn.execute(text(
+        if a.entries_sum != a.balance:
+            drift.append(Drift(check="balance_vs_entries", subject=a.id, expected=a.entries_sum,
+                               actual=a.balance))
+        last = a.last_balance or 0
+        if last != a.balance:
+            drift.append(Drift(check="balance_vs_last_entry", subject=a.id, expected=last, actual=a.balance))
+        if a.entries != a.entry_seq:
+            drift.append(Drift(check="entry_count", subject=a.id, expected=a.entries, actual=a.entry_seq))
+        if a.kind in ("wallet", "promo"):
+            part = "promo_part" if a.kind == "promo" else "amount - promo_part"
+            held = int((await conn.execute(text(
                 f"SELECT COALESCE(SUM({part}), 0) FROM ledger_holds WHERE org_id = :o AND status = 'open'"),
-                {"o": r[4]})).scalar_one()
-            if int(held) != int(r[2]):
-                drift.append(Drift(check="held_vs_open_holds", subject=subject, expected=int(held),
-                                   actual=int(r[2])))
-    for r in await conn.execute(text(
+                {"o": a.org_id})).scalar_one())
+            if held != a.held:
+                drift.append(Drift(check="held_vs_open_holds", subject=a.id, expected=held, actual=a.held))
+    for t in rows_as(_TxnSum, await conn.execute(text(
             "SELECT t.id, (SELECT COALESCE(SUM(e.amount), 0) FROM ledger_entries e WHERE e.txn_id = t.id)"
-            " FROM ledger_transactions t WHERE (:all OR t.org_id = :o)"), scope):
-        if int(r[1]) != 0:
-            drift.append(Drift(check="transaction_sum", subject=str(r[0]), expected=0, actual=int(r[1])))
+            " FROM ledger_transactions t WHERE (:all OR t.org_id = :o)"), scope)):
+        if t.total != 0:
+            drift.append(Drift(check="transaction_sum", subject=t.id, expected=0, actual=t.total))
     transactions = int((await conn.execute(text(
         "SELECT COUNT(*) FROM ledger_transactions WHERE (:all OR org_id = :o)"), scope)).scalar_one())
     journal_sum = int((await conn.execute(text(
@@ -83,17 +84,47 @@ async def reconcile(conn: AsyncConnection, org_id: str | None = None) -> Reconci
 
 async def _budget_drift(conn: AsyncConnection, scope: dict[str, object]) -> list[Drift]:
     out = []
-    for r in await conn.execute(text(
-            "SELECT b.scope_id, b.period, b.spent, b.held,"
-            " (SELECT COALESCE(SUM(CASE WHEN t.kind = 'charge' THEN t.amount ELSE -t.amount END), 0)"
-            "  FROM ledger_transactions t WHERE t.period = b.period AND t.kind IN ('charge', 'reversal')"
-            "  AND (t.key_id = b.scope_id OR t.project_id = b.scope_id)),"
-            " (SELECT COALESCE(SUM(h.amount), 0) FROM ledger_holds h WHERE h.status = 'open'"
-            "  AND h.period = b.period AND (h.key_id = b.scope_id OR h.project_id = b.scope_id))"
-            " FROM budget_usage b WHERE (:all OR b.org_id = :o) ORDER BY b.scope_id, b.period"), scope):
-        subject = f"{r[0]}@{r[1]}"
-        if int(r[4]) != int(r[2]):
-            out.append(Drift(check="budget_spent", subject=subject, expected=int(r[4]), actual=int(r[2])))
-        if int(r[5]) != int(r[3]):
-            out.append(Drift(check="budget_held", subject=subject, expected=int(r[5]), actual=int(r[3])))
+    select = columns(
+        _BudgetCheck, "b",
+        charged="(SELECT COALESCE(SUM(CASE WHEN t.kind = 'charge' THEN t.amount ELSE -t.amount END), 0)"
+                " FROM ledger_transactions t WHERE t.period = b.period AND t.kind IN ('charge', 'reversal')"
+                " AND (t.key_id = b.scope_id OR t.project_id = b.scope_id))",
+        open_holds="(SELECT COALESCE(SUM(h.amount), 0) FROM ledger_holds h WHERE h.status = 'open'"
+                   " AND h.period = b.period AND (h.key_id = b.scope_id OR h.project_id = b.scope_id))")
+    for b in rows_as(_BudgetCheck, await conn.execute(text(
+            f"SELECT {select} FROM budget_usage b WHERE (:all OR b.org_id = :o) ORDER BY b.scope_id, b.period"),
+            scope)):
+        subject = f"{b.scope_id}@{b.period}"
+        if b.charged != b.spent:
+            out.append(Drift(check="budget_spent", subject=subject, expected=b.charged, actual=b.spent))
+        if b.open_holds != b.held:
+            out.append(Drift(check="budget_held", subject=subject, expected=b.open_holds, actual=b.held))
     return out
+
+
+class _AccountCheck(msgspec.Struct, frozen=True):
+    """An account's cached figures beside what its entries and open holds say they must be."""
+
+    id: str
+    balance: int
+    held: int
+    kind: str
+    org_id: str
+    entry_seq: int
+    entries_sum: int
+    last_balance: int | None
+    entries: int
+
+
+class _TxnSum(msgspec.Struct, frozen=True):
+    id: str
+    total: int
+
+
+class _BudgetCheck(msgspec.Struct, frozen=True):
+    scope_id: str
+    period: str
+    spent: int
+    held: int
+    charged: int
+    open_holds: int

@@ -37,6 +37,7 @@ from core.ledger.holds import load_hold
 from core.ledger.model import Hold, Leg, Settlement, Usage
 from core.ledger.pricing import PriceCard, card_version, charge_for
 from core.rawsql import sql
+from core.rows import row_as
 
 __all__ = ["settle_hold", "settle_many"]
 
@@ -147,13 +148,20 @@ async def _post_org(conn: AsyncConnection, org_id: str, group: list[_Claimed], n
             charged, last_txn = charged + covered, c.txn_id
         await _usage_record(conn, c, now)
     if last_txn is not None:
-        r = (await conn.execute(sql(
+        w = row_as(_Wallet, (await conn.execute(sql(
             "SELECT SUM(balance), MAX(CASE WHEN kind = 'wallet' THEN low_balance_nanos END),"
             " MAX(CASE WHEN kind = 'wallet' THEN id END) FROM ledger_accounts"
-            " WHERE org_id = :o AND kind IN ('wallet', 'promo')"), {"o": org_id})).one()
-        after = int(r[0])
-        await budgets.record_wallet_crossing(conn, org_id, str(r[2]), budgets.period_of(now), after + charged,
-                                             after, None if r[1] is None else int(r[1]), last_txn, now)
+            " WHERE org_id = :o AND kind IN ('wallet', 'promo')"), {"o": org_id})).one())
+        await budgets.record_wallet_crossing(conn, org_id, w.wallet_id, budgets.period_of(now),
+                                             w.balance + charged, w.balance, w.low_balance_nanos, last_txn, now)
+
+
+class _Wallet(msgspec.Struct, frozen=True):
+    """Wallet plus promotional credit after a batch's charges, for the low-balance threshold."""
+
+    balance: int
+    low_balance_nanos: int | None
+    wallet_id: str
 
 
 async def _usage_record(conn: AsyncConnection, c: _Claimed, now: int) -> None:
