@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from control_plane.identity.policy import Role
 from core.apikeys import ADMIN_KEY_PREFIX, hash_key, is_well_formed
 from core.auth_attempts import FailureThrottle
+from core.db import now_ms
 from core.errors import ApiError
 
 __all__ = ["Credentials", "Principal", "member_projects", "resolve_principal"]
@@ -87,7 +88,11 @@ async def _from_admin_key(conn: AsyncConnection, token: str, pepper: str) -> Pri
                               {"h": hash_key(token, pepper)})).first()
     if row is None:
         return None
-    key_id = str(row[0])
+    key_id, now = str(row[0]), now_ms()
+    # At most once a minute: a busy automation does not turn every read into a write.
+    await conn.execute(text("UPDATE admin_api_keys SET last_used_at = :now WHERE id = :k"
+                            " AND (last_used_at IS NULL OR last_used_at < :stale)"),
+                       {"now": now, "k": key_id, "stale": now - 60_000})
     return Principal(org_id=str(row[1]), actor=f"admin_key:{key_id}", user_id=None, admin_key_id=key_id,
                      role="admin", project_ids=None, via="admin_key")
 

@@ -23,6 +23,8 @@ async def test_an_admin_key_is_answered_once_and_works_until_revoked(sp: SimPlat
         assert fetched["redacted_value"] == made["redacted_value"] and fetched["revoked_at"] is None
     async with org_client(p, made["value"]) as second:
         assert (await second.get("/v1/organization/projects")).status_code == 200
+        assert (await second.get(f"/v1/organization/admin_api_keys/{made['id']}")).json()["last_used_at"] >= \
+            made["created_at"]
         r = await second.delete(f"/v1/organization/admin_api_keys/{made['id']}")
         assert r.status_code == 200 and r.json() == {"id": made["id"], "object": "organization.admin_api_key.deleted",
                                                      "deleted": True}
