@@ -22,14 +22,13 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from control_plane.envoy_templates import OMIT, render
-from core.contract import SIDECAR_REFUSAL_503
+from core.contract import SIDECAR_ERROR_STATUS, SIDECAR_REFUSAL_503, Header, Route
 from core.errors import ERRORS
 from core.settings import Settings
 
 __all__ = ["BackendRow", "render_bootstrap", "render_dynamic", "write_bootstrap", "write_dynamic"]
 
 Json = dict[str, Any]
-SIDECAR_ERROR_STATUS = 511
 
 
 class BackendRow(msgspec.Struct, frozen=True):
@@ -60,6 +59,11 @@ def _is_ip(host: str) -> bool:
     return all(part.isdigit() for part in host.split(".")) and host.count(".") == 3
 
 
+_CONTRACT = {f"{kind.__name__.lower()}.{name.lower()}": value for kind in (Header, Route)
+             for name, value in vars(kind).items() if name.isupper()}
+"""`${header.client_ip}`, `${route.adapter}`, ...: the contract's names for the templates."""
+
+
 def _common(settings: Settings) -> dict[str, Any]:
     """What every template may name: the settings Envoy needs, the contract, the error table."""
     values: dict[str, Any] = {
@@ -67,11 +71,12 @@ def _common(settings: Settings) -> dict[str, Any]:
         "edge_host": settings.edge_host, "edge_port": settings.edge_port,
         "xff_trusted_hops": settings.xff_trusted_hops, "max_body_bytes": settings.max_body_bytes,
         "sidecar_url": settings.sidecar_url,
-        "sidecar_error_status": SIDECAR_ERROR_STATUS, "sidecar_refusal_503": SIDECAR_REFUSAL_503,
+        "status.sidecar_error": SIDECAR_ERROR_STATUS, "status.sidecar_refusal_503": SIDECAR_REFUSAL_503,
         "no_authz": {"envoy.filters.http.ext_authz": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
             "disabled": True}},
     }
+    values.update(_CONTRACT)
     for code, spec in ERRORS.items():
         values[f"error.{code}.status"] = spec.status
         values[f"error.{code}.type"] = spec.type
@@ -100,7 +105,7 @@ def render_dynamic(settings: Settings, backends: list[BackendRow]) -> tuple[Json
                                  connect_ms=b.connect_timeout_ms))
         base = url.path.rstrip("/")
         routes.append(render("backend-route.yaml", {
-            "id": b.id, "timeout": f"{b.timeout_ms / 1000:.3f}s", "host": url.netloc or OMIT,
+            **_CONTRACT, "id": b.id, "timeout": f"{b.timeout_ms / 1000:.3f}s", "host": url.netloc or OMIT,
             "prefix_rewrite": (base[: -len("/v1")] if base.endswith("/v1") else base) + "/v1/"}))
     values = _common(settings)
     values["backend_routes"] = routes

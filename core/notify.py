@@ -10,6 +10,7 @@ import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from core.contract import Header
 from core.settings import Settings
 
 log = logging.getLogger("nx.notify")
@@ -18,7 +19,7 @@ log = logging.getLogger("nx.notify")
 class Notifier:
     def __init__(self, settings: Settings, internal_token: str) -> None:
         self.urls = [f"http://{settings.sidecar_host}:{p}" for p in settings.sidecar_ports]
-        self.client = httpx.AsyncClient(timeout=2.0, headers={"x-nx-internal": internal_token})
+        self.client = httpx.AsyncClient(timeout=2.0, headers={Header.INTERNAL: internal_token})
         # With Redis, every sidecar replica on every node hears it (proxy_plugins/sidecar/server.py).
         self.redis = aioredis.from_url(settings.redis_url, socket_timeout=1.0) if settings.redis_url else None
 

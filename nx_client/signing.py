@@ -22,7 +22,11 @@ from collections.abc import Generator
 
 import httpx
 
-__all__ = ["SignedRequests", "canonical_string", "sign_headers"]
+__all__ = ["NONCE_HEADER", "SIGNATURE_HEADER", "TIMESTAMP_HEADER", "SignedRequests", "canonical_string", "sign_headers"]
+
+TIMESTAMP_HEADER = "x-nx-timestamp"
+NONCE_HEADER = "x-nx-nonce"
+SIGNATURE_HEADER = "x-nx-signature"
 
 
 def canonical_string(method: str, path: str, timestamp: str, nonce: str, body: bytes) -> str:
@@ -35,7 +39,7 @@ def sign_headers(signing_secret: str, method: str, path: str, body: bytes,
     nonce = nonce or secrets.token_urlsafe(18)
     mac = hmac.new(signing_secret.encode(), canonical_string(method, path, ts, nonce, body).encode(),
                    hashlib.sha256).hexdigest()
-    return {"x-nx-timestamp": ts, "x-nx-nonce": nonce, "x-nx-signature": f"v1={mac}"}
+    return {TIMESTAMP_HEADER: ts, NONCE_HEADER: nonce, SIGNATURE_HEADER: f"v1={mac}"}
 
 
 class SignedRequests(httpx.Auth):

@@ -10,6 +10,7 @@ from litestar.datastructures import State
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from core.contract import Header
 from core.db import read_tx, write_tx
 from core.errors import ApiError
 
@@ -46,4 +47,4 @@ class Caller:
 
 def provide_caller(request: Request[Any, Any, Any]) -> Caller:
     h = request.headers
-    return Caller(h.get("x-nx-org", ""), h.get("x-nx-project", ""), h.get("x-nx-key", ""))
+    return Caller(h.get(Header.ORG, ""), h.get(Header.PROJECT, ""), h.get(Header.KEY, ""))

@@ -14,6 +14,7 @@ from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
 from core.auth_attempts import FailureThrottle, same_secret
+from core.contract import Header
 from core.errors import ApiError
 from core.ipnet import canonical_address
 
@@ -23,7 +24,7 @@ __all__ = ["admin_guard", "client_address", "edge_guard"]
 def client_address(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
     """The client as the edge saw it: Envoy overwrites `x-nx-client-ip` on every request (a client
     cannot set it); a caller that reaches this port directly is known by its socket address."""
-    text = connection.headers.get("x-nx-client-ip") or (connection.client.host if connection.client else "")
+    text = connection.headers.get(Header.CLIENT_IP) or (connection.client.host if connection.client else "")
     try:
         return str(canonical_address(text))
     except ValueError:
@@ -45,8 +46,8 @@ def _checked(connection: ASGIConnection[Any, Any, Any, Any], throttle: FailureTh
 
 def edge_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     state = connection.app.state
-    token = connection.headers.get("x-nx-internal", "")
-    ok = same_secret(token.encode(), state.secrets.internal_token.encode()) and bool(connection.headers.get("x-nx-org"))
+    token = connection.headers.get(Header.INTERNAL, "")
+    ok = same_secret(token.encode(), state.secrets.internal_token.encode()) and bool(connection.headers.get(Header.ORG))
     # Only the edge may call /v1 here; anything else looks like a missing key.
     _checked(connection, state.edge_throttle, ok,
              ApiError("invalid_api_key", "Requests must come through the API edge."))

@@ -18,6 +18,7 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from core import idempotency
+from core.contract import Header
 from core.db import write_tx
 
 __all__ = ["idempotent_answers"]
@@ -25,11 +26,14 @@ __all__ = ["idempotent_answers"]
 log = logging.getLogger("nx.control_plane.idempotency")
 
 
+_IDEM = Header.IDEM.encode()
+
+
 def idempotent_answers(app: ASGIApp) -> ASGIApp:
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         record = None
         if scope["type"] == ScopeType.HTTP:
-            record = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-nx-idem"), None)
+            record = next((v.decode("latin-1") for k, v in scope["headers"] if k == _IDEM), None)
         if record is None:
             await app(scope, receive, send)
             return

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from control_plane.api.deps import Caller, provide_caller, provide_tx
 from control_plane.api.guards import edge_guard
 from control_plane.api.lists import Page, page
+from core.contract import Header
 from core.db import read_tx
 from core.events import endpoints as ep
 from core.events import log
@@ -40,7 +41,7 @@ async def _scope(request: Request[Any, Any, Any]) -> ep.Scope:
 
 
 def _actor(request: Request[Any, Any, Any]) -> str:
-    return f"key:{request.headers.get('x-nx-key', '')}"
+    return f"key:{request.headers.get(Header.KEY, '')}"
 
 
 class WebhooksController(Controller):

@@ -19,6 +19,7 @@ import msgspec
 
 from core import idempotency, ledger
 from core.asgi import serve_lifespan
+from core.contract import Header, parse_hold_price
 from core.db import make_engine, write_tx
 from core.errors import ApiError, error_json
 from core.jsonbody import decode, too_deep
@@ -39,6 +40,13 @@ from proxy_plugins.adapter.services import Handler, Services
 __all__ = ["ROUTES", "Adapter"]
 
 log = logging.getLogger("nx.adapter")
+
+# The sidecar's answer headers as the server hands them over (raw lower-case bytes).
+_H_INTERNAL, _H_IDEM_REPLAY = Header.INTERNAL.encode(), Header.IDEM_REPLAY.encode()
+_H_RATE_LIMIT = Header.RATE_LIMIT.encode()
+_H_ORG, _H_PROJECT, _H_KEY = Header.ORG.encode(), Header.PROJECT.encode(), Header.KEY.encode()
+_H_MODEL, _H_BACKEND, _H_IDEM = Header.MODEL.encode(), Header.BACKEND.encode(), Header.IDEM.encode()
+_H_HOLD_PRICE, _H_HOLD_OUTPUT = Header.HOLD_PRICE.encode(), Header.HOLD_OUTPUT.encode()
 
 ROUTES: dict[str, Handler] = {
     "/v1/chat/completions": chat.handle,
@@ -115,11 +123,11 @@ class Adapter:
         # Raw bytes, decoded only for the few names read below: decoding every header Envoy
         # forwards was the largest single cost of the adapter's own request path.
         headers: dict[bytes, bytes] = dict(scope["headers"])
-        if not hmac.compare_digest(headers.get(b"x-nx-internal", b""), self.internal_token):
+        if not hmac.compare_digest(headers.get(_H_INTERNAL, b""), self.internal_token):
             # Only Envoy, after the sidecar's check, may call this port.
             await _plain(send, 403, error_json("internal_auth_failed", "Not called through the edge."))
             return
-        replay = headers.get(b"x-nx-idem-replay")
+        replay = headers.get(_H_IDEM_REPLAY)
         if replay is not None:
             await serve_replay(self.svc.engine, self.pepper, replay.decode("latin-1"), send)
             return
@@ -144,12 +152,12 @@ class Adapter:
             await self._serve(handler, ctx, body, receive, send)
             tokens = ctx.usage.total_tokens
         finally:
-            self.finisher.report(request_id, _text(headers, b"x-nx-rl"), tokens)
+            self.finisher.report(request_id, _text(headers, _H_RATE_LIMIT), tokens)
 
     async def _abandon(self, headers: dict[bytes, bytes], request_id: str) -> None:
         """The request is refused before any backend call: free its hold and Idempotency-Key now
         rather than when the worker expires them."""
-        hold, record = _text(headers, b"x-nx-hold-price"), _text(headers, b"x-nx-idem")
+        hold, record = _text(headers, _H_HOLD_PRICE), _text(headers, _H_IDEM)
         if not hold and not record:
             return
         try:
@@ -163,7 +171,7 @@ class Adapter:
 
     async def _context(self, headers: dict[bytes, bytes], request_id: str,
                        body: bytes) -> RequestContext | ApiError:
-        model_id, backend_id = _text(headers, b"x-nx-model") or "", _text(headers, b"x-nx-backend") or ""
+        model_id, backend_id = _text(headers, _H_MODEL) or "", _text(headers, _H_BACKEND) or ""
         snap = self.snapshot()
         if model_id not in snap.models or backend_id not in snap.backends:
             # The sidecar may have seen a configuration change a moment before this process.
@@ -180,12 +188,12 @@ class Adapter:
         except msgspec.DecodeError:  # ValidationError included: the sidecar already read `model`
             return ApiError("invalid_json", "We could not parse the JSON body of your request.")
         return RequestContext(
-            request_id=request_id, org_id=_text(headers, b"x-nx-org") or "",
-            project_id=_text(headers, b"x-nx-project") or "", key_id=_text(headers, b"x-nx-key") or "",
+            request_id=request_id, org_id=_text(headers, _H_ORG) or "",
+            project_id=_text(headers, _H_PROJECT) or "", key_id=_text(headers, _H_KEY) or "",
             requested_model=requested, model=model, backend=backend, received_ns=time.monotonic_ns(),
-            hold_price=_hold_price(_text(headers, b"x-nx-hold-price")),
-            meter=Meter(_held_output(_text(headers, b"x-nx-hold-output"))),
-            idempotency_record=_text(headers, b"x-nx-idem"), cache_control=_text(headers, b"cache-control") or "")
+            hold_price=_hold_price(_text(headers, _H_HOLD_PRICE)),
+            meter=Meter(_held_output(_text(headers, _H_HOLD_OUTPUT))),
+            idempotency_record=_text(headers, _H_IDEM), cache_control=_text(headers, b"cache-control") or "")
 
     async def _serve(self, handler: Handler, ctx: RequestContext, body: bytes, receive: Receive,
                      send: Send) -> None:
@@ -257,12 +265,11 @@ def _held_output(value: str | None) -> int:
 
 @functools.lru_cache(maxsize=256)
 def _hold_price(value: str | None) -> PriceRecord | None:
-    """`version,input,cached,output` as the sidecar's hold set it (proxy_plugins/sidecar/hold.py). Cached:
+    """`x-nx-hold-price` as the sidecar's hold set it (core/contract.py's format). Cached:
     nearly every request carries one of a handful of price cards (PriceRecord is frozen)."""
     if not value:
         return None
-    version, inp, cached, out = (int(x) for x in value.split(","))
-    return PriceRecord(version, inp, cached, out)
+    return parse_hold_price(value)
 
 
 async def _watch(receive: Receive, exchange: Exchange, task: asyncio.Task[Any]) -> None:

@@ -37,6 +37,7 @@ from collections.abc import AsyncIterator
 
 import msgspec
 
+from core.contract import Header
 from core.errors import ERRORS, ApiError
 from core.snapshot import BackendRecord
 from proxy_plugins.adapter import http1
@@ -149,7 +150,7 @@ def _transport_error(backend: BackendRecord, exc: Exception) -> ApiError:
     return ApiError("upstream_error", "The connection to the model backend failed.")
 
 
-TENANT_HEADER = "x-nx-tenant"
+TENANT_HEADER = Header.TENANT
 
 
 class Backends:

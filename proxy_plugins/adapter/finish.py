@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 
+from core.contract import Header
 from proxy_plugins.adapter import http1
 
 __all__ = ["Finisher"]
@@ -29,7 +30,7 @@ MAX_BATCH = 500
 class Finisher:
     def __init__(self, sidecar_url: str, internal_token: str) -> None:
         self._url = sidecar_url
-        self._headers = {"x-nx-internal": internal_token, "content-type": "application/json"}
+        self._headers = {Header.INTERNAL: internal_token, "content-type": "application/json"}
         self._pool: http1.Pool | None = None  # made on first use: it needs the running loop
         self._queue: list[dict[str, Any]] = []
         self._wakeup = asyncio.Event()

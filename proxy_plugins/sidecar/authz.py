@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 import msgspec
 
 from core.apikeys import hash_key, is_well_formed
+from core.contract import Header, Route
 from core.crypto import SIGNING_PURPOSE, unseal
 from core.errors import ERRORS, error_json
 from core.jsonbody import too_deep, utf8_refusal
@@ -162,8 +163,8 @@ class Checker:
         project = self._project(key, snap, req.project)
         if isinstance(project, Decision):
             return project
-        headers = [("x-nx-org", key.org_id), ("x-nx-project", project), ("x-nx-key", key.id),
-                   ("x-nx-endpoint", endpoint), ("x-nx-internal", self.internal_token),
+        headers = [(Header.ORG, key.org_id), (Header.PROJECT, project), (Header.KEY, key.id),
+                   (Header.ENDPOINT, endpoint), (Header.INTERNAL, self.internal_token),
                    # The client's key never travels further than the sidecar.
                    ("x-envoy-auth-headers-to-remove", "authorization")]
         model: ModelRecord | None = None
@@ -179,7 +180,7 @@ class Checker:
                 return _deny(over.code, over.message, over.param)
             # One estimate sizes both the tokens-per-minute charge and the money hold.
             est = estimate_from(fields, len(req.body), model, endpoint)
-            headers += [("x-nx-model", model.id), ("x-nx-backend", model.backend_id)]
+            headers += [(Header.MODEL, model.id), (Header.BACKEND, model.backend_id)]
         # The gate only acts on a POST with an Idempotency-Key; skip the call (and its coroutine) otherwise.
         ticket = None
         if req.idempotency_key is not None and req.method == "POST":
@@ -191,11 +192,11 @@ class Checker:
                             headers=[("content-type", "application/json")])
         if ticket is not None and ticket.mode == "replay":
             # Neither limits nor money: the adapter sends the stored answer.
-            return Decision(status=200, headers=[*headers, ("x-nx-route", "adapter"),
-                                                 ("x-nx-idem-replay", ticket.record_id)])
-        headers.append(("x-nx-route", "adapter" if upstream == "inference" else "control_plane"))
+            return Decision(status=200, headers=[*headers, (Header.ROUTE, Route.ADAPTER),
+                                                 (Header.IDEM_REPLAY, ticket.record_id)])
+        headers.append((Header.ROUTE, Route.ADAPTER if upstream == "inference" else Route.CONTROL_PLANE))
         if ticket is not None:
-            headers.append(("x-nx-idem", ticket.record_id))
+            headers.append((Header.IDEM, ticket.record_id))
         # Limits are taken only after authentication and authorization succeeded.
         buckets = buckets_for(key, project, snap, inference=model is not None,
                               tokens=est.total if est is not None else 0)
@@ -215,7 +216,7 @@ class Checker:
                 endpoint=endpoint, request_id=req.request_id, client_ip=req.client_ip, est=est)
             if isinstance(unheld, str):
                 # The output the hold covers: the adapter asks the backend for no more.
-                headers += [("x-nx-hold-price", unheld), ("x-nx-hold-output", str(est.output_tokens))]
+                headers += [(Header.HOLD_PRICE, unheld), (Header.HOLD_OUTPUT, str(est.output_tokens))]
             else:
                 await self.limits.refund(req.request_id, buckets)
                 if ticket is not None:
@@ -226,7 +227,7 @@ class Checker:
         if buckets:
             # Echoed back by the adapter when the request ends (finish): frees concurrency slots and
             # corrects the token estimate on whichever sidecar replica receives it.
-            headers.append(("x-nx-rl", msgspec.json.encode(buckets).decode()))
+            headers.append((Header.RATE_LIMIT, msgspec.json.encode(buckets).decode()))
         return Decision(status=200, headers=headers)
 
     async def _signature(self, key: KeyRecord, req: CheckRequest) -> Decision | None:

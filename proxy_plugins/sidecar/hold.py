@@ -16,7 +16,7 @@ import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from core import ledger
-from core.contract import HOLD_MARGIN_MS
+from core.contract import HOLD_MARGIN_MS, hold_price
 from core.errors import ERRORS, ApiError, error_json
 from core.groupcommit import GroupCommit
 from core.snapshot import BackendRecord, KeyRecord, ModelRecord, PriceRecord
@@ -76,8 +76,7 @@ _PRICE_HEADERS: dict[PriceRecord, str] = {}
 """Price card -> its `x-nx-hold-price` text (cards are immutable; bounded against churn)."""
 
 
-def _price_header(version: int, input_nanos: int, cached_nanos: int, output_nanos: int) -> str:
-    return f"{version},{input_nanos},{cached_nanos},{output_nanos}"
+_price_header = hold_price
 
 
 class Holds:

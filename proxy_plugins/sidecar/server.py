@@ -22,7 +22,7 @@ import msgspec
 import uvicorn
 
 from core.asgi import Receive, Send, serve_lifespan
-from core.contract import SIDECAR_REFUSAL_503
+from core.contract import SIDECAR_REFUSAL_503, Header
 from core.datadir import owner_only
 from core.db import make_engine
 from core.errors import ApiError, error_json
@@ -46,11 +46,12 @@ Scope = dict[str, Any]
 
 INVALIDATE_CHANNEL = "nx:invalidate"
 _CHECK_HEADERS = {name.encode(): name for name in (
-    "x-request-id", "authorization", "x-nx-client-ip", "openai-project", "idempotency-key",
-    "x-nxsig-timestamp", "x-nxsig-nonce", "x-nxsig-signature")}
+    "x-request-id", "authorization", Header.CLIENT_IP, "openai-project", "idempotency-key",
+    Header.SIG_TIMESTAMP, Header.SIG_NONCE, Header.SIG_SIGNATURE)}
 """Request headers the check reads, by their raw (lower-case) name as the server hands them over."""
 
 
+_INTERNAL = Header.INTERNAL.encode()
 _BAD_INTERNAL_BODY = Decision(status=400, headers=[("content-type", "application/json")],
                               body=error_json("invalid_json", "Malformed internal request body."))
 
@@ -164,11 +165,11 @@ class Sidecar:
             get = wanted.get
             decision = await self.checker.check(CheckRequest(
                 request_id=get("x-request-id", ""), method=scope["method"], path=original,
-                authorization=get("authorization"), client_ip=get("x-nx-client-ip", ""),
+                authorization=get("authorization"), client_ip=get(Header.CLIENT_IP, ""),
                 project=get("openai-project"), body=body, idempotency_key=get("idempotency-key"),
-                signature=(get("x-nxsig-timestamp", ""), get("x-nxsig-nonce", ""), get("x-nxsig-signature", ""))))
+                signature=(get(Header.SIG_TIMESTAMP, ""), get(Header.SIG_NONCE, ""), get(Header.SIG_SIGNATURE, ""))))
             self.decisions[decision.status] = self.decisions.get(decision.status, 0) + 1
-            if decision.status == 503:  # Envoy would take a 5xx for our failure (envoy_config.py)
+            if decision.status == 503:  # Envoy would take a 5xx for our failure (core/contract.py)
                 decision = Decision(status=SIDECAR_REFUSAL_503, headers=decision.headers, body=decision.body)
             await _respond(send, decision)
         elif path == "/metrics":
@@ -197,7 +198,7 @@ class Sidecar:
         return "\n".join(lines) + "\n"
 
     def _internal(self, scope: Scope) -> bool:
-        token = dict(scope["headers"]).get(b"x-nx-internal", b"")
+        token = dict(scope["headers"]).get(_INTERNAL, b"")
         return hmac.compare_digest(token, self.internal_token.encode())
 
     async def _finish(self, scope: Scope, body: bytes, send: Send) -> None:
