@@ -17,6 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.ipnet import Network, canonical_address, canonical_network
+from core.rows import columns, row_as, rows_as
 
 __all__ = ["KeyCache", "KeyRecord", "ModelRecord", "Snapshot", "load_key", "load_snapshot"]
 
@@ -118,40 +119,35 @@ async def load_snapshot(engine: AsyncEngine) -> Snapshot:
         now = int(time.time() * 1000)
         prices: dict[str, PriceRecord] = {}
         # Latest version already in effect wins; rows arrive ordered so the last write is newest.
-        for r in await conn.execute(text(
-                "SELECT model_id, version, input_nanos_per_mtok, cached_input_nanos_per_mtok,"
-                " output_nanos_per_mtok FROM price_cards WHERE effective_at <= :now"
-                " ORDER BY model_id, effective_at, version"), {"now": now}):
-            prices[str(r[0])] = PriceRecord(int(r[1]), int(r[2]), int(r[3]), int(r[4]))
+        for p in rows_as(_PriceRow, await conn.execute(text(
+                f"SELECT {columns(_PriceRow)} FROM price_cards WHERE effective_at <= :now"
+                " ORDER BY model_id, effective_at, version"), {"now": now})):
+            prices[p.model_id] = PriceRecord(p.version, p.input_nanos_per_mtok, p.cached_input_nanos_per_mtok,
+                                             p.output_nanos_per_mtok)
         models = {
-            str(r[0]): ModelRecord(
-                id=str(r[0]), backend_id=str(r[1]), upstream_name=str(r[2]), kind=str(r[3]),
-                context_window=int(r[4]), max_output_tokens=int(r[5]),
-                capabilities=msgspec.json.decode(str(r[6])), status=str(r[7]), price=prices.get(str(r[0])))
-            for r in await conn.execute(text(
-                "SELECT id, backend_id, upstream_name, kind, context_window, max_output_tokens,"
-                " capabilities, status FROM models"))
+            m.id: ModelRecord(
+                id=m.id, backend_id=m.backend_id, upstream_name=m.upstream_name, kind=m.kind,
+                context_window=m.context_window, max_output_tokens=m.max_output_tokens,
+                capabilities=msgspec.json.decode(m.capabilities), status=m.status, price=prices.get(m.id))
+            for m in rows_as(_ModelRow, await conn.execute(text(f"SELECT {columns(_ModelRow)} FROM models")))
         }
-        aliases = {str(r[0]): str(r[1]) for r in await conn.execute(text("SELECT alias, model_id FROM routes"))}
-        backends = {
-            str(r[0]): BackendRecord(id=str(r[0]), protocol=str(r[1]), base_url=str(r[2]),
-                                     api_key_env=r[3], timeout_ms=int(r[4]), connect_timeout_ms=int(r[5]))
-            for r in await conn.execute(text(
-                "SELECT id, protocol, base_url, api_key_env, timeout_ms, connect_timeout_ms FROM backends"
-                " WHERE enabled = 1"))
-        }
+        aliases = {a.alias: a.model_id for a in rows_as(_AliasRow, await conn.execute(text(
+            f"SELECT {columns(_AliasRow)} FROM routes")))}
+        backends = {b.id: b for b in rows_as(BackendRecord, await conn.execute(text(
+            f"SELECT {columns(BackendRecord)} FROM backends WHERE enabled = 1")))}
         org_projects: dict[str, set[str]] = {}
         default_project: dict[str, str] = {}
         project_limits: dict[str, Limits] = {}
-        for r in await conn.execute(text(
-                "SELECT org_id, id, rate_limits FROM projects WHERE archived = 0 ORDER BY created_at, id")):
-            org_projects.setdefault(str(r[0]), set()).add(str(r[1]))
-            default_project.setdefault(str(r[0]), str(r[1]))
-            project_limits[str(r[1])] = msgspec.json.decode(str(r[2]), type=Limits)
+        for pr in rows_as(_ProjectRow, await conn.execute(text(
+                f"SELECT {columns(_ProjectRow)} FROM projects WHERE archived = 0 ORDER BY created_at, id"))):
+            org_projects.setdefault(pr.org_id, set()).add(pr.id)
+            default_project.setdefault(pr.org_id, pr.id)
+            project_limits[pr.id] = msgspec.json.decode(pr.rate_limits, type=Limits)
         org_limits = {
-            str(r[0]): Limits(rpm=r[1], tpm=r[2], concurrent=r[3])
-            for r in await conn.execute(text(
-                "SELECT o.id, p.rpm, p.tpm, p.concurrent FROM organizations o JOIN plans p ON p.id = o.plan"))
+            o.id: Limits(rpm=o.rpm, tpm=o.tpm, concurrent=o.concurrent)
+            for o in rows_as(_PlanLimitsRow, await conn.execute(text(
+                f"SELECT {columns(_PlanLimitsRow, 'p', id='o.id')} FROM organizations o"
+                " JOIN plans p ON p.id = o.plan")))
         }
     return Snapshot(version=version, models=models, aliases=aliases, backends=backends,
                     org_projects={k: frozenset(v) for k, v in org_projects.items()},
@@ -160,21 +156,73 @@ async def load_snapshot(engine: AsyncEngine) -> Snapshot:
 
 async def load_key(engine: AsyncEngine, key_hash: str) -> KeyRecord | None:
     async with engine.connect() as conn:
-        r = (await conn.execute(text(
-            "SELECT id, org_id, projects, models, endpoints, ip_ranges, monthly_budget_nanos, expires_at,"
-            " disabled, revoked_at, rate_limits, signing_secret_enc FROM api_keys WHERE key_hash = :h"),
-            {"h": key_hash})).first()
-    if r is None:
+        row = (await conn.execute(text(
+            f"SELECT {columns(_KeyRow)} FROM api_keys WHERE key_hash = :h"), {"h": key_hash})).first()
+    if row is None:
         return None
+    k = row_as(_KeyRow, row)
     return KeyRecord(
-        id=str(r[0]), org_id=str(r[1]), projects=frozenset(msgspec.json.decode(str(r[2]))),
-        model_patterns=tuple(msgspec.json.decode(str(r[3]))),
-        endpoints=frozenset(msgspec.json.decode(str(r[4]))),
-        networks=tuple(canonical_network(c) for c in msgspec.json.decode(str(r[5]))),
-        monthly_budget_nanos=None if r[6] is None else int(r[6]),
-        expires_at_ms=None if r[7] is None else int(r[7]),
-        disabled=bool(r[8]), revoked=r[9] is not None,
-        limits=msgspec.json.decode(str(r[10]), type=Limits), signing_secret_enc=r[11])
+        id=k.id, org_id=k.org_id, projects=frozenset(msgspec.json.decode(k.projects)),
+        model_patterns=tuple(msgspec.json.decode(k.models)),
+        endpoints=frozenset(msgspec.json.decode(k.endpoints)),
+        networks=tuple(canonical_network(c) for c in msgspec.json.decode(k.ip_ranges)),
+        monthly_budget_nanos=k.monthly_budget_nanos, expires_at_ms=k.expires_at, disabled=k.disabled,
+        revoked=k.revoked_at is not None, limits=msgspec.json.decode(k.rate_limits, type=Limits),
+        signing_secret_enc=k.signing_secret_enc)
+
+
+# Rows as the tables store them (JSON columns as text), read by name (core/rows.py).
+
+class _PriceRow(msgspec.Struct, frozen=True):
+    model_id: str
+    version: int
+    input_nanos_per_mtok: int
+    cached_input_nanos_per_mtok: int
+    output_nanos_per_mtok: int
+
+
+class _ModelRow(msgspec.Struct, frozen=True):
+    id: str
+    backend_id: str
+    upstream_name: str
+    kind: str
+    context_window: int
+    max_output_tokens: int
+    capabilities: str
+    status: str
+
+
+class _AliasRow(msgspec.Struct, frozen=True):
+    alias: str
+    model_id: str
+
+
+class _ProjectRow(msgspec.Struct, frozen=True):
+    org_id: str
+    id: str
+    rate_limits: str
+
+
+class _PlanLimitsRow(msgspec.Struct, frozen=True):
+    id: str
+    rpm: int | None
+    tpm: int | None
+    concurrent: int | None
+
+
+class _KeyRow(msgspec.Struct, frozen=True):
+    id: str
+    org_id: str
+    projects: str
+    models: str
+    endpoints: str
+    ip_ranges: str
+    monthly_budget_nanos: int | None
+    expires_at: int | None
+    disabled: bool
+    revoked_at: int | None
+    rate_limits: str
+    signing_secret_enc: str | None
 
 
 class KeyCache:

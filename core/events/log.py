@@ -23,6 +23,7 @@ from core.events.endpoints import EndpointView, Scope, get_endpoint
 from core.events.fanout import enqueue, matches
 from core.events.outbox import insert_event
 from core.events.rebuild import rebuild_request_completed
+from core.rows import columns, rows_as
 
 __all__ = [
     "AttemptView",
@@ -84,6 +85,30 @@ class ReplayResult(msgspec.Struct, kw_only=True):
     recorded when the request completed because no enabled endpoint subscribed then."""
 
 
+class _DeliveryRow(msgspec.Struct, frozen=True):
+    id: str
+    event_id: str
+    event_type: str
+    kind: Literal["event", "test", "replay"]
+    status: Literal["pending", "succeeded", "failed"]
+    attempts: int
+    next_attempt_at: int | None
+    last_error: str | None
+    created_at: int
+    lease_until: int | None
+
+
+class _AttemptRow(msgspec.Struct, frozen=True):
+    delivery_id: str
+    attempt: int
+    started_at: int
+    status_code: int | None
+    latency_ms: int | None
+    error: str | None
+    response_excerpt: str
+    next_attempt_at: int | None
+
+
 def _s(value: object) -> int | None:
     return None if value is None else int(str(value)) // 1000
 
@@ -98,38 +123,34 @@ async def list_deliveries(conn: AsyncConnection, scope: Scope, endpoint_id: str,
     if event_id:
         cond += " AND d.event_id = :ev"
         params["ev"] = event_id
-    rows = (await conn.execute(
-        text("SELECT d.id, d.event_id, ev.type, d.kind, d.status, d.attempts, d.next_attempt_at, "
-             "d.last_error, d.created_at, d.lease_until "
+    rows = rows_as(_DeliveryRow, (await conn.execute(
+        text(f"SELECT {columns(_DeliveryRow, 'd', event_type='ev.type')} "
              f"FROM webhook_deliveries d JOIN events ev ON ev.id = d.event_id WHERE {cond} "
-             "ORDER BY d.id DESC LIMIT :n"), {**params, "n": limit + 1})).all()
+             "ORDER BY d.id DESC LIMIT :n"), {**params, "n": limit + 1})).all())
     # One row past the page says whether there is more; decide before cutting the page.
     has_more = len(rows) > limit
     rows = rows[:limit]
     now = now_ms()
-    live = {str(r[0]) for r in rows if r[9] is not None and int(r[9]) >= now}
-    attempts: dict[str, list[AttemptView]] = {str(r[0]): [] for r in rows}
+    live = {r.id for r in rows if r.lease_until is not None and r.lease_until >= now}
+    attempts: dict[str, list[AttemptView]] = {r.id: [] for r in rows}
     if attempts:
         names = [f":d{i}" for i in range(len(attempts))]
-        for a in await conn.execute(
-                text("SELECT delivery_id, attempt, started_at, status_code, latency_ms, error, "
-                     "response_excerpt, "
-                     f"next_attempt_at FROM webhook_attempts WHERE delivery_id IN ({', '.join(names)}) "
-                     "ORDER BY delivery_id, attempt"), {f"d{i}": d for i, d in enumerate(attempts)}):
-            unfinished = a[4] is None
-            error = a[5]
-            if unfinished and error is None and str(a[0]) not in live:
+        for a in rows_as(_AttemptRow, await conn.execute(
+                text(f"SELECT {columns(_AttemptRow)} FROM webhook_attempts"
+                     f" WHERE delivery_id IN ({', '.join(names)}) ORDER BY delivery_id, attempt"),
+                {f"d{i}": d for i, d in enumerate(attempts)})):
+            unfinished = a.latency_ms is None
+            error = a.error
+            if unfinished and error is None and a.delivery_id not in live:
                 error = INTERRUPTED  # its lease ran out before it finished: the worker stopped
-            attempts[str(a[0])].append(AttemptView(
-                attempt=int(a[1]), started_at=int(a[2]) // 1000,
-                status_code=None if a[3] is None else int(a[3]),
-                latency_ms=None if unfinished else int(a[4]), error=error, response_excerpt=str(a[6]),
-                next_attempt_at=_s(a[7])))
+            attempts[a.delivery_id].append(AttemptView(
+                attempt=a.attempt, started_at=a.started_at // 1000, status_code=a.status_code,
+                latency_ms=a.latency_ms, error=error, response_excerpt=a.response_excerpt,
+                next_attempt_at=_s(a.next_attempt_at)))
     views = [DeliveryView(
-        id=str(r[0]), endpoint_id=endpoint_id, event_id=str(r[1]), event_type=str(r[2]), kind=r[3],
-        status=r[4],
-        attempt_count=int(r[5]), next_attempt_at=_s(r[6]), last_error=r[7], created_at=int(r[8]) // 1000,
-        attempts=attempts[str(r[0])]) for r in rows]
+        id=r.id, endpoint_id=endpoint_id, event_id=r.event_id, event_type=r.event_type, kind=r.kind,
+        status=r.status, attempt_count=r.attempts, next_attempt_at=_s(r.next_attempt_at),
+        last_error=r.last_error, created_at=r.created_at // 1000, attempts=attempts[r.id]) for r in rows]
     return views, has_more
 
 

@@ -9,6 +9,7 @@ as input items for any backend. Background jobs and their events: response_jobs.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -18,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from core.db import now_ms
 from core.errors import ApiError
 from core.ids import new_id
+from core.rows import columns, row_as
 from core.tenant import Tenant
 
 __all__ = [
@@ -74,28 +76,11 @@ class StoredResponse(msgspec.Struct, kw_only=True):
     body: str
 
 
-_COLUMNS = (
-    "id, org_id, project_id, key_id, request_id, model_id, backend_id, requested_model, status,"
-    " background, previous_response_id, request, body"
-)
+_COLUMNS = columns(StoredResponse)
 
 
-def _row(r: Any) -> StoredResponse:
-    return StoredResponse(
-        id=r[0],
-        org_id=r[1],
-        project_id=r[2],
-        key_id=r[3],
-        request_id=r[4],
-        model_id=r[5],
-        backend_id=r[6],
-        requested_model=r[7],
-        status=r[8],
-        background=bool(r[9]),
-        previous_response_id=r[10],
-        request=r[11],
-        body=r[12],
-    )
+def _row(r: Sequence[object]) -> StoredResponse:
+    return row_as(StoredResponse, r)
 
 
 def _item_id(item: dict[str, Any]) -> str:
