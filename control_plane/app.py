@@ -6,6 +6,8 @@ Two doors:
 - `/api/...` is the management API for operators and the CLI, authenticated with the admin token.
 - `/v1/organization/...` is the customer REST API: Envoy passes it without the sidecar's check and
   the control plane authenticates an admin key or a session (control_plane/identity/principal.py).
+- `/auth/...` is where customers sign up and in (control_plane/api/auth.py): no API key, a session
+  cookie afterwards.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 from litestar import Litestar, Request, Response, get
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 
+from control_plane.api.auth import AuthController
 from control_plane.api.client_input import ClientRequest, guard_url, openai_errors
 from control_plane.api.exports import ExportsController
 from control_plane.api.idempotent import idempotent_answers
@@ -117,7 +120,8 @@ def create_app(settings: Settings) -> Litestar:
         route_handlers=[healthz, LedgerController, ModelsController, KeysController, RoutingController,
                         ModelAdminController,
                         OrgsController, UsersController, WebhooksController, ResponsesController,
-                        UsageController, ExportsController, *CUSTOMER_API, *reference_routes()],
+                        UsageController, ExportsController, AuthController, *CUSTOMER_API,
+                        *reference_routes()],
         lifespan=[lifespan],
         exception_handlers={ApiError: _api_error, LedgerError: _ledger_error, HTTPException: _http_error,
                             Exception: _unexpected},

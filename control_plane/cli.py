@@ -7,6 +7,7 @@
     nx ledger ...         credit, balances, statements, reconciliation (see `nx ledger --help`)
     nx export ...         finance exports: usage records, ledger statements (see `nx export --help`)
     nx envoy render       print the edge's Envoy configuration, rendered from envoy/'s templates
+    nx mail ...           the mail outbox: sign-up and password-reset messages (see `nx mail --help`)
 """
 
 from __future__ import annotations
@@ -71,6 +72,9 @@ def main(argv: list[str] | None = None) -> None:
     from control_plane.cli_envoy import add_envoy_commands
 
     envoy = add_envoy_commands(sub)
+    from control_plane.cli_mail import add_mail_commands
+
+    mail = add_mail_commands(sub)
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
@@ -89,6 +93,8 @@ def main(argv: list[str] | None = None) -> None:
             status = db(args, settings)
         elif args.command == "envoy":
             status = envoy(args, settings)
+        elif args.command == "mail":
+            status = mail(args, settings)
         else:
             status = admin(args, settings)
     except (SettingsError, CatalogError, SchemaError, MigrationError, TemplateError) as exc:

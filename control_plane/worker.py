@@ -11,6 +11,8 @@ next tick. Current jobs:
 - `usage_rollups`: hourly and daily usage aggregates for /v1/usage (control_plane/usage/rollups.py).
 - `embedding_cache`: evict embedding cache entries unused for 30 days or beyond the per-organization
   bound (core/embedding_cache.py).
+- `identity`: send queued mail over SMTP when configured; prune ended sessions and spent tokens
+  (control_plane/identity/jobs.py).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from control_plane.domain.keys import bump_config_version
 from control_plane.envoy_config import write_dynamic
+from control_plane.identity.jobs import IdentityJob
 from control_plane.usage.rollups import RollupJob
 from core import idempotency, nonces
 from core.datadir import owner_only
@@ -125,6 +128,7 @@ async def run(settings: Settings) -> None:
     jobs.append(("price_activation", 5.0, PriceActivationJob(engine)))
     jobs.append(("usage_rollups", 30.0, RollupJob(engine)))
     jobs.append(("embedding_cache", 60.0, EvictJob(engine)))
+    jobs.append(("identity", 5.0, IdentityJob(settings, engine)))
     try:
         await asyncio.gather(*(_every(name, secs, job, stop) for name, secs, job in jobs))
     finally:

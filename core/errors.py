@@ -29,6 +29,8 @@ ERRORS: dict[str, ErrorSpec] = {
     "missing_required_parameter": ErrorSpec(400, "invalid_request_error"),
     "unsupported_parameter": ErrorSpec(400, "invalid_request_error"),
     "unsupported_capability": ErrorSpec(400, "invalid_request_error"),
+    "weak_password": ErrorSpec(400, "invalid_request_error"),
+    "invalid_token": ErrorSpec(400, "invalid_request_error"),
     # 401
     "missing_api_key": ErrorSpec(401, "authentication_error"),
     "invalid_api_key": ErrorSpec(401, "authentication_error"),
@@ -37,6 +39,9 @@ ERRORS: dict[str, ErrorSpec] = {
     "signature_nonce_invalid": ErrorSpec(401, "authentication_error"),
     "signature_invalid": ErrorSpec(401, "authentication_error"),
     "nonce_reused": ErrorSpec(401, "authentication_error"),
+    "invalid_credentials": ErrorSpec(401, "authentication_error"),
+    "not_signed_in": ErrorSpec(401, "authentication_error"),
+    "webhook_signature_invalid": ErrorSpec(401, "authentication_error"),
     # 402
     "insufficient_quota": ErrorSpec(402, "insufficient_quota"),
     # 403
@@ -47,6 +52,8 @@ ERRORS: dict[str, ErrorSpec] = {
     "project_not_allowed": ErrorSpec(403, "permission_error"),
     "internal_auth_failed": ErrorSpec(403, "permission_error"),
     "permission_denied": ErrorSpec(403, "permission_error"),
+    "email_not_verified": ErrorSpec(403, "permission_error"),
+    "csrf_failed": ErrorSpec(403, "permission_error"),
     # 404
     "not_found": ErrorSpec(404, "invalid_request_error"),
     "model_not_found": ErrorSpec(404, "invalid_request_error"),

@@ -14,7 +14,7 @@ __all__ = ["Prefix", "is_well_formed", "new_id"]
 
 Prefix = Literal[
     "req", "key", "org", "proj", "user", "evt", "whep", "inv", "txn", "be", "mdl", "price", "route",
-    "aud", "acct", "hold", "resp", "msg", "fc", "dlv", "mem", "idem", "akey",
+    "aud", "acct", "hold", "resp", "msg", "fc", "dlv", "mem", "idem", "akey", "sess", "ident", "mail",
 ]
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"

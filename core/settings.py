@@ -73,6 +73,36 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     webhooks_allow_private: bool = False
     """Development only: let webhooks reach loopback/private addresses (never cloud metadata)."""
 
+    # Customer identity (control_plane/identity/, docs/identity.md).
+    identity_provider: Literal["local", "clerk", "authjs"] = "local"
+    """Who signs customers in: `local` (email and password here), `clerk` or `authjs`."""
+    signup_credit_nanos: Annotated[int, msgspec.Meta(ge=0)] = 0
+    """Promotional credit for an organization created by sign-up, granted once when its owner's
+    email is verified; 0 (the default) grants nothing, so sign-up cannot mint money."""
+    session_idle_seconds: Annotated[int, msgspec.Meta(ge=60)] = 3 * 86400
+    session_absolute_seconds: Annotated[int, msgspec.Meta(ge=300)] = 30 * 86400
+    smtp_host: str = ""
+    """Empty: mail stays in the outbox table, read with `nx mail` (the embedded default)."""
+    smtp_port: Port = 587
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_starttls: bool = True
+    mail_from: str = "Open Ai platform <no-reply@localhost>"
+    clerk_issuer: str = ""
+    """Clerk's Frontend API URL (`https://<app>.clerk.accounts.dev`): the session JWT's `iss`."""
+    clerk_jwks_url: str = ""
+    """Empty: `<clerk_issuer>/.well-known/jwks.json`."""
+    clerk_audience: str = ""
+    """When set, the session JWT's `aud` must contain it (a custom session-token template)."""
+    clerk_authorized_parties: str = ""
+    """Comma-separated origins accepted in the session JWT's `azp` (Clerk's audience check)."""
+    clerk_webhook_secret: str = ""
+    """The Svix signing secret (`whsec_...`) of the Clerk webhook endpoint `/auth/webhooks/clerk`."""
+    authjs_secret: str = ""
+    """The Auth.js app's secret, verifying the HS256 JWTs it issues (`authjs` provider)."""
+    authjs_issuer: str = ""
+    """When set, an Auth.js JWT's `iss` must equal it."""
+
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir).resolve()

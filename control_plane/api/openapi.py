@@ -47,6 +47,8 @@ The platform's own REST API, beside the OpenAI-compatible inference endpoints (`
 * `/v1/organization/...` is the organization's own REST API (projects, keys, members, invitations,
   admin keys, audit log), with an admin key (`nx_admin_...`) or a signed-in session.
 * `/api/...` is the operator's management API, with the admin token.
+* `/auth/...` is where customers sign up and in, through the edge without an API key; a session
+  cookie afterwards, and `X-CSRF-Token` on the writes that use it.
 
 Every error has OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`; the codes each
 operation can answer are listed under its error responses. Money is integer nano-dollars
@@ -61,6 +63,7 @@ EDGE_CODES = ("invalid_request_error", "missing_api_key", "invalid_api_key", "si
 ADMIN_CODES = ("invalid_request_error", "invalid_api_key", "internal_error")
 ORG_CODES = ("invalid_request_error", "missing_required_parameter", "missing_api_key", "invalid_api_key",
              "permission_denied", "rate_limit_exceeded", "internal_error")
+AUTH_CODES = ("invalid_request_error", "internal_error")
 BODY_CODES = ("invalid_json", "request_too_large")
 
 _RESPONSE_OBJECT = {
@@ -169,12 +172,15 @@ def _operation(key: str, path: str, op: dict[str, Any]) -> None:
             op["description"] = spec.description
     op["tags"] = [_tag(path)]
     door = "organization" if path.startswith("/v1/organization") else path.split("/")[1]
-    codes = list({"v1": EDGE_CODES, "api": ADMIN_CODES, "organization": ORG_CODES}.get(door, ()))
+    codes = list({"v1": EDGE_CODES, "api": ADMIN_CODES, "organization": ORG_CODES, "auth": AUTH_CODES}.get(door, ()))
     if door in ("v1", "api", "organization"):
         op["security"] = {"v1": [{"apiKey": []}], "api": [{"adminToken": []}],
                           "organization": [{"adminKey": []}, {"session": []}]}[door]
         codes += ["not_found"] if "{" in path else []
         codes += list(BODY_CODES) if "requestBody" in op else []
+    elif door == "auth":
+        op["security"] = [{}, {"session": []}]
+        codes += list(BODY_CODES) if "requestBody" in op or path.endswith("/clerk") else []
     codes += list(spec.errors if spec is not None else ())
     ok = {status: r for status, r in op.get("responses", {}).items() if status.startswith("2")}
     op["responses"] = {**ok, **_error_responses(codes)}

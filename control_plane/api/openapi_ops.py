@@ -110,6 +110,33 @@ OPERATIONS: dict[str, Op] = {
                                           "Owners and admins: who changed what, when, from which address."),
     "GET /v1/organization/settings": Op("retrieveOrgSettings", "Retrieve the organization's settings"),
     "POST /v1/organization/settings": Op("modifyOrgSettings", "Change the organization's settings"),
+    # /auth: customers sign up and in (no API key; a session cookie, writes with X-CSRF-Token).
+    "POST /auth/signup": Op("signUp", "Sign up",
+                            "Creates the user, an organization with a default project (no key) and mails a "
+                            "verification link. The answer is the same whether or not the email was taken.",
+                            ("weak_password", "rate_limit_exceeded", "not_found")),
+    "POST /auth/verify": Op("verifyEmail", "Verify an email", "Spends the mailed token (single use, 24 hours).",
+                            ("invalid_token",)),
+    "POST /auth/signin": Op("signIn", "Sign in",
+                            "Sets the `__Host-nx_session` cookie (a new session token every time) and answers "
+                            "the session with its CSRF token. Failed attempts lock the account and the client "
+                            "address out with exponential back-off.",
+                            ("invalid_credentials", "email_not_verified", "rate_limit_exceeded", "not_found")),
+    "GET /auth/session": Op("retrieveSession", "Who is signed in", "", ("not_signed_in",)),
+    "POST /auth/signout": Op("signOut", "Sign out", "", ("not_signed_in", "csrf_failed")),
+    "POST /auth/signout_all": Op("signOutEverywhere", "Sign out everywhere", "", ("not_signed_in", "csrf_failed")),
+    "POST /auth/password": Op("changePassword", "Change the password", "",
+                              ("not_signed_in", "csrf_failed", "invalid_credentials", "weak_password",
+                               "rate_limit_exceeded", "not_found")),
+    "POST /auth/password_reset": Op("requestPasswordReset", "Ask for a password reset mail",
+                                    "The answer is the same whether or not an account has the email.", ("not_found",)),
+    "POST /auth/password_reset/complete": Op("resetPassword", "Reset the password with the mailed token",
+                                             "Every session of the user ends.",
+                                             ("invalid_token", "weak_password", "not_found")),
+    "POST /auth/webhooks/clerk": Op("receiveClerkWebhook", "Receive a Clerk webhook",
+                                    "Svix-signed (`svix-id`, `svix-timestamp`, `svix-signature`); a message id "
+                                    "already applied answers `duplicate` and changes nothing.",
+                                    ("webhook_signature_invalid", "not_found")),
     # /api: the operator's management API, with the admin token.
     "GET /api/orgs": Op("listOrganizations", "List organizations"),
     "POST /api/orgs": Op("createOrganization", "Create an organization"),

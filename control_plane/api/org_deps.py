@@ -25,6 +25,7 @@ from control_plane.api.guards import client_address
 from control_plane.api.lists import Page, page
 from control_plane.identity.policy import Permission, require
 from control_plane.identity.principal import Credentials, Principal, resolve_principal
+from control_plane.identity.sessions import check_csrf, signed_in
 from core.audit import audit_origin
 from core.errors import ApiError
 
@@ -44,7 +45,10 @@ class Deleted(msgspec.Struct, kw_only=True):
 async def session_user(request: Request[Any, Any, Any], conn: AsyncConnection, write: bool) -> str | None:
     """The signed-in user of the request's session cookie (identity's sessions), if any; a write
     with a cookie must pass the CSRF check."""
-    return None
+    who = await signed_in(request)
+    if who is not None and write:
+        check_csrf(request, who)
+    return None if who is None else who.user_id
 
 
 async def provide_principal(request: Request[Any, Any, Any], state: State, conn: AsyncConnection) -> Principal:

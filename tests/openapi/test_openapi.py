@@ -143,10 +143,57 @@ async def test_every_operation_answers_as_documented(sim_platform: Platform) -> 
             await call(bare, "GET", "/api/orgs", 401)  # no admin token
         async with httpx.AsyncClient(base_url=p.edge, timeout=30) as anonymous:
             await call(anonymous, "GET", "/v1/webhooks/endpoints", 401)  # no API key
+        async with httpx.AsyncClient(base_url=p.edge, timeout=30) as browser:
+            await identity_api(call, browser, p)
     assert contract.operations() - contract.seen == set()
 
 
 Call = Any
+
+
+async def _outbox_token(p: Platform, email: str, subject: str) -> str:
+    from sqlalchemy import text
+
+    from core.db import make_engine
+
+    engine = make_engine(p.s)
+    try:
+        async with engine.connect() as conn:
+            body = (await conn.execute(text("SELECT body FROM mail_outbox WHERE to_address = :e AND subject = :s"
+                                            " ORDER BY created_at DESC LIMIT 1"),
+                                       {"e": email, "s": subject})).scalar_one()
+    finally:
+        await engine.dispose()
+    found = re.search(r'"token": "([^"]+)"', str(body))
+    assert found, body
+    return found.group(1)
+
+
+async def identity_api(call: Call, c: httpx.AsyncClient, p: Platform) -> None:
+    """`/auth` through the edge without a key, a session cookie kept by the client."""
+    email, password = f"oas-{secrets.token_hex(4)}@example.com", "orchid tundra ladder 61"
+    await call(c, "POST", "/auth/signup", 202, json={"email": email, "password": password})
+    await call(c, "POST", "/auth/signup", 400, json={"email": email, "password": "password1"})
+    await call(c, "POST", "/auth/signin", 403, json={"email": email, "password": password})
+    token = await _outbox_token(p, email, "Verify your email")
+    await call(c, "POST", "/auth/verify", 200, json={"token": token})
+    await call(c, "POST", "/auth/verify", 400, json={"token": token})
+    await call(c, "POST", "/auth/signin", 401, json={"email": email, "password": "not the password"})
+    session = await call(c, "POST", "/auth/signin", 200, json={"email": email, "password": password})
+    await call(c, "GET", "/auth/session", 200)
+    change = {"current_password": password, "new_password": "saffron glacier pillow 4"}
+    await call(c, "POST", "/auth/password", 403, json=change)  # no CSRF token
+    changed = await call(c, "POST", "/auth/password", 200, json=change,
+                         headers={"x-csrf-token": session["csrf_token"]})
+    await call(c, "POST", "/auth/signout", 200, headers={"x-csrf-token": changed["csrf_token"]})
+    await call(c, "GET", "/auth/session", 401)
+    await call(c, "POST", "/auth/signout_all", 401)
+    await call(c, "POST", "/auth/password_reset", 202, json={"email": email})
+    reset = await _outbox_token(p, email, "Reset your password")
+    complete = {"token": reset, "password": "velvet canyon 8 drum"}
+    await call(c, "POST", "/auth/password_reset/complete", 200, json=complete)
+    await call(c, "POST", "/auth/password_reset/complete", 400, json=complete)  # spent
+    await call(c, "POST", "/auth/webhooks/clerk", 404, content=b"{}")  # no Clerk secret configured here
 
 
 async def operator_api(call: Call, api: httpx.AsyncClient) -> None:
