@@ -17,7 +17,8 @@ from typing import Any
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from control_plane.domain import model_admin, orgs, projects, routing
+from control_plane.domain import admin_keys, model_admin, orgs, projects, routing
+from core.secrets import load_secrets
 
 __all__ = ["OPS", "Op", "add_manage_commands", "body_from_args"]
 
@@ -100,7 +101,15 @@ OPS: dict[str, dict[str, Op]] = {
     },
 }
 
-HELP = {"backends": "manage model backends", "models": "manage models",
+OPS["admin-keys"] = {
+    "list": Op(lambda c, a, b, s: admin_keys.list_admin_keys(c, a.org), org=True),
+    # An organization's first admin key, for its own REST API (docs/organizations.md); shown once.
+    "create": Op(lambda c, a, b, s: admin_keys.create_admin_key(c, a.org, A, b, load_secrets(s).key_pepper),
+                 admin_keys.AdminKeyCreate, org=True),
+}
+
+HELP = {"admin-keys": "manage an organization's admin keys (nx_admin_...)",
+        "backends": "manage model backends", "models": "manage models",
         "prices": "append and list price cards",
         "routes": "manage aliases (platform-branded model names)", "orgs": "manage organizations",
         "projects": "manage an organization's projects", "members": "manage an organization's members",

@@ -100,3 +100,16 @@ async def test_other_credentials_are_refused(sp: SimPlatform) -> None:
     async with p.client(org.admin_key) as inference:  # an admin key is no API key at the sidecar
         r = await inference.get("/v1/models")
         assert r.status_code == 401, r.text
+
+
+async def test_the_operator_makes_an_organizations_first_admin_key_with_nx(sp: SimPlatform) -> None:
+    from tests.foundation.test_cli import nx
+
+    p = sp.platform
+    org = await new_org(p)
+    made = await nx(p, "admin-keys", "create", "--org", org.id, "--name", "from the cli")
+    assert made["value"].startswith("nx_admin_")
+    assert made["id"] in {k["id"] for k in (await nx(p, "admin-keys", "list", "--org", org.id))["data"]}
+    async with org_client(p, made["value"]) as c:
+        r = await c.get("/v1/organization/settings")
+        assert r.status_code == 200 and r.json()["id"] == org.id, r.text
