@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from control_plane.envoy_templates import OMIT, render
 from core.contract import SIDECAR_ERROR_STATUS, SIDECAR_REFUSAL_503, Header, Route
 from core.errors import ERRORS
+from core.rows import columns, rows_as
 from core.settings import Settings
 
 __all__ = ["BackendRow", "render_bootstrap", "render_dynamic", "write_bootstrap", "write_dynamic"]
@@ -128,9 +129,8 @@ def write_bootstrap(settings: Settings) -> Path:
 
 
 async def load_backends(conn: AsyncConnection) -> list[BackendRow]:
-    rows = await conn.execute(text(
-        "SELECT id, base_url, timeout_ms, connect_timeout_ms FROM backends WHERE enabled = 1 ORDER BY id"))
-    return [BackendRow(str(r[0]), str(r[1]), int(r[2]), int(r[3])) for r in rows]
+    return rows_as(BackendRow, await conn.execute(text(
+        f"SELECT {columns(BackendRow)} FROM backends WHERE enabled = 1 ORDER BY id")))
 
 
 async def write_dynamic(settings: Settings, conn: AsyncConnection) -> None:

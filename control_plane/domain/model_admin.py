@@ -7,6 +7,7 @@ enabled; the checks here keep the database from describing a model that could no
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
@@ -19,6 +20,7 @@ from control_plane.domain.routing import changed, ensure_model
 from core.db import now_ms
 from core.errors import ApiError
 from core.ids import new_id
+from core.rows import columns, row_as
 
 __all__ = [
     "ModelCreate",
@@ -111,19 +113,35 @@ class ModelView(msgspec.Struct, kw_only=True):
     updated_at: int
 
 
-_COLS = ("id, display_name, description, backend_id, upstream_name, kind, context_window, max_output_tokens,"
-         " capabilities, status, created_at, updated_at")
+class _ModelRow(msgspec.Struct, frozen=True):
+    """A models row as stored (capabilities as JSON text, times in milliseconds)."""
+
+    id: str
+    display_name: str
+    description: str
+    backend: str
+    upstream_name: str
+    kind: str
+    context_window: int
+    max_output_tokens: int
+    capabilities: str
+    status: str
+    created_at: int
+    updated_at: int
 
 
-async def _view(conn: AsyncConnection, r: Any) -> ModelView:
-    aliases = [str(a[0]) for a in await conn.execute(
-        text("SELECT alias FROM routes WHERE model_id = :m ORDER BY alias"), {"m": r[0]})]
-    return ModelView(id=str(r[0]), display_name=str(r[1]), description=str(r[2]), backend=str(r[3]),
-                     upstream_name=str(r[4]), kind=str(r[5]), context_window=int(r[6]),
-                     max_output_tokens=int(r[7]), capabilities=msgspec.json.decode(str(r[8])),
-                     status=str(r[9]),
-                     price=await latest_price(conn, str(r[0])), aliases=aliases,
-                     created_at=int(r[10]) // 1000, updated_at=int(r[11]) // 1000)
+_COLS = columns(_ModelRow, backend="backend_id")
+
+
+async def _view(conn: AsyncConnection, row: Sequence[object]) -> ModelView:
+    r = row_as(_ModelRow, row)
+    aliases = [str(a) for a in (await conn.execute(
+        text("SELECT alias FROM routes WHERE model_id = :m ORDER BY alias"), {"m": r.id})).scalars()]
+    return ModelView(id=r.id, display_name=r.display_name, description=r.description, backend=r.backend,
+                     upstream_name=r.upstream_name, kind=r.kind, context_window=r.context_window,
+                     max_output_tokens=r.max_output_tokens, capabilities=msgspec.json.decode(r.capabilities),
+                     status=r.status, price=await latest_price(conn, r.id), aliases=aliases,
+                     created_at=r.created_at // 1000, updated_at=r.updated_at // 1000)
 
 
 async def list_models(conn: AsyncConnection) -> list[ModelView]:
@@ -203,14 +221,13 @@ def _effective_ms(value: str | None, now: int) -> int:
     return int(moment.timestamp() * 1000)
 
 
-_PRICE_COLS = ("id, model_id, version, input_nanos_per_mtok, cached_input_nanos_per_mtok,"
-               " output_nanos_per_mtok, effective_at, created_at")
+_PRICE_COLS = columns(PriceView, "price_cards", model="price_cards.model_id")
 
 
-def _price(r: Any) -> PriceView:
-    return PriceView(id=str(r[0]), model=str(r[1]), version=int(r[2]), input_nanos_per_mtok=int(r[3]),
-                     cached_input_nanos_per_mtok=int(r[4]), output_nanos_per_mtok=int(r[5]),
-                     effective_at=int(r[6]) // 1000, created_at=int(r[7]) // 1000)
+def _price(r: Sequence[object]) -> PriceView:
+    """A price card as stored (times in milliseconds) as shown (times in seconds)."""
+    card = row_as(PriceView, r)
+    return msgspec.structs.replace(card, effective_at=card.effective_at // 1000, created_at=card.created_at // 1000)
 
 
 async def list_prices(conn: AsyncConnection, model_id: str) -> list[PriceView]:

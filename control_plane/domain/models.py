@@ -12,6 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.money import format_usd
+from core.rows import columns, rows_as
 
 __all__ = ["ModelList", "ModelObject", "Pricing", "latency_bands", "list_models"]
 
@@ -62,23 +63,21 @@ async def list_models(conn: AsyncConnection, patterns: list[str] | None = None,
 
     now = now_ms if now_ms is not None else int(time.time() * 1000)
     prices: dict[str, Pricing] = {}
-    for r in await conn.execute(text(
-            "SELECT model_id, version, input_nanos_per_mtok, cached_input_nanos_per_mtok,"
-            " output_nanos_per_mtok, effective_at FROM price_cards WHERE effective_at <= :now"
-            " ORDER BY model_id, effective_at, version"), {"now": now}):
-        prices[str(r[0])] = Pricing(input=format_usd(int(r[2])), cached_input=format_usd(int(r[3])),
-                                    output=format_usd(int(r[4])), version=int(r[1]),
-                                    effective_at=int(r[5]) // 1000)
+    for p in rows_as(_PriceRow, await conn.execute(text(
+            f"SELECT {columns(_PriceRow)} FROM price_cards WHERE effective_at <= :now"
+            " ORDER BY model_id, effective_at, version"), {"now": now})):
+        prices[p.model_id] = Pricing(input=format_usd(p.input_nanos_per_mtok),
+                                     cached_input=format_usd(p.cached_input_nanos_per_mtok),
+                                     output=format_usd(p.output_nanos_per_mtok), version=p.version,
+                                     effective_at=p.effective_at // 1000)
     out: list[ModelObject] = []
-    models = {}
-    for r in await conn.execute(text(
-            "SELECT id, display_name, description, backend_id, kind, context_window, max_output_tokens,"
-            " capabilities, status, created_at FROM models WHERE status != 'disabled' ORDER BY id")):
-        mid = str(r[0])
-        if mid not in prices:
+    models: dict[str, _ModelRow] = {}
+    for r in rows_as(_ModelRow, await conn.execute(text(
+            f"SELECT {columns(_ModelRow)} FROM models WHERE status != 'disabled' ORDER BY id"))):
+        if r.id not in prices:
             continue  # never served without a price card, so never listed
-        models[mid] = r
-        out.append(_object(mid, None, r, prices[mid]))
+        models[r.id] = r
+        out.append(_object(r.id, None, r, prices[r.id]))
     for alias, target in await conn.execute(text("SELECT alias, model_id FROM routes ORDER BY alias")):
         if str(target) in models:
             out.append(_object(str(alias), str(target), models[str(target)], prices[str(target)]))
@@ -88,12 +87,34 @@ async def list_models(conn: AsyncConnection, patterns: list[str] | None = None,
     return out
 
 
-def _object(name: str, alias_of: str | None, r: Any, pricing: Pricing) -> ModelObject:
+class _PriceRow(msgspec.Struct, frozen=True):
+    model_id: str
+    version: int
+    input_nanos_per_mtok: int
+    cached_input_nanos_per_mtok: int
+    output_nanos_per_mtok: int
+    effective_at: int
+
+
+class _ModelRow(msgspec.Struct, frozen=True):
+    id: str
+    display_name: str
+    description: str
+    backend_id: str
+    kind: str
+    context_window: int
+    max_output_tokens: int
+    capabilities: str
+    status: str
+    created_at: int
+
+
+def _object(name: str, alias_of: str | None, r: _ModelRow, pricing: Pricing) -> ModelObject:
     return ModelObject(
-        id=name, created=int(r[9]) // 1000, owned_by=str(r[3]), display_name=str(r[1]),
-        description=str(r[2]), kind=str(r[4]), alias_of=alias_of, context_window=int(r[5]),
-        max_output_tokens=int(r[6]), capabilities=msgspec.json.decode(str(r[7])), pricing=pricing,
-        latency=None, status=str(r[8]))
+        id=name, created=r.created_at // 1000, owned_by=r.backend_id, display_name=r.display_name,
+        description=r.description, kind=r.kind, alias_of=alias_of, context_window=r.context_window,
+        max_output_tokens=r.max_output_tokens, capabilities=msgspec.json.decode(r.capabilities), pricing=pricing,
+        latency=None, status=r.status)
 
 
 LATENCY_WINDOW_MS = 3_600_000

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Any, Literal
+from collections.abc import Sequence
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 import msgspec
@@ -24,6 +25,7 @@ from core.audit import audit
 from core.db import now_ms, read_tx
 from core.errors import ApiError
 from core.notify import Notifier
+from core.rows import columns, row_as, rows_as
 from core.settings import Settings
 
 __all__ = [
@@ -131,14 +133,13 @@ def _check_env(name: str | None) -> None:
         raise _invalid("api_key_env", f"{name!r} is reserved for the platform's own secrets")
 
 
-_BACKEND_COLS = ("id, protocol, base_url, api_key_env, timeout_ms, connect_timeout_ms, enabled, created_at,"
-                 " updated_at")
+_BACKEND_COLS = columns(BackendView)
 
 
-def _backend(r: Any) -> BackendView:
-    return BackendView(id=str(r[0]), protocol=str(r[1]), base_url=str(r[2]), api_key_env=r[3],
-                       timeout_ms=int(r[4]), connect_timeout_ms=int(r[5]), enabled=bool(r[6]),
-                       created_at=int(r[7]) // 1000, updated_at=int(r[8]) // 1000)
+def _backend(r: Sequence[object]) -> BackendView:
+    """A backend as stored (times in milliseconds) as shown (times in seconds)."""
+    b = row_as(BackendView, r)
+    return msgspec.structs.replace(b, created_at=b.created_at // 1000, updated_at=b.updated_at // 1000)
 
 
 async def changed(conn: AsyncConnection, actor: str, action: str, target: str, details: dict[str,
@@ -222,8 +223,8 @@ async def ensure_model(conn: AsyncConnection, model_id: str) -> None:
 
 
 async def list_routes(conn: AsyncConnection) -> list[RouteView]:
-    rows = await conn.execute(text("SELECT alias, model_id, updated_at FROM routes ORDER BY alias"))
-    return [RouteView(alias=str(r[0]), model=str(r[1]), updated_at=int(r[2]) // 1000) for r in rows]
+    rows = await conn.execute(text(f"SELECT {columns(RouteView, model='model_id')} FROM routes ORDER BY alias"))
+    return [msgspec.structs.replace(r, updated_at=r.updated_at // 1000) for r in rows_as(RouteView, rows)]
 
 
 async def set_route(conn: AsyncConnection, alias: str, model_id: str, actor: str) -> RouteView:
@@ -245,13 +246,14 @@ async def set_route(conn: AsyncConnection, alias: str, model_id: str, actor: str
 
 
 async def delete_route(conn: AsyncConnection, alias: str, actor: str) -> RouteView:
-    row = (await conn.execute(text("SELECT model_id, updated_at FROM routes WHERE alias = :a"),
+    row = (await conn.execute(text(f"SELECT {columns(RouteView, model='model_id')} FROM routes WHERE alias = :a"),
                               {"a": alias})).first()
     if row is None:
         raise ApiError("not_found", f"No route {alias!r}")
+    route = row_as(RouteView, row)
     await conn.execute(text("DELETE FROM routes WHERE alias = :a"), {"a": alias})
-    await changed(conn, actor, "route.deleted", alias, {"model": str(row[0])})
-    return RouteView(alias=alias, model=str(row[0]), updated_at=int(row[1]) // 1000)
+    await changed(conn, actor, "route.deleted", alias, {"model": route.model})
+    return msgspec.structs.replace(route, updated_at=route.updated_at // 1000)
 
 
 async def publish(settings: Settings, engine: AsyncEngine, notifier: Notifier) -> None:

@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from control_plane.usage.export_model import LEDGER_COLUMNS, USAGE_COLUMNS, AccountTotals, LedgerTotals, UsageTotals
 from core.errors import ApiError
 from core.money import format_usd
+from core.rows import row_as
 
 __all__ = [
     "BATCH",
@@ -186,23 +187,45 @@ async def export_ledger(conn: AsyncConnection, org_id: str, lo: int, hi: int, fm
 async def usage_totals(conn: AsyncConnection, org_id: str, lo: int, hi: int) -> UsageTotals:
     p = {"o": org_id, "lo": lo, "hi": hi}
     window = "FROM usage_records u WHERE u.org_id = :o AND u.created_at >= :lo AND u.created_at < :hi"
-    r = (await conn.execute(text(
-        "SELECT COUNT(*), SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), SUM(input_tokens),"
-        f" SUM(cached_tokens), SUM(output_tokens), SUM(cost_nanos) {window}"), p)).one()
-    charged = (await conn.execute(text(
-        "SELECT COUNT(*), SUM(t.amount) FROM ledger_transactions t WHERE t.kind = 'charge' AND t.org_id = :o"
-        f" AND t.id IN (SELECT u.txn_id {window} AND u.txn_id IS NOT NULL)"), p)).one()
+    r = row_as(_UsageSums, (await conn.execute(text(
+        "SELECT COUNT(*), COALESCE(SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), 0),"
+        " COALESCE(SUM(input_tokens), 0), COALESCE(SUM(cached_tokens), 0), COALESCE(SUM(output_tokens), 0),"
+        f" COALESCE(SUM(cost_nanos), 0) {window}"), p)).one())
+    charged = row_as(_ChargeSums, (await conn.execute(text(
+        "SELECT COUNT(*), COALESCE(SUM(t.amount), 0) FROM ledger_transactions t"
+        " WHERE t.kind = 'charge' AND t.org_id = :o"
+        f" AND t.id IN (SELECT u.txn_id {window} AND u.txn_id IS NOT NULL)"), p)).one())
     debits = (await conn.execute(text(
         "SELECT SUM(e.amount) FROM ledger_entries e JOIN ledger_accounts a ON a.id = e.account_id"
         f" WHERE a.customer = 1 AND e.txn_id IN (SELECT u.txn_id {window} AND u.txn_id IS NOT NULL)"),
-        p)).one()
-    cost, charge_sum, debit = int(r[5] or 0), int(charged[1] or 0), -int(debits[0] or 0)
-    return UsageTotals(organization=org_id, start_ms=lo, end_ms=hi, records=int(r[0]), errors=int(r[1] or 0),
-                       input_tokens=int(r[2] or 0), cached_tokens=int(r[3] or 0),
-                       output_tokens=int(r[4] or 0),
-                       cost_nanos=cost, cost_usd=format_usd(cost, 9), charge_transactions=int(charged[0]),
-                       ledger_charged_nanos=charge_sum, customer_debits_nanos=debit,
-                       reconciled=cost == charge_sum == debit)
+        p)).scalar()
+    debit = -int(debits or 0)
+    return UsageTotals(organization=org_id, start_ms=lo, end_ms=hi, records=r.records, errors=r.errors,
+                       input_tokens=r.input_tokens, cached_tokens=r.cached_tokens, output_tokens=r.output_tokens,
+                       cost_nanos=r.cost_nanos, cost_usd=format_usd(r.cost_nanos, 9),
+                       charge_transactions=charged.transactions, ledger_charged_nanos=charged.amount,
+                       customer_debits_nanos=debit, reconciled=r.cost_nanos == charged.amount == debit)
+
+
+class _UsageSums(msgspec.Struct, frozen=True):
+    records: int
+    errors: int
+    input_tokens: int
+    cached_tokens: int
+    output_tokens: int
+    cost_nanos: int
+
+
+class _ChargeSums(msgspec.Struct, frozen=True):
+    transactions: int
+    amount: int
+
+
+class _EntrySums(msgspec.Struct, frozen=True):
+    entries: int
+    credits: int
+    debits: int
+    charges: int
 
 
 async def ledger_totals(conn: AsyncConnection, org_id: str, lo: int, hi: int,
@@ -214,20 +237,20 @@ async def ledger_totals(conn: AsyncConnection, org_id: str, lo: int, hi: int,
                 " WHERE a.org_id = :o AND a.kind = :k")
         opening = (await conn.execute(text(f"SELECT e.balance_after {base} AND e.created_at < :lo"
                                            " ORDER BY e.account_seq DESC LIMIT 1"), p)).scalar()
-        r = (await conn.execute(text(
-            "SELECT COUNT(*), SUM(CASE WHEN e.amount > 0 THEN e.amount ELSE 0 END),"
-            " SUM(CASE WHEN e.amount < 0 THEN -e.amount ELSE 0 END),"
-            " SUM(CASE WHEN t.kind = 'charge' THEN -e.amount ELSE 0 END)"
+        r = row_as(_EntrySums, (await conn.execute(text(
+            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN e.amount > 0 THEN e.amount ELSE 0 END), 0),"
+            " COALESCE(SUM(CASE WHEN e.amount < 0 THEN -e.amount ELSE 0 END), 0),"
+            " COALESCE(SUM(CASE WHEN t.kind = 'charge' THEN -e.amount ELSE 0 END), 0)"
             f" {base.replace('WHERE', 'JOIN ledger_transactions t ON t.id = e.txn_id WHERE')}"
-            " AND e.created_at >= :lo AND e.created_at < :hi"), p)).one()
+            " AND e.created_at >= :lo AND e.created_at < :hi"), p)).one())
         open_bal = int(opening or 0)
-        credits, debits = int(r[1] or 0), int(r[2] or 0)
+        credits, debits = r.credits, r.debits
         closing = (await conn.execute(text(f"SELECT e.balance_after {base} AND e.created_at < :hi"
                                            " ORDER BY e.account_seq DESC LIMIT 1"), p)).scalar()
         close_bal = int(closing or 0)
-        accounts.append(AccountTotals(account=kind, entries=int(r[0]), opening_balance_nanos=open_bal,
+        accounts.append(AccountTotals(account=kind, entries=r.entries, opening_balance_nanos=open_bal,
                                       credits_nanos=credits, debits_nanos=debits,
-                                      charges_nanos=int(r[3] or 0),
+                                      charges_nanos=r.charges,
                                       closing_balance_nanos=close_bal,
                                       reconciled=open_bal + credits - debits == close_bal))
     return LedgerTotals(organization=org_id, start_ms=lo, end_ms=hi, accounts=accounts,

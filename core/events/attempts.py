@@ -87,7 +87,7 @@ async def record_outcome(engine: AsyncEngine, delivery_id: str, attempt: int, ou
         row = (await conn.execute(
             text("SELECT d.endpoint_id, d.org_id FROM webhook_deliveries d WHERE d.id = :d"),
             {"d": delivery_id})).one()
-        endpoint_id, org_id = str(row[0]), str(row[1])
+        endpoint_id, org_id = str(row.endpoint_id), str(row.org_id)
         next_at: int | None = None
         if outcome.ok:
             status, error = "succeeded", None

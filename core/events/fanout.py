@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from core.db import write_tx
 from core.events.catalog import OPT_IN_TYPES, SUBSCRIBABLE
 from core.ids import new_id
+from core.rows import columns, rows_as
 
 __all__ = ["enqueue", "fan_out", "matches"]
 
@@ -58,10 +59,17 @@ async def fan_out(engine: AsyncEngine, now: int, batch: int = 500) -> int:
                 continue  # another worker got it
             if org_id not in endpoints:
                 endpoints[org_id] = [
-                    (str(r[0]), list(msgspec.json.decode(str(r[1]))), r[2]) for r in await conn.execute(
-                        text("SELECT id, event_types, project_id FROM webhook_endpoints WHERE org_id = :o "
-                             "AND enabled = 1 AND deleted_at IS NULL"), {"o": org_id})]
+                    (e.id, list(msgspec.json.decode(e.event_types)), e.project_id)
+                    for e in rows_as(_Subscriber, await conn.execute(
+                        text(f"SELECT {columns(_Subscriber)} FROM webhook_endpoints WHERE org_id = :o "
+                             "AND enabled = 1 AND deleted_at IS NULL"), {"o": org_id}))]
             for endpoint_id, types, endpoint_project in endpoints[org_id]:
                 if matches(types, endpoint_project, str(event_type), project_id):
                     await enqueue(conn, str(org_id), endpoint_id, str(event_id), "event", now)
     return len(rows)
+
+
+class _Subscriber(msgspec.Struct, frozen=True):
+    id: str
+    event_types: str
+    project_id: str | None

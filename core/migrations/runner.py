@@ -26,6 +26,7 @@ import msgspec
 from core.migrations.apply import MigrationError, apply, record
 from core.migrations.connect import Db, SqliteDb, connect
 from core.migrations.files import MIGRATIONS_DIR, SCHEMA_PATH, Migration, load_migrations, split_schema
+from core.rows import columns, rows_as
 
 __all__ = ["Applied", "MigrationError", "SchemaError", "SchemaStatus", "UpgradeResult", "exit_unless_current",
            "install_statements", "read_status", "require_current", "status", "upgrade"]
@@ -114,9 +115,8 @@ async def read_status(db: Db, migrations: Sequence[Migration]) -> SchemaStatus:
     tables = await _tables(db)
     applied: list[Applied] = []
     if "schema_migrations" in tables:
-        applied = [Applied(version=int(r[0]), name=str(r[1]), checksum=str(r[2]), how=str(r[3]),
-                           applied_at=int(r[4]), duration_ms=int(r[5])) for r in await db.query(
-            "SELECT version, name, checksum, how, applied_at, duration_ms FROM schema_migrations ORDER BY version")]
+        applied = rows_as(Applied, await db.query(
+            f"SELECT {columns(Applied)} FROM schema_migrations ORDER BY version"))
     known = {m.name: m for m in migrations}
     done = {a.name for a in applied if a.how != "backfilling"}
     unknown = [a.name for a in applied if a.name not in known]

@@ -16,6 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from core.db import now_ms, read_tx
+from core.rows import row_as, rows_as
 
 __all__ = [
     "TERMINAL_EVENTS",
@@ -63,10 +64,17 @@ async def claim(conn: AsyncConnection, owner: str, lease_ms: int) -> tuple[str, 
     if row is None:
         return None
     # A previous attempt's events past the queued prefix are replaced by this attempt's.
+    job = row_as(_Claimed, row)
     await conn.execute(
-        text("DELETE FROM response_events WHERE response_id = :r AND seq >= :b"), {"r": row[0], "b": row[1]}
+        text("DELETE FROM response_events WHERE response_id = :r AND seq >= :b"),
+        {"r": job.response_id, "b": job.base_seq},
     )
-    return str(row[0]), int(row[1])
+    return job.response_id, job.base_seq
+
+
+class _Claimed(msgspec.Struct, frozen=True):
+    response_id: str
+    base_seq: int
 
 
 async def renew(conn: AsyncConnection, response_id: str, owner: str, lease_ms: int) -> bool:
@@ -133,7 +141,12 @@ async def events_after(conn: AsyncConnection, response_id: str, after: int) -> l
         text("SELECT type, data FROM response_events WHERE response_id = :r AND seq > :a ORDER BY seq"),
         {"r": response_id, "a": after},
     )
-    return [(str(r[0]), str(r[1])) for r in rows]
+    return [(e.type, e.data) for e in rows_as(_Event, rows)]
+
+
+class _Event(msgspec.Struct, frozen=True):
+    type: str
+    data: str
 
 
 async def tail(
