@@ -10,16 +10,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Controller, Request, delete, get, post
+from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.di import Provide
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from control_plane.api.deps import provide_tx
 from control_plane.api.lists import Page
-from control_plane.api.org_deps import ORG_DEPENDENCIES, After, Deleted, Limit, allowed, paginate, session_user
+from control_plane.api.org_deps import ORG_DEPENDENCIES, After, Deleted, Limit, allowed, paginate
 from control_plane.domain import invites, members
+from control_plane.identity.accounts import link
+from control_plane.identity.mail import queue_mail
 from control_plane.identity.principal import Principal
+from control_plane.identity.sessions import check_csrf, rotate, session_cookies, signed_in
 from core.errors import ApiError
 
 __all__ = ["InviteAcceptController", "InvitesController", "UsersController"]
@@ -86,14 +90,27 @@ class InviteAcceptController(Controller):
 
     @post("/", status_code=200)
     async def accept_invite(self, conn: AsyncConnection, state: State, request: Request[Any, Any, Any],
-                            data: invites.InviteAccept) -> invites.InviteView:
-        """The signed-in invitee joins the organization (the invitation must be addressed to their email)."""
-        user_id = await session_user(request, conn, write=True)
-        if user_id is None:
+                            data: invites.InviteAccept) -> Response[invites.InviteView]:
+        """The signed-in invitee joins the organization (the invitation must be addressed to their email).
+        Joining is a privilege change: a local session gets a new token (a new cookie)."""
+        who = await signed_in(request)
+        if who is None:
             raise ApiError("missing_api_key", "Sign in to accept an invitation.")
-        return await invites.accept_invite(conn, data.token, user_id, state.secrets.key_pepper)
+        check_csrf(request, who)
+        accepted = await invites.accept_invite(conn, data.token, who.user_id, state.secrets.key_pepper)
+        if who.provider != "local":
+            return Response(accepted)
+        token = await rotate(conn, who.session_id)
+        return Response(accepted, cookies=session_cookies(request, token, state.settings))
 
 
 async def send_invitation(conn: AsyncConnection, request: Request[Any, Any, Any], created: invites.NewInvite) -> None:
     """The invitation email with its accept link (control_plane/identity/mail.py)."""
-    return None
+    settings = request.app.state.settings
+    org = (await conn.execute(text("SELECT o.name FROM organizations o JOIN invitations i ON i.org_id = o.id"
+                                   " WHERE i.id = :i"), {"i": created.invite.id})).scalar_one()
+    await queue_mail(conn, created.invite.email, f"You are invited to {org}",
+                     f"You are invited to join {org} as {created.invite.role}. Sign up or sign in with this "
+                     f"address, then accept:\n\n    {link(settings, '/invites/accept', created.token)}\n\n"
+                     f"or POST /v1/organization/invites/accept with {{\"token\": \"{created.token}\"}}. "
+                     "The invitation works once, for 7 days.\n")

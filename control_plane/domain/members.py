@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from control_plane.domain.orgs import keep_an_owner
 from control_plane.identity.policy import Role
 from control_plane.identity.principal import Principal, member_projects
+from control_plane.identity.sessions import revoke_all
 from core.audit import audit
 from core.errors import ApiError
 
@@ -148,4 +149,4 @@ async def remove_user(conn: AsyncConnection, who: Principal, user_id: str) -> Me
 
 async def revoke_sessions(conn: AsyncConnection, user_id: str) -> None:
     """Sign the user out everywhere (the sessions of control_plane/identity/sessions.py)."""
-    return None
+    await revoke_all(conn, user_id)

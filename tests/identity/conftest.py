@@ -1,6 +1,6 @@
 """A platform for the identity tests, and customers made through `/auth` at its edge.
 
-Its edge trusts one X-Forwarded-For hop, so each test signs in from client addresses of its own
+Inference is served by the provider simulator. Its edge trusts one X-Forwarded-For hop, so each test signs in from client addresses of its own
 (the per-address lockout of one test never blocks another). Sign-up grants `CREDIT` nanos of
 promotional credit, so the tests can see that it is granted once, at verification, and never
 before.
@@ -21,22 +21,20 @@ from sqlalchemy import text
 
 from core.db import make_engine
 from tests.harness import Platform
+from tests.security.conftest import sim_platform
 
 __all__ = ["CREDIT", "PASSWORD", "Customer", "idp", "mail_token", "new_client", "new_email", "signed_up", "sql"]
 
-CREDIT = 1_234_567
+CREDIT = 100_000_000  # $0.10: enough for a few simulated calls
 PASSWORD = "tangerine orbit lantern 42"
 _ips = itertools.count(1)
 
 
 @pytest.fixture(scope="session")
 async def idp() -> AsyncIterator[Platform]:
-    p = Platform(extra_env={"NX_XFF_TRUSTED_HOPS": "1", "NX_SIGNUP_CREDIT_NANOS": str(CREDIT)})
-    try:
-        await p.start()
+    """Inference goes to the provider simulator (tests/security's catalog: `sim/chat`)."""
+    async with sim_platform(NX_XFF_TRUSTED_HOPS="1", NX_SIGNUP_CREDIT_NANOS=str(CREDIT)) as p:
         yield p
-    finally:
-        await p.stop()
 
 
 def new_email(tag: str = "user") -> str:
