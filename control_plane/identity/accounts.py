@@ -35,6 +35,9 @@ __all__ = ["Client", "link", "normalise_email", "organizations_of", "session_exp
            "verify_email"]
 
 
+REMAIL_AFTER_MS = 5 * 60_000
+
+
 class Client:
     """Where a request came from, for the lockout, the session row and the audit log."""
 
@@ -92,10 +95,24 @@ async def _create_account(conn: AsyncConnection, settings: Settings, data: SignU
     await add_member(conn, org.id, MemberCreate(role="owner", user_id=user_id), actor)
     await conn.execute(text("UPDATE users SET signup_org_id = :o WHERE id = :u"), {"o": org.id, "u": user_id})
     await audit(conn, org.id, actor, "user.signed_up", user_id, {"email": email, "ip": client.ip})
+    await _mail_verification(conn, settings, user_id, email)
+
+
+async def _mail_verification(conn: AsyncConnection, settings: Settings, user_id: str, email: str) -> None:
     token = await tokens.issue(conn, user_id, "verify_email")
     await queue_mail(conn, email, "Verify your email",
-                     f"Welcome! Confirm this address to sign in:\n\n    {link(settings, '/auth/verify', token)}\n\n"
+                     f"Confirm this address to sign in:\n\n    {link(settings, '/auth/verify', token)}\n\n"
                      f"or POST /auth/verify with {{\"token\": \"{token}\"}}. The link works once, for 24 hours.\n")
+
+
+async def _remail_verification(engine: AsyncEngine, settings: Settings, user_id: str, email: str) -> None:
+    """A new link for a user who signs in unverified (the first may have expired or been lost); at
+    most one every `REMAIL_AFTER_MS`, so sign-in attempts cannot flood the mailbox."""
+    async with write_tx(engine) as conn:
+        last = (await conn.execute(text("SELECT MAX(created_at) FROM verification_tokens WHERE identifier = :u"
+                                        " AND purpose = 'verify_email'"), {"u": user_id})).scalar_one()
+        if last is None or now_ms() - int(last) >= REMAIL_AFTER_MS:
+            await _mail_verification(conn, settings, user_id, email)
 
 
 async def verify_email(conn: AsyncConnection, settings: Settings, token: str) -> UserRef:
@@ -160,7 +177,9 @@ async def signin(engine: AsyncEngine, settings: Settings, email: str, password: 
         raise ApiError("invalid_credentials", "Wrong email or password.")
     user_id = str(row[0])
     if row[2] is None:
-        raise ApiError("email_not_verified", "Verify your email first: follow the link mailed at sign-up.")
+        await _remail_verification(engine, settings, user_id, email)
+        raise ApiError("email_not_verified", "Verify your email first: follow the link we mailed you (a new "
+                       "one is on its way if the last is more than 5 minutes old).")
     rehashed = await hash_password(password) if stored and needs_rehash(stored) else None
     async with write_tx(engine) as conn:
         await throttle.record_success(conn, email)

@@ -130,3 +130,22 @@ async def test_sign_up_cannot_mint_money(idp: Platform) -> None:
     orgs = await sql(idp, "SELECT COUNT(*) FROM memberships WHERE user_id = (SELECT id FROM users WHERE email = :e)",
                      e=me.email)
     assert orgs[0][0] == 1  # the second sign-up made no organization
+
+
+async def test_signing_in_unverified_mails_a_new_link_at_most_every_five_minutes(idp: Platform) -> None:
+    email = new_email("late")
+    async with new_client(idp) as c:
+        assert (await c.post("/auth/signup", json={"email": email, "password": PASSWORD})).status_code == 202
+        first = await mail_token(idp, email, "Verify your email")
+        await sql(idp, "UPDATE verification_tokens SET expires = 1, created_at = 1"
+                       " WHERE identifier = (SELECT id FROM users WHERE email = :e)", e=email)
+        assert (await c.post("/auth/verify", json={"token": first})).json()["error"]["code"] == "invalid_token"
+        for _ in range(3):
+            r = await c.post("/auth/signin", json={"email": email, "password": PASSWORD})
+            assert r.status_code == 403 and r.json()["error"]["code"] == "email_not_verified", r.text
+        mails = await sql(idp, "SELECT COUNT(*) FROM mail_outbox WHERE to_address = :e AND subject = 'Verify your email'",
+                          e=email)
+        assert mails[0][0] == 2  # the sign-up's, and one new one for the three attempts
+        second = await mail_token(idp, email, "Verify your email")
+        assert second != first and (await c.post("/auth/verify", json={"token": second})).status_code == 200
+        assert (await c.post("/auth/signin", json={"email": email, "password": PASSWORD})).status_code == 200
