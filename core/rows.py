@@ -45,13 +45,18 @@ def _plain(value: object) -> object:
     return value
 
 
-def row_as(into: type[S], row: Sequence[object]) -> S:
-    """One row (selected with `columns(into)`) as `into`."""
+def row_as(into: type[S], row: Sequence[object], seconds: tuple[str, ...] = ()) -> S:
+    """One row (selected with `columns(into)`) as `into`. Fields named in `seconds` are stored in
+    milliseconds and shown in whole seconds (the API's Unix times)."""
     fields = _fields(into)
     if len(row) != len(fields):
         raise ValueError(f"{into.__name__} has {len(fields)} fields; the row has {len(row)} columns")
-    return msgspec.convert({f: _plain(v) for f, v in zip(fields, row, strict=True)}, into, strict=False)
+    values = {f: _plain(v) for f, v in zip(fields, row, strict=True)}
+    for name in seconds:
+        ms = values[name]
+        values[name] = ms // 1000 if isinstance(ms, int) else ms
+    return msgspec.convert(values, into, strict=False)
 
 
-def rows_as(into: type[S], rows: Iterable[Sequence[object]]) -> list[S]:
-    return [row_as(into, r) for r in rows]
+def rows_as(into: type[S], rows: Iterable[Sequence[object]], seconds: tuple[str, ...] = ()) -> list[S]:
+    return [row_as(into, r, seconds) for r in rows]

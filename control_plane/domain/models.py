@@ -127,7 +127,7 @@ async def latency_bands(conn: AsyncConnection, now_ms: int) -> dict[str, Latency
     from control_plane.usage.histogram import BINS, percentile, raw_bin_sums
 
     rows = await conn.execute(text(
-        f"SELECT model_id, COUNT(latency_ms), {raw_bin_sums()} FROM usage_records"
+        f"SELECT model_id, COUNT(latency_ms) AS samples, {raw_bin_sums()} FROM usage_records"
         " WHERE created_at >= :since AND status < 400 AND latency_ms IS NOT NULL GROUP BY model_id"),
         {"since": now_ms - LATENCY_WINDOW_MS})
     bands: dict[str, Latency] = {}
@@ -135,5 +135,5 @@ async def latency_bands(conn: AsyncConnection, now_ms: int) -> dict[str, Latency
         counts = [int(c or 0) for c in r[2:2 + BINS]]
         p50, p95 = percentile(counts, 50), percentile(counts, 95)
         if p50 is not None and p95 is not None:
-            bands[str(r[0])] = Latency(p50_ms=p50, p95_ms=p95, window="1h", samples=int(r[1]))
+            bands[str(r.model_id)] = Latency(p50_ms=p50, p95_ms=p95, window="1h", samples=int(r.samples))
     return bands

@@ -8,7 +8,8 @@ member id gets the same 404 as a made-up one. An organization always keeps at le
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from collections.abc import Sequence
+from typing import Annotated, Literal
 
 import msgspec
 from sqlalchemy import text
@@ -20,6 +21,7 @@ from core.audit import audit
 from core.db import now_ms
 from core.errors import ApiError
 from core.ids import new_id
+from core.rows import columns, row_as
 
 __all__ = ["MemberCreate", "MemberPatch", "MemberView", "OrgCreate", "OrgPatch", "OrgView",
            "UserCreate", "UserView", "add_member", "create_org", "create_user", "get_member",
@@ -111,17 +113,17 @@ async def create_org(conn: AsyncConnection, data: OrgCreate, actor: str) -> OrgV
     return await get_org(conn, org_id)
 
 
-def _org(r: Any) -> OrgView:
-    return OrgView(id=str(r[0]), name=str(r[1]), plan=str(r[2]), created_at=int(r[3]) // 1000)
+def _org(r: Sequence[object]) -> OrgView:
+    return row_as(OrgView, r, seconds=("created_at",))
 
 
 async def list_orgs(conn: AsyncConnection) -> list[OrgView]:
     return [_org(r) for r in await conn.execute(text(
-        "SELECT id, name, plan, created_at FROM organizations ORDER BY created_at, id"))]
+        f"SELECT {columns(OrgView)} FROM organizations ORDER BY created_at, id"))]
 
 
 async def get_org(conn: AsyncConnection, org_id: str) -> OrgView:
-    row = (await conn.execute(text("SELECT id, name, plan, created_at FROM organizations WHERE id = :o"),
+    row = (await conn.execute(text(f"SELECT {columns(OrgView)} FROM organizations WHERE id = :o"),
                               {"o": org_id})).first()
     if row is None:
         raise ApiError("not_found", f"No organization {org_id!r}")
@@ -139,8 +141,8 @@ async def update_org(conn: AsyncConnection, org_id: str, patch: OrgPatch, actor:
     return await get_org(conn, org_id)
 
 
-def _user(r: Any) -> UserView:
-    return UserView(id=str(r[0]), email=str(r[1]), name=str(r[2]), created_at=int(r[3]) // 1000)
+def _user(r: Sequence[object]) -> UserView:
+    return row_as(UserView, r, seconds=("created_at",))
 
 
 async def create_user(conn: AsyncConnection, data: UserCreate, actor: str) -> UserView:
@@ -156,25 +158,24 @@ async def create_user(conn: AsyncConnection, data: UserCreate, actor: str) -> Us
 
 async def list_users(conn: AsyncConnection) -> list[UserView]:
     return [_user(r) for r in await conn.execute(text(
-        "SELECT id, email, name, created_at FROM users ORDER BY created_at, id"))]
+        f"SELECT {columns(UserView)} FROM users ORDER BY created_at, id"))]
 
 
 async def get_user(conn: AsyncConnection, user_id: str) -> UserView:
-    row = (await conn.execute(text("SELECT id, email, name, created_at FROM users WHERE id = :u"),
+    row = (await conn.execute(text(f"SELECT {columns(UserView)} FROM users WHERE id = :u"),
                               {"u": user_id})).first()
     if row is None:
         raise ApiError("not_found", f"No user {user_id!r}")
     return _user(row)
 
 
-_MEMBER_SQL = ("SELECT m.id, m.org_id, u.id, u.email, u.name, m.role, m.created_at FROM memberships m"
+_MEMBER_COLS = columns(MemberView, "m", organization="m.org_id", user_id="u.id", email="u.email", name="u.name")
+_MEMBER_SQL = (f"SELECT {_MEMBER_COLS} FROM memberships m"
                " JOIN users u ON u.id = m.user_id WHERE m.org_id = :o")
 
 
-def _member(r: Any) -> MemberView:
-    return MemberView(id=str(r[0]), organization=str(r[1]), user_id=str(r[2]), email=str(r[3]),
-                      name=str(r[4]),
-                      role=str(r[5]), created_at=int(r[6]) // 1000)
+def _member(r: Sequence[object]) -> MemberView:
+    return row_as(MemberView, r, seconds=("created_at",))
 
 
 async def add_member(conn: AsyncConnection, org_id: str, data: MemberCreate, actor: str) -> MemberView:

@@ -7,7 +7,8 @@ organization's projects (the project scope check and a key's default project).
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from collections.abc import Sequence
+from typing import Annotated, Literal
 
 import msgspec
 from sqlalchemy import text
@@ -18,6 +19,7 @@ from core.audit import audit
 from core.db import now_ms
 from core.errors import ApiError
 from core.ids import new_id
+from core.rows import columns, row_as
 
 __all__ = ["ProjectCreate", "ProjectPatch", "ProjectView", "create_project", "get_project", "list_projects",
            "require_org", "update_project"]
@@ -52,13 +54,11 @@ class ProjectView(msgspec.Struct, kw_only=True):
     created_at: int
 
 
-_PROJECT_COLS = "id, org_id, name, monthly_budget_nanos, archived, created_at"
+_PROJECT_COLS = columns(ProjectView, organization="org_id")
 
 
-def _project(r: Any) -> ProjectView:
-    return ProjectView(id=str(r[0]), organization=str(r[1]), name=str(r[2]),
-                       monthly_budget_nanos=None if r[3] is None else int(r[3]), archived=bool(r[4]),
-                       created_at=int(r[5]) // 1000)
+def _project(r: Sequence[object]) -> ProjectView:
+    return row_as(ProjectView, r, seconds=("created_at",))
 
 
 async def _name_free(conn: AsyncConnection, org_id: str, name: str, except_id: str = "") -> None:

@@ -56,7 +56,7 @@ _FROM_HOURS = (f"SELECT 'day', (bucket_start / {DAY_MS}) * {DAY_MS} AS b, {_DIMS
 async def watermarks(conn: AsyncConnection) -> dict[str, int]:
     """Each grain's watermark; a grain never rolled is complete below 0 (i.e. not at all)."""
     rows = await conn.execute(text("SELECT grain, watermark FROM usage_rollup_state"))
-    found = {str(r[0]): int(r[1]) for r in rows}
+    found = {str(grain): int(mark) for grain, mark in rows}
     return {grain: found.get(grain, 0) for grain in GRAIN_MS}
 
 

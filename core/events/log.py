@@ -23,7 +23,7 @@ from core.events.endpoints import EndpointView, Scope, get_endpoint
 from core.events.fanout import enqueue, matches
 from core.events.outbox import insert_event
 from core.events.rebuild import rebuild_request_completed
-from core.rows import columns, rows_as
+from core.rows import columns, row_as, rows_as
 
 __all__ = [
     "AttemptView",
@@ -83,6 +83,12 @@ class ReplayResult(msgspec.Struct, kw_only=True):
     rebuilt: int = 0
     """How many of them were `request.completed` events rebuilt from usage records: they were not
     recorded when the request completed because no enabled endpoint subscribed then."""
+
+
+class _EventRow(msgspec.Struct, frozen=True):
+    id: str
+    type: str
+    project_id: str | None
 
 
 class _DeliveryRow(msgspec.Struct, frozen=True):
@@ -179,16 +185,17 @@ async def replay(conn: AsyncConnection, scope: Scope, endpoint_id: str, body: Re
     if body.event_id is not None:
         if body.since is not None or body.until is not None:
             raise ApiError("invalid_request_error", "Give either event_id or a since/until range, not both.")
-        row = (await conn.execute(
-            text("SELECT id, type, project_id FROM events WHERE id = :e AND org_id = :o"),
+        found = (await conn.execute(
+            text(f"SELECT {columns(_EventRow)} FROM events WHERE id = :e AND org_id = :o"),
             {"e": body.event_id, "o": scope.org_id})).first()
+        row = None if found is None else row_as(_EventRow, found)
         sent_before = (await conn.execute(
             text("SELECT 1 FROM webhook_deliveries WHERE event_id = :e AND endpoint_id = :ep LIMIT 1"),
             {"e": body.event_id, "ep": endpoint_id})).first() is not None
-        subscribed = row is not None and matches(endpoint.event_types, endpoint.project, row[1], row[2])
+        subscribed = row is not None and matches(endpoint.event_types, endpoint.project, row.type, row.project_id)
         if row is None or not (sent_before or subscribed):
             raise ApiError("not_found", f"No event {body.event_id!r} for this endpoint", param="event_id")
-        candidates, has_more = [str(row[0])], False
+        candidates, has_more = [row.id], False
     else:
         if body.since is None:
             raise ApiError("missing_required_parameter", "Give event_id or since (Unix seconds).",
@@ -197,12 +204,12 @@ async def replay(conn: AsyncConnection, scope: Scope, endpoint_id: str, body: Re
         if matches(endpoint.event_types, endpoint.project, "request.completed", endpoint.project):
             rebuilt = await rebuild_request_completed(conn, scope.org_id, endpoint.project, body.since * 1000,
                                                       until, MAX_REPLAY + 1)
-        rows = (await conn.execute(
-            text("SELECT id, type, project_id FROM events WHERE org_id = :o AND created_at >= :since "
+        rows = rows_as(_EventRow, (await conn.execute(
+            text(f"SELECT {columns(_EventRow)} FROM events WHERE org_id = :o AND created_at >= :since "
                  "AND created_at < :until AND type <> 'webhook.test' ORDER BY created_at, id LIMIT :n"),
-            {"o": scope.org_id, "since": body.since * 1000, "until": until, "n": MAX_REPLAY + 1})).all()
+            {"o": scope.org_id, "since": body.since * 1000, "until": until, "n": MAX_REPLAY + 1})).all())
         has_more = len(rows) > MAX_REPLAY
-        candidates = [str(r[0]) for r in rows[:MAX_REPLAY]
-                      if matches(endpoint.event_types, endpoint.project, str(r[1]), r[2])]
+        candidates = [r.id for r in rows[:MAX_REPLAY]
+                      if matches(endpoint.event_types, endpoint.project, r.type, r.project_id)]
     deliveries = [await enqueue(conn, scope.org_id, endpoint_id, e, "replay", now) for e in candidates]
     return ReplayResult(endpoint_id=endpoint_id, deliveries=deliveries, has_more=has_more, rebuilt=rebuilt)

@@ -15,11 +15,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
+import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.events import record_event
 from core.events.catalog import UsageThresholdReached
 from core.rawsql import sql
+from core.rows import row_as
 
 __all__ = [
     "BUDGET_PERCENTS",
@@ -41,11 +43,16 @@ def period_of(ms: int) -> str:
 async def budgets_of(conn: AsyncConnection, org_id: str, key_id: str,
                      project_id: str) -> tuple[int | None, int | None]:
     """(key budget, project budget) in one round trip; None means unlimited."""
-    r = (await conn.execute(sql(
+    r = row_as(_Budgets, (await conn.execute(sql(
         "SELECT (SELECT monthly_budget_nanos FROM api_keys WHERE id = :k AND org_id = :o),"
         " (SELECT monthly_budget_nanos FROM projects WHERE id = :p AND org_id = :o)"),
-        {"k": key_id, "p": project_id, "o": org_id})).one()
-    return (None if r[0] is None else int(r[0]), None if r[1] is None else int(r[1]))
+        {"k": key_id, "p": project_id, "o": org_id})).one())
+    return r.key, r.project
+
+
+class _Budgets(msgspec.Struct, frozen=True):
+    key: int | None
+    project: int | None
 
 
 async def reserve(conn: AsyncConnection, org_id: str, scope_id: str, period: str, amount: int,
@@ -76,7 +83,13 @@ async def consume(conn: AsyncConnection, scope_id: str, period: str, spent: int,
         " RETURNING spent, limit_nanos"), {"c": spent, "r": released, "s": scope_id, "p": period})).first()
     if r is None:
         raise LookupError(f"no budget counter for {scope_id} in {period}: a hold always creates it")
-    return int(r[0]), None if r[1] is None else int(r[1])
+    counter = row_as(_Counter, r)
+    return counter.spent, counter.limit_nanos
+
+
+class _Counter(msgspec.Struct, frozen=True):
+    spent: int
+    limit_nanos: int | None
 
 
 ScopeKind = Literal["key", "project", "wallet"]

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from core.db import now_ms
 from core.errors import ApiError
 from core.ids import new_id
-from core.rows import columns, row_as
+from core.rows import columns, row_as, rows_as
 from core.tenant import Tenant
 
 __all__ = [
@@ -250,23 +250,24 @@ async def input_items(
 ) -> tuple[list[dict[str, Any]], bool] | None:
     if await get(conn, tenant, response_id) is None:
         return None
-    rows = [
-        (int(r[0]), str(r[1]), r[2])
-        for r in await conn.execute(
-            text(
-                "SELECT position, item_id, item FROM response_items WHERE response_id = :r AND kind = 'input'"
-                " ORDER BY position"
-            ),
-            {"r": response_id},
-        )
-    ]
+    rows = rows_as(_Item, await conn.execute(
+        text(f"SELECT {columns(_Item)} FROM response_items WHERE response_id = :r AND kind = 'input'"
+             " ORDER BY position"),
+        {"r": response_id},
+    ))
     if order == "desc":
         rows.reverse()
     if after is not None:
-        ids = [r[1] for r in rows]
+        ids = [r.item_id for r in rows]
         rows = rows[ids.index(after) + 1 :] if after in ids else []
     page = rows[:limit]
-    return [{**msgspec.json.decode(r[2]), "id": r[1]} for r in page], len(rows) > limit
+    return [{**msgspec.json.decode(r.item), "id": r.item_id} for r in page], len(rows) > limit
+
+
+class _Item(msgspec.Struct, frozen=True):
+    position: int
+    item_id: str
+    item: str
 
 
 async def cancel(conn: AsyncConnection, tenant: Tenant, response_id: str) -> StoredResponse | None:
