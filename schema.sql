@@ -525,8 +525,11 @@ BEGIN SELECT RAISE(ABORT, 'ledger_holds cannot be deleted'); END;
 
 -- dialect: sqlite
 CREATE TRIGGER IF NOT EXISTS ledger_holds_resolve_once BEFORE UPDATE ON ledger_holds
-WHEN OLD.status <> 'open' OR NEW.status = 'open' OR NEW.amount <> OLD.amount
-  OR NEW.promo_part <> OLD.promo_part OR NEW.org_id <> OLD.org_id OR NEW.request_id <> OLD.request_id
+WHEN NEW.amount <> OLD.amount OR NEW.promo_part <> OLD.promo_part OR NEW.org_id <> OLD.org_id
+  OR NEW.request_id <> OLD.request_id
+  OR NOT ((OLD.status = 'open' AND NEW.status <> 'open')
+       OR (OLD.status = 'open' AND NEW.status = 'open' AND NEW.charged IS NULL AND NEW.resolved_at IS NULL)
+       OR (OLD.status = 'expired' AND NEW.status = 'settled'))
 BEGIN SELECT RAISE(ABORT, 'a hold resolves exactly once'); END;
 
 -- dialect: postgresql
@@ -574,8 +577,11 @@ BEGIN
     IF TG_OP = 'DELETE' THEN
         RAISE EXCEPTION 'ledger_holds cannot be deleted';
     END IF;
-    IF OLD.status <> 'open' OR NEW.status = 'open' OR NEW.amount <> OLD.amount
-       OR NEW.promo_part <> OLD.promo_part OR NEW.org_id <> OLD.org_id OR NEW.request_id <> OLD.request_id THEN
+    IF NEW.amount <> OLD.amount OR NEW.promo_part <> OLD.promo_part OR NEW.org_id <> OLD.org_id
+       OR NEW.request_id <> OLD.request_id
+       OR NOT ((OLD.status = 'open' AND NEW.status <> 'open')
+            OR (OLD.status = 'open' AND NEW.status = 'open' AND NEW.charged IS NULL AND NEW.resolved_at IS NULL)
+            OR (OLD.status = 'expired' AND NEW.status = 'settled')) THEN
         RAISE EXCEPTION 'a hold resolves exactly once';
     END IF;
     RETURN NEW;

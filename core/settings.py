@@ -65,6 +65,16 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     """How many proxies in front of Envoy append to X-Forwarded-For; 0 trusts only the socket peer."""
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024, le=64 * 1024 * 1024)] = 8 * 1024 * 1024
     key_cache_ttl_seconds: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 10.0
+    hold_grace_seconds: Annotated[float, msgspec.Meta(ge=0.1, le=86400)] = 300.0
+    """A hold expires this long after its backend's timeout (the worker then gives it back); the
+    adapter renews the hold of a live stream to this far past its backend's timeout, every
+    `hold_renew_seconds` (a stream's timeout is between chunks, so it may outlive the first expiry)."""
+    hold_renew_seconds: Annotated[float, msgspec.Meta(ge=0.05, le=3600)] = 30.0
+    journal_settle_seconds: Annotated[float, msgspec.Meta(ge=0.05, le=3600)] = 5.0
+    """How often each adapter retries settlements the database refused and settles the journals of
+    adapters that died (proxy_plugins/adapter/settler.py)."""
+    journal_fsync_ms: Annotated[int, msgspec.Meta(ge=1, le=60000)] = 200
+    """The served-output journal is written before the bytes go out, fsync'd at most this late."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     public_base_url: str = ""
     """Base URL printed in examples; empty means http://<edge_host>:<edge_port>."""

@@ -4,6 +4,7 @@ Entry points (each takes an open connection and runs inside the caller's transac
 with `core.db.write_tx`, which takes SQLite's write lock up front):
 - sidecar, before a backend call: `place_hold(...)` -> Hold, or `InsufficientFunds` (core/ledger/errors.py);
 - adapter, after the response: `settle_hold(conn, ref, Usage(...))` / `settle_many(conn, items)`;
+- adapter, while a stream is live: `renew_holds(conn, request_ids, expires_at_ms)`;
 - worker: `expire_holds(conn)`;
 - operators: `grant`, `adjust`, `reverse`, `balance`, `statement`, `set_low_balance`, `reconcile`.
 Invariants, enforced by the database as well (schema.sql, ledger section): entries sum to zero per
@@ -13,7 +14,7 @@ resolves once.
 
 from core.ledger.core import ensure_accounts, get_transaction
 from core.ledger.errors import LedgerError
-from core.ledger.holds import expire_holds, load_hold, place_hold, release_hold
+from core.ledger.holds import expire_holds, load_hold, place_hold, release_hold, renew_holds
 from core.ledger.model import BalanceView, Hold, Settlement, StatementPage, TransactionView, Usage
 from core.ledger.ops import adjust, balance, grant, reverse, set_low_balance, statement
 from core.ledger.pricing import PriceCard, card_in_force, card_version, charge_for, max_cost
@@ -24,4 +25,4 @@ __all__ = ["BalanceView", "Hold", "LedgerError", "PriceCard", "ReconcileReport",
            "TransactionView", "Usage", "adjust", "balance", "card_in_force", "card_version", "charge_for",
            "ensure_accounts",
            "expire_holds", "get_transaction", "grant", "load_hold", "max_cost", "place_hold", "reconcile",
-           "release_hold", "reverse", "set_low_balance", "settle_hold", "settle_many", "statement"]
+           "release_hold", "renew_holds", "reverse", "set_low_balance", "settle_hold", "settle_many", "statement"]

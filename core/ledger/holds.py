@@ -8,7 +8,10 @@ affordable holds succeed: on SQLite writers are serialized (BEGIN IMMEDIATE), on
 conditional UPDATE re-checks the row after waiting for its lock (READ COMMITTED).
 
 A hold resolves exactly once (a trigger refuses a second resolution): settled (`settle.py`),
-released, or expired by the worker (`expire_holds`) when the process that placed it died.
+released, or expired by the worker (`expire_holds`) when the process that placed it died. A hold is
+a lease: the adapter moves `expires_at` forward while its stream is live (`renew_holds`), so a
+stream that outlasts the first expiry keeps its reservation; and an expired hold whose request was
+served after all may still be settled once, late (`settle_many(late=True)`: migration 0007).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from core.rawsql import sql
 from core.rows import columns, row_as
 
 __all__ = ["HOLD_COLUMNS", "expire_holds", "hold_from_row", "load_hold", "place_hold", "release_hold",
-           "unreserve"]
+           "renew_holds", "unreserve"]
 
 HOLD_COLUMNS = columns(Hold)
 
@@ -157,3 +160,17 @@ async def expire_holds(conn: AsyncConnection, now: int | None = None, limit: int
             expired.append(hold)
     await unreserve(conn, expired)
     return len(expired)
+
+
+async def renew_holds(conn: AsyncConnection, request_ids: list[str], expires_at_ms: int) -> int:
+    """Extend the leases of open holds (their streams are live) to at least `expires_at_ms`;
+    returns how many moved. Resolved holds are left alone (the guard would refuse them)."""
+    moved = 0
+    for start in range(0, len(request_ids), 500):
+        chunk = request_ids[start:start + 500]
+        names = ", ".join(f":r{i}" for i in range(len(chunk)))
+        result = await conn.execute(sql(
+            f"UPDATE ledger_holds SET expires_at = :exp WHERE status = 'open' AND expires_at < :exp"
+            f" AND request_id IN ({names})"), {"exp": expires_at_ms, **{f"r{i}": r for i, r in enumerate(chunk)}})
+        moved += result.rowcount
+    return moved

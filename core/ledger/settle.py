@@ -13,7 +13,13 @@ commit the adapter uses so the hot path is not capped at one commit per request)
   a negative balance there), in the same balanced transaction. The usage record and the budget
   spend carry the whole charge;
 - the usage record, the budget spend, threshold crossings and the `request.completed` event are
-  written in the same transaction as the charge.
+  written in the same transaction as the charge;
+- `late=True` (the adapter's commit and the settler, proxy_plugins/adapter/settler.py) also
+  settles a hold that expired while its request was being served, or after its adapter died:
+  served work is never free. Its reservation is gone, so the charge is taken from what promotional
+  credit and the wallet have available now, the rest booked to the receivable as above, at the
+  hold's price card; the hold's `charged` stays 0 (its reservation paid nothing), the usage record
+  carries the whole charge. Still at most once: the gate is `status = 'expired'` -> 'settled'.
 
 Locks are taken hold rows -> budget rows (sorted) -> accounts (by organization, then KIND_ORDER),
 the same global order as holds and grants, so concurrent batches cannot deadlock.
@@ -31,7 +37,7 @@ from core.events import record_event
 from core.events.catalog import RequestCompleted
 from core.ids import new_id
 from core.ledger import budgets
-from core.ledger.core import TxnMeta, post, release_held
+from core.ledger.core import TxnMeta, is_postgres, post, release_held
 from core.ledger.errors import HoldResolved, InvalidAmount, LedgerError, NotFound
 from core.ledger.holds import load_hold
 from core.ledger.model import Hold, Leg, Settlement, Usage
@@ -49,6 +55,12 @@ class _Claimed(msgspec.Struct, frozen=True):
     cost: int
     txn_id: str | None
     card_id: str
+    late: bool = False
+    """The hold had expired: its reservation was already given back (see the module docstring)."""
+
+    @property
+    def reserved(self) -> int:
+        return 0 if self.late else self.hold.amount
 
 
 async def settle_hold(conn: AsyncConnection, ref: str, usage: Usage, *, now: int | None = None) -> Settlement:
@@ -60,8 +72,9 @@ async def settle_hold(conn: AsyncConnection, ref: str, usage: Usage, *, now: int
 
 
 async def settle_many(conn: AsyncConnection, items: Sequence[tuple[str, Usage]], *,
-                      now: int | None = None) -> list[Settlement | LedgerError]:
-    """Settle many holds in one transaction; results are in the order of `items`."""
+                      now: int | None = None, late: bool = False) -> list[Settlement | LedgerError]:
+    """Settle many holds in one transaction; results are in the order of `items`. `late`: expired
+    holds are settled too (served work; see the module docstring)."""
     now = now_ms() if now is None else now
     results: list[Settlement | LedgerError | None] = [None] * len(items)
     claimed: list[_Claimed] = []
@@ -69,30 +82,32 @@ async def settle_many(conn: AsyncConnection, items: Sequence[tuple[str, Usage]],
     for index in sorted(range(len(items)), key=lambda i: items[i][0]):
         ref, usage = items[index]
         try:
-            claimed.append(await _claim(conn, index, ref, usage, cards, now))
+            claimed.append(await _claim(conn, index, ref, usage, cards, now, late))
         except LedgerError as exc:
             results[index] = exc
     await _budgets(conn, claimed, now)
+    receivables: dict[str, int] = {}
     for org_id in sorted({c.hold.org_id for c in claimed}):
-        await _post_org(conn, org_id, [c for c in claimed if c.hold.org_id == org_id], now)
+        receivables.update(await _post_org(conn, org_id, [c for c in claimed if c.hold.org_id == org_id], now))
     for c in claimed:
-        covered = min(c.cost, c.hold.amount)
+        covered = min(c.cost, c.reserved)
         results[c.index] = Settlement(hold_id=c.hold.id, request_id=c.hold.request_id, charged=c.cost,
-                                      released=c.hold.amount - covered, receivable=c.cost - covered,
+                                      released=c.reserved - covered, receivable=receivables.get(c.hold.id, 0),
                                       txn_id=c.txn_id, model_id=c.hold.model_id,
                                       price_version=c.hold.price_version)
     return [r for r in results if r is not None]
 
 
 async def _claim(conn: AsyncConnection, index: int, ref: str, usage: Usage,
-                 cards: dict[tuple[str, int], PriceCard], now: int) -> _Claimed:
+                 cards: dict[tuple[str, int], PriceCard], now: int, late: bool) -> _Claimed:
     if usage.cached_tokens > usage.input_tokens:
         raise InvalidAmount("cached_tokens cannot exceed input_tokens",
                             param="cached_tokens")
     hold = await load_hold(conn, ref)
     if hold is None:
         raise NotFound(f"No hold {ref!r}.")
-    if hold.status != "open":
+    expired = late and hold.status == "expired"
+    if hold.status != "open" and not expired:
         raise HoldResolved(f"Hold {hold.id} is already {hold.status}.")
     card_key = (hold.model_id, hold.price_version)
     if card_key not in cards:
@@ -103,11 +118,12 @@ async def _claim(conn: AsyncConnection, index: int, ref: str, usage: Usage,
     # `charged` is what the hold paid; anything above it is owed (see the module docstring).
     won = await conn.execute(sql(
         "UPDATE ledger_holds SET status = 'settled', charged = :c, txn_id = :t, resolved_at = :now"
-        " WHERE id = :id AND status = 'open'"),
-        {"c": min(cost, hold.amount), "t": txn_id, "now": now, "id": hold.id})
+        " WHERE id = :id AND status = :was"),
+        {"c": 0 if expired else min(cost, hold.amount), "t": txn_id, "now": now, "id": hold.id,
+         "was": hold.status})
     if won.rowcount != 1:
         raise HoldResolved(f"Hold {hold.id} was resolved concurrently.")
-    return _Claimed(index, hold, usage, cost, txn_id, cards[card_key].id)
+    return _Claimed(index, hold, usage, cost, txn_id, cards[card_key].id, expired)
 
 
 async def _budgets(conn: AsyncConnection, claimed: list[_Claimed], now: int) -> None:
@@ -117,7 +133,7 @@ async def _budgets(conn: AsyncConnection, claimed: list[_Claimed], now: int) -> 
             scopes.setdefault((scope, c.hold.period), []).append(c)
     for (scope, period), group in sorted(scopes.items(), key=lambda kv: kv[0]):
         spent = sum(c.cost for c in group)
-        after, limit = await budgets.consume(conn, scope, period, spent, sum(c.hold.amount for c in group))
+        after, limit = await budgets.consume(conn, scope, period, spent, sum(c.reserved for c in group))
         last = max((c for c in group if c.txn_id), key=lambda c: c.hold.id, default=None)
         if last is not None and last.txn_id is not None:
             kind: budgets.ScopeKind = "key" if scope == last.hold.key_id else "project"
@@ -125,15 +141,22 @@ async def _budgets(conn: AsyncConnection, claimed: list[_Claimed], now: int) -> 
                                                   after, limit, last.txn_id, last.hold.project_id, now)
 
 
-async def _post_org(conn: AsyncConnection, org_id: str, group: list[_Claimed], now: int) -> None:
+async def _post_org(conn: AsyncConnection, org_id: str, group: list[_Claimed], now: int) -> dict[str, int]:
+    """Post the group's charges; returns each hold's part booked to the receivable."""
     charged = 0
     last_txn: str | None = None
+    owed: dict[str, int] = {}
     for c in sorted(group, key=lambda c: c.hold.id):
         h = c.hold
-        covered = min(c.cost, h.amount)
-        promo_charge = min(covered, h.promo_part)
-        legs = [Leg("promo", -promo_charge, h.promo_part), Leg("wallet", promo_charge - covered,
-                                                               h.amount - h.promo_part)]
+        if c.late:
+            legs = await _late_legs(conn, org_id, c.cost)
+            covered = -sum(leg.amount for leg in legs)
+        else:
+            covered = min(c.cost, h.amount)
+            promo_charge = min(covered, h.promo_part)
+            legs = [Leg("promo", -promo_charge, h.promo_part), Leg("wallet", promo_charge - covered,
+                                                                   h.amount - h.promo_part)]
+        owed[h.id] = c.cost - covered
         if c.txn_id is None:
             for leg in legs:
                 await release_held(conn, org_id, leg.kind, leg.release)
@@ -154,6 +177,19 @@ async def _post_org(conn: AsyncConnection, org_id: str, group: list[_Claimed], n
             " WHERE org_id = :o AND kind IN ('wallet', 'promo')"), {"o": org_id})).one())
         await budgets.record_wallet_crossing(conn, org_id, w.wallet_id, budgets.period_of(now),
                                              w.balance + charged, w.balance, w.low_balance_nanos, last_txn, now)
+    return owed
+
+
+async def _late_legs(conn: AsyncConnection, org_id: str, cost: int) -> list[Leg]:
+    """An expired hold's charge: promotional credit first, then the wallet, each up to what is
+    available now (balance less other holds' reservations); the caller books the rest as owed."""
+    lock = " FOR UPDATE" if is_postgres(conn) else ""
+    available = {str(r[0]): max(0, int(r[1])) for r in await conn.execute(sql(
+        f"SELECT kind, balance - held FROM ledger_accounts WHERE org_id = :o AND kind IN ('promo', 'wallet')"
+        f" ORDER BY kind{lock}"), {"o": org_id})}
+    promo = min(cost, available.get("promo", 0))
+    wallet = min(cost - promo, available.get("wallet", 0))
+    return [Leg("promo", -promo), Leg("wallet", -wallet)]
 
 
 class _Wallet(msgspec.Struct, frozen=True):

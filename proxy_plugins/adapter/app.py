@@ -33,9 +33,11 @@ from proxy_plugins.adapter.context import RequestContext
 from proxy_plugins.adapter.exchange import Exchange, Receive, Send
 from proxy_plugins.adapter.finish import Finisher
 from proxy_plugins.adapter.idempotent_replay import serve_replay
+from proxy_plugins.adapter.journal import Journal
 from proxy_plugins.adapter.meter import Meter
 from proxy_plugins.adapter.responses_worker import BackgroundResponses
 from proxy_plugins.adapter.services import Handler, Services
+from proxy_plugins.adapter.settler import Settler
 
 __all__ = ["ROUTES", "Adapter"]
 
@@ -73,6 +75,11 @@ class Adapter:
                             backends=Backends(tenant_backends=settings.local_backend_ids),
                             snapshot=self.snapshot)
         self.committer = Committer(self.svc.engine)
+        # What streams have sent, on disk before it is sent; settled by any adapter if this one
+        # dies or the database refuses (journal.py, settler.py).
+        self.journal = Journal(settings.data_path / "journal", settings.journal_fsync_ms)
+        self.settler = Settler(self.svc.engine, self.journal, grace_s=settings.hold_grace_seconds,
+                               renew_s=settings.hold_renew_seconds, settle_s=settings.journal_settle_seconds)
         self._poller: asyncio.Task[None] | None = None
         # Background responses are inference too: every adapter process claims queued ones under
         # a lease (responses_worker.py), so they run where the backends and the metering live.
@@ -89,6 +96,8 @@ class Adapter:
         # of the collector's generations, a full collection no longer walks it (as in the sidecar).
         gc.freeze()
         self._poller = asyncio.create_task(self._poll())
+        self.journal.open()
+        self.settler.start()
         self._background = asyncio.create_task(self._run_background())
 
     async def stop(self) -> None:
@@ -98,6 +107,8 @@ class Adapter:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         await self.background.aclose()  # abandoned runs are re-claimed when their lease expires
+        await self.settler.stop()
+        await self.journal.close()
         await self.svc.backends.aclose()
         await self.finisher.aclose()
         await self.committer.close()
@@ -149,6 +160,8 @@ class Adapter:
                 await _plain(send, ctx.status, error_json(ctx.code, ctx.message, ctx.param),
                              [(b"x-request-id", request_id.encode("latin-1"))])
                 return
+            if ctx.hold_price is not None:
+                ctx.meter.journal = self.journal.entry(ctx, body)
             await self._serve(handler, ctx, body, receive, send)
             tokens = ctx.usage.total_tokens
         finally:

@@ -61,7 +61,9 @@ async def _commit_many(conn: AsyncConnection, items: list[_Item]) -> list[Header
     organization, not once per request), then each answer's Idempotency-Key record. A refused
     settlement (`hold_already_resolved`, ...) wrote nothing; that answer alone is withheld."""
     billed = [i for i, item in enumerate(items) if item.ctx.hold_price is not None]
-    settled = await ledger.settle_many(conn, [(items[i].ctx.request_id, _usage(items[i])) for i in billed])
+    # `late`: a hold that expired while its answer was being served is still charged (settle.py).
+    settled = await ledger.settle_many(conn, [(items[i].ctx.request_id, _usage(items[i])) for i in billed],
+                                       late=True)
     by_index = dict(zip(billed, settled, strict=True))
     outcomes: list[Headers | BaseException] = []
     for i, item in enumerate(items):

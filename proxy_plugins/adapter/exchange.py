@@ -23,6 +23,7 @@ import msgspec
 
 from core.errors import ApiError, error_json
 from proxy_plugins.adapter.context import RequestContext
+from proxy_plugins.adapter.journal import Entry
 from proxy_plugins.adapter.metering import metadata_headers
 
 __all__ = ["DONE", "Exchange", "Receive", "Send", "error_headers", "sse", "stream_error"]
@@ -96,6 +97,9 @@ class Exchange:
             status, body = 503, error_json("billing_unavailable", "The answer could not be billed, so it "
                                            "is withheld; nothing was charged. Please retry.")
             out = [_JSON, (b"content-length", str(len(body)).encode())]
+        entry = self.ctx.meter.journal
+        if isinstance(entry, Entry):
+            entry.done()  # delivered and settled, or withheld: either way nothing is owed later
         if self.disconnected:
             return
         await self._send({"type": "http.response.start", "status": status, "headers": out})
@@ -131,13 +135,21 @@ class Exchange:
         self.finished = True
         if status is None:
             status = 499 if self.disconnected else 200
+        entry = self.ctx.meter.journal
         try:
             await self.ctx.complete_usage()
             await self._commit(self.ctx, status, b"".join(self._stream_body) + data, lambda: self._stream_head)
         except Exception:
-            log.exception("request %s: could not settle the stream", self.ctx.request_id)
-            data = stream_error(ApiError("billing_unavailable", "The end of this answer could not be billed; "
-                                         "it is incomplete and nothing was charged. Please retry."))
+            log.exception("request %s: could not settle the stream; the settler will", self.ctx.request_id)
+            if isinstance(entry, Entry):
+                # What was sent is journaled: it is charged once billing is back (settler.py).
+                entry.failed(status)
+            data = stream_error(ApiError("billing_unavailable", "The end of this answer could not be billed "
+                                         "now; it is incomplete, and what was delivered will be charged when "
+                                         "billing is back."))
+        else:
+            if isinstance(entry, Entry):
+                entry.done()
         if not self.disconnected:
             self.sent = True
             await self._send({"type": "http.response.body", "body": data, "more_body": False})

@@ -15,20 +15,31 @@ delta), which is one token as OpenAI-compatible servers stream. Two things follo
   backend reported it before the cut.
 
 `reported` is set when the backend's own final usage arrived; it then wins over the count.
+
+`journal` (journal.py) is told each count before the event is relayed, so what a client was sent
+is on disk before it was sent: if this process dies or the database is unreachable at the end,
+the settler (settler.py) still charges it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
-__all__ = ["CountInput", "Meter"]
+__all__ = ["CountInput", "Meter", "Served"]
 
 CountInput = Callable[[], Awaitable[int]]
 """Asks the backend how many input tokens the request had (the model's own tokenizer)."""
 
 
+class Served(Protocol):
+    """The journal's entry for one request (journal.py)."""
+
+    def served(self, produced: int) -> None: ...
+
+
 class Meter:
-    __slots__ = ("limit", "produced", "reported", "stopped")
+    __slots__ = ("journal", "limit", "produced", "reported", "stopped")
 
     def __init__(self, limit: int = 0) -> None:
         self.limit = limit
@@ -37,6 +48,7 @@ class Meter:
         self.reported = False
         self.stopped = False
         """`produce` refused an event: the backend went past the held output."""
+        self.journal: Served | None = None
 
     def produce(self, units: int = 1) -> bool:
         """Count an event about to be relayed; False (not counted: do not relay it, end the answer)
@@ -45,6 +57,8 @@ class Meter:
             self.stopped = True
             return False
         self.produced += units
+        if self.journal is not None:
+            self.journal.served(self.produced)
         return True
 
     def per_choice(self, choices: int) -> int:

@@ -16,7 +16,7 @@ import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from core import ledger
-from core.contract import HOLD_MARGIN_MS, hold_price
+from core.contract import hold_price
 from core.errors import ERRORS, ApiError, error_json
 from core.groupcommit import GroupCommit
 from core.snapshot import BackendRecord, KeyRecord, ModelRecord, PriceRecord
@@ -80,7 +80,9 @@ _price_header = hold_price
 
 
 class Holds:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, grace_s: float = 300.0) -> None:
+        self.grace_ms = int(grace_s * 1000)
+        """`hold_grace_seconds`: a hold lives this long past its backend's timeout, unless renewed."""
         # Sorted by organization within a batch: concurrent batches lock wallets in one order.
         self.commits: GroupCommit[_Item, str] = GroupCommit(engine, _place, order=lambda i: i.key.org_id)
 
@@ -92,7 +94,7 @@ class Holds:
         timeout = backend.timeout_ms if backend is not None else 300_000
         item = _Item(key=key, project=project, model=model, endpoint=endpoint, request_id=request_id,
                      client_ip=client_ip, est=est,
-                     expires_at_ms=int(time.time() * 1000) + timeout + HOLD_MARGIN_MS,
+                     expires_at_ms=int(time.time() * 1000) + timeout + self.grace_ms,
                      place_by=time.monotonic() + PLACE_WITHIN_S)
         try:
             return await self.commits.submit(item)

@@ -78,7 +78,7 @@ class Sidecar:
         self.cache = KeyCache(settings.key_cache_ttl_seconds)
         self._snapshot: Snapshot | None = None
         self.decisions: dict[int, int] = {}
-        self.holds = Holds(self.engine)
+        self.holds = Holds(self.engine, settings.hold_grace_seconds)
         self.limits: LimitStore = MemoryStore()
         if settings.redis_url:
             self.limits = RedisStore(settings.redis_url)
