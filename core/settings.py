@@ -234,3 +234,8 @@ def _check_urls(settings: Settings) -> None:
     if settings.sidecar_processes > 1 and not settings.redis_url:
         raise SettingsError("NX_SIDECAR_PROCESSES: more than one sidecar process needs REDIS_URL "
                             "(rate limits and replay nonces must be shared)")
+    if settings.identity_provider == "clerk" and not settings.clerk_issuer.startswith("https://"):
+        raise SettingsError("NX_CLERK_ISSUER: the clerk identity provider needs the instance's Frontend API URL "
+                            "(https://...), the session tokens' issuer")
+    if settings.session_idle_seconds > settings.session_absolute_seconds:
+        raise SettingsError("NX_SESSION_IDLE_SECONDS: cannot exceed NX_SESSION_ABSOLUTE_SECONDS")

@@ -24,6 +24,7 @@ from core.settings import Settings
 
 __all__ = ["change_password", "complete_reset", "request_reset"]
 
+RESEND_AFTER_MS = 60_000
 _CHANGED = ("Your password was changed. Every other session was signed out. If this was not you, reset your "
             "password now and check your organizations' audit logs.\n")
 
@@ -62,7 +63,11 @@ async def request_reset(engine: AsyncEngine, settings: Settings, email: str) -> 
     email = normalise_email(email)
     async with write_tx(engine) as conn:
         row = (await conn.execute(text("SELECT id FROM users WHERE email = :e"), {"e": email})).first()
-        if row is not None:
+        last = None if row is None else (await conn.execute(text(
+            "SELECT MAX(created_at) FROM verification_tokens WHERE identifier = :u AND purpose = 'password_reset'"),
+            {"u": str(row[0])})).scalar_one()
+        # At most one mail a minute: the request is anonymous, and must not flood someone's mailbox.
+        if row is not None and (last is None or now_ms() - int(last) >= RESEND_AFTER_MS):
             token = await tokens.issue(conn, str(row[0]), "password_reset")
             await queue_mail(conn, email, "Reset your password",
                              f"Choose a new password here:\n\n    {link(settings, '/auth/password_reset', token)}\n\n"

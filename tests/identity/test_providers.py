@@ -273,3 +273,30 @@ async def test_authjs_jwt_and_shared_database_sessions() -> None:
         client.cookies.clear()
         client.cookies.set("authjs.session-token", "not-a-session")
         assert (await client.get("/auth/session")).status_code == 401
+
+
+def test_provider_settings_are_checked_at_start() -> None:
+    from core.settings import SettingsError
+
+    for env in ({"NX_IDENTITY_PROVIDER": "clerk"}, {"NX_IDENTITY_PROVIDER": "clerk", "NX_CLERK_ISSUER": "http://x"},
+                {"NX_SESSION_IDLE_SECONDS": "90000", "NX_SESSION_ABSOLUTE_SECONDS": "3600"}):
+        with pytest.raises(SettingsError):
+            load_settings(env)
+    assert load_settings({"NX_IDENTITY_PROVIDER": "clerk", "NX_CLERK_ISSUER": ISSUER}).identity_provider == "clerk"
+
+
+async def test_clerk_user_update_never_takes_another_users_email(clerk: tuple[AsyncTestClient[Any], Settings]) -> None:
+    client, settings = clerk
+    await deliver(client, "user.created", f"msg_{secrets.token_hex(8)}")
+    await query(settings, "INSERT INTO users (id, email, name, created_at) VALUES ('user_local9', 'taken@example.com',"
+                          " 'L', 1)")
+    event = json.loads((DATA / "user.created.json").read_text())
+    event["type"] = "user.updated"
+    event["data"]["email_addresses"][0]["email_address"] = "taken@example.com"
+    event["data"]["first_name"] = "Amazing Grace"
+    payload = json.dumps(event).encode()
+    r = await client.post("/auth/webhooks/clerk", content=payload, headers=svix(payload, "msg_update_taken"))
+    assert r.status_code == 200 and r.json()["status"] == "applied", r.text
+    rows = await query(settings, "SELECT u.email, u.name FROM users u JOIN accounts a ON a.user_id = u.id"
+                                 " WHERE a.provider = 'clerk' AND a.provider_account_id = :s", s=CLERK_USER)
+    assert rows == [("grace.hopper@example.com", "Amazing Grace Hopper")]

@@ -88,3 +88,16 @@ async def test_idle_and_absolute_expiry(idp: Platform) -> None:
         r = await c.post("/auth/signin", json={"email": me.email, "password": PASSWORD})
         await sql(idp, "UPDATE sessions SET expires = 1 WHERE id = :id", id=r.json()["id"])
         assert (await c.get("/auth/session")).status_code == 401
+
+
+async def test_the_customer_rest_api_takes_the_session_and_its_csrf_token(idp: Platform) -> None:
+    async with new_client(idp) as c:
+        me = await signed_up(idp, c)
+        assert (await c.get("/v1/organization/projects")).status_code == 200  # reads need no token
+        invite = {"email": "someone@example.com", "role": "reader"}
+        for headers in ({}, {"x-csrf-token": "f" * 64}):
+            r = await c.post("/v1/organization/invites", json=invite, headers=headers)
+            assert r.status_code == 403 and r.json()["error"]["code"] == "csrf_failed", r.text
+        assert (await c.post("/v1/organization/invites", json=invite, headers=me.csrf)).status_code == 201
+        assert (await c.post("/auth/signout", headers=me.csrf)).status_code == 200
+        assert (await c.get("/v1/organization/projects")).status_code == 401

@@ -119,11 +119,18 @@ async def _user_upserted(conn: AsyncConnection, data: dict[str, Any]) -> None:
                            {"id": new_id("ident"), "u": user_id, "s": clerk_id, "now": now})
         await audit(conn, None, ACTOR, "user.linked", user_id, {"clerk_user": clerk_id})
     else:
+        taken = (await conn.execute(text("SELECT 1 FROM users WHERE email = :e AND id <> :u"),
+                                    {"e": address, "u": user_id})).first()
+        # An address another user here has stays theirs (answering 500 would have Svix retry forever).
         await conn.execute(text("UPDATE users SET email = :e, name = :n WHERE id = :u"),
-                           {"e": address, "n": name, "u": user_id})
+                           {"e": address if taken is None else await _email_of(conn, user_id), "n": name, "u": user_id})
     if verified:
         await conn.execute(text("UPDATE users SET email_verified_at = COALESCE(email_verified_at, :now) WHERE id = :u"),
                            {"now": now, "u": user_id})
+
+
+async def _email_of(conn: AsyncConnection, user_id: str) -> str:
+    return str((await conn.execute(text("SELECT email FROM users WHERE id = :u"), {"u": user_id})).scalar_one())
 
 
 async def _user_deleted(conn: AsyncConnection, data: dict[str, Any]) -> None:
