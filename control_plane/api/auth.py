@@ -101,14 +101,14 @@ class AuthController(Controller):
 
     @post("/signout", status_code=200, dependencies={"conn": Provide(provide_tx)})
     async def signout(self, request: Request[Any, Any, Any], conn: AsyncConnection) -> Response[SignedOut]:
-        who = await require_user(request)
+        who = await require_user(request, conn)
         await revoke_session(conn, who.session_id)
         return Response(SignedOut(sessions_ended=1), cookies=cleared_cookies(request))
 
     @post("/signout_all", status_code=200, dependencies={"conn": Provide(provide_tx)})
     async def signout_all(self, request: Request[Any, Any, Any], conn: AsyncConnection) -> Response[SignedOut]:
         """End every session of the signed-in user, on every device."""
-        who = await require_user(request)
+        who = await require_user(request, conn)
         ended = await revoke_all(conn, who.user_id)
         return Response(SignedOut(sessions_ended=ended), cookies=cleared_cookies(request))
 

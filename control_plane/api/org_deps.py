@@ -45,7 +45,7 @@ class Deleted(msgspec.Struct, kw_only=True):
 async def session_user(request: Request[Any, Any, Any], conn: AsyncConnection, write: bool) -> str | None:
     """The signed-in user of the request's session cookie (identity's sessions), if any; a write
     with a cookie must pass the CSRF check."""
-    who = await signed_in(request)
+    who = await signed_in(request, conn)
     if who is not None and write:
         check_csrf(request, who)
     return None if who is None else who.user_id

@@ -93,7 +93,7 @@ class InviteAcceptController(Controller):
                             data: invites.InviteAccept) -> Response[invites.InviteView]:
         """The signed-in invitee joins the organization (the invitation must be addressed to their email).
         Joining is a privilege change: a local session gets a new token (a new cookie)."""
-        who = await signed_in(request)
+        who = await signed_in(request, conn)
         if who is None:
             raise ApiError("missing_api_key", "Sign in to accept an invitation.")
         check_csrf(request, who)

@@ -130,43 +130,63 @@ async def revoke_all(conn: AsyncConnection, user_id: str, *, keep: str | None = 
     return int(result.rowcount or 0)
 
 
-async def lookup_session(engine: AsyncEngine, token: str, settings: Settings) -> SessionRow | None:
-    """The live session of a token (expired ones are deleted on sight); moves its idle expiry."""
+async def lookup_session(engine: AsyncEngine, token: str, settings: Settings,
+                         conn: AsyncConnection | None = None) -> SessionRow | None:
+    """The live session of a token (expired ones are deleted on sight); moves its idle expiry.
+    A route that already holds a transaction passes it as `conn`: the writes go there (on SQLite a
+    second write transaction would wait for the route's own, for ever)."""
     if not token or len(token) > 200:
         return None
-    async with read_tx(engine) as conn:
-        row = (await conn.execute(text("SELECT id, user_id, expires, idle_expires, last_seen_at FROM sessions"
-                                       " WHERE session_token_hash = :h"), {"h": sha256_hex(token)})).first()
+    if conn is not None:
+        return await _lookup(conn, token, settings)
+    async with read_tx(engine) as reader:
+        found = await _read(reader, token)
+    if found is None or not _needs_write(found):
+        return found
+    async with write_tx(engine) as writer:
+        return await _lookup(writer, token, settings)
+
+
+async def _read(conn: AsyncConnection, token: str) -> SessionRow | None:
+    row = (await conn.execute(text("SELECT id, user_id, expires, idle_expires, last_seen_at FROM sessions"
+                                   " WHERE session_token_hash = :h"), {"h": sha256_hex(token)})).first()
     if row is None:
         return None
-    found = SessionRow(id=str(row[0]), user_id=str(row[1]), expires=int(row[2]), idle_expires=int(row[3]),
-                       last_seen_at=int(row[4]))
+    return SessionRow(id=str(row[0]), user_id=str(row[1]), expires=int(row[2]), idle_expires=int(row[3]),
+                      last_seen_at=int(row[4]))
+
+
+def _needs_write(found: SessionRow) -> bool:
+    now = now_ms()
+    return now >= found.expires or now >= found.idle_expires or now - found.last_seen_at >= TOUCH_EVERY_MS
+
+
+async def _lookup(conn: AsyncConnection, token: str, settings: Settings) -> SessionRow | None:
+    found = await _read(conn, token)
+    if found is None or not _needs_write(found):
+        return found
     now = now_ms()
     if now >= found.expires or now >= found.idle_expires:
-        async with write_tx(engine) as conn:
-            await revoke_session(conn, found.id)
+        await revoke_session(conn, found.id)
         return None
-    if now - found.last_seen_at >= TOUCH_EVERY_MS:
-        idle = min(found.expires, now + settings.session_idle_seconds * 1000)
-        async with write_tx(engine) as conn:
-            await conn.execute(text("UPDATE sessions SET last_seen_at = :now, idle_expires = :idle WHERE id = :id"),
-                               {"now": now, "idle": idle, "id": found.id})
-        found = SessionRow(id=found.id, user_id=found.user_id, expires=found.expires, idle_expires=idle,
-                           last_seen_at=now)
-    return found
+    idle = min(found.expires, now + settings.session_idle_seconds * 1000)
+    await conn.execute(text("UPDATE sessions SET last_seen_at = :now, idle_expires = :idle WHERE id = :id"),
+                       {"now": now, "idle": idle, "id": found.id})
+    return SessionRow(id=found.id, user_id=found.user_id, expires=found.expires, idle_expires=idle, last_seen_at=now)
 
 
-async def signed_in(request: Request[Any, Any, Any]) -> SignedIn | None:
-    """The signed-in user of this request, by the configured identity provider; None if nobody."""
+async def signed_in(request: Request[Any, Any, Any], conn: AsyncConnection | None = None) -> SignedIn | None:
+    """The signed-in user of this request, by the configured identity provider; None if nobody.
+    Pass the route's transaction as `conn` when it holds one (see `lookup_session`)."""
     from control_plane.identity.providers import provider_of
 
-    return await provider_of(request.app.state).authenticate(request)
+    return await provider_of(request.app.state).authenticate(request, conn)
 
 
-async def require_user(request: Request[Any, Any, Any]) -> SignedIn:
+async def require_user(request: Request[Any, Any, Any], conn: AsyncConnection | None = None) -> SignedIn:
     """The signed-in user, or 401 `not_signed_in`; for a write (any method but GET/HEAD/OPTIONS) the
-    CSRF check too. Usable directly as a Litestar dependency."""
-    who = await signed_in(request)
+    CSRF check too. Pass the route's transaction as `conn` when it holds one."""
+    who = await signed_in(request, conn)
     if who is None:
         raise ApiError("not_signed_in", "Sign in first: this route needs a session.")
     if request.method not in _SAFE:

@@ -101,3 +101,25 @@ async def test_the_customer_rest_api_takes_the_session_and_its_csrf_token(idp: P
         assert (await c.post("/v1/organization/invites", json=invite, headers=me.csrf)).status_code == 201
         assert (await c.post("/auth/signout", headers=me.csrf)).status_code == 200
         assert (await c.get("/v1/organization/projects")).status_code == 401
+
+
+async def test_a_session_unused_for_a_minute_moves_its_idle_expiry_inside_any_route(idp: Platform) -> None:
+    """Regression: the idle expiry's write ran in a transaction of its own, and on SQLite waited for the
+    write transaction of the very route resolving the session (sign-out, the customer REST API):
+    that request hung. The write now goes in the route's own transaction."""
+    async with new_client(idp) as c:
+        me = await signed_up(idp, c)
+        sid = me.session["id"]
+        for method, path in (("GET", "/v1/organization/projects"), ("POST", "/auth/signout_all")):
+            await sql(idp, "UPDATE sessions SET last_seen_at = last_seen_at - 120000 WHERE id = :id", id=sid)
+            before = (await sql(idp, "SELECT idle_expires FROM sessions WHERE id = :id", id=sid))[0][0]
+            r = await c.request(method, path, headers=me.csrf, timeout=10)
+            assert r.status_code == 200, r.text
+            if method == "GET":
+                after = (await sql(idp, "SELECT idle_expires FROM sessions WHERE id = :id", id=sid))[0][0]
+                assert after >= before
+        async with new_client(idp) as d:
+            other = await signed_up(idp, d)
+            await sql(idp, "UPDATE sessions SET idle_expires = 1 WHERE id = :id", id=other.session["id"])
+            r = await d.post("/auth/signout", headers=other.csrf, timeout=10)
+            assert r.status_code == 401, r.text  # ended on sight, in the route's transaction

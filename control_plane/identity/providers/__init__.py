@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from litestar import Request
 from litestar.datastructures import State
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from control_plane.identity.sessions import SESSION_COOKIE, SignedIn, lookup_session
 
@@ -29,7 +30,10 @@ class IdentityProvider(Protocol):
         """Whether this provider's users sign up and in here with a password."""
         ...
 
-    async def authenticate(self, request: Request[Any, Any, Any]) -> SignedIn | None: ...
+    async def authenticate(self, request: Request[Any, Any, Any],
+                           conn: AsyncConnection | None = None) -> SignedIn | None:
+        """`conn`: the route's transaction, if it holds one (sessions.lookup_session)."""
+        ...
 
 
 class LocalProvider:
@@ -39,9 +43,10 @@ class LocalProvider:
     def __init__(self, state: State) -> None:
         self.state = state
 
-    async def authenticate(self, request: Request[Any, Any, Any]) -> SignedIn | None:
+    async def authenticate(self, request: Request[Any, Any, Any],
+                           conn: AsyncConnection | None = None) -> SignedIn | None:
         token = request.cookies.get(SESSION_COOKIE, "")
-        found = await lookup_session(self.state.engine, token, self.state.settings)
+        found = await lookup_session(self.state.engine, token, self.state.settings, conn)
         if found is None:
             return None
         return SignedIn(user_id=found.user_id, session_id=found.id, provider="local", via="cookie", token=token)

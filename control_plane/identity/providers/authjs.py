@@ -18,6 +18,7 @@ from typing import Any
 
 from litestar import Request
 from litestar.datastructures import State
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from control_plane.identity.providers.clerk import account_user, presented
 from control_plane.identity.providers.jwt import InvalidToken, check_claims, parse, verify_hs256
@@ -39,14 +40,15 @@ class AuthjsProvider:
         self.secret = state.settings.authjs_secret
         self.issuer = state.settings.authjs_issuer or None
 
-    async def authenticate(self, request: Request[Any, Any, Any]) -> SignedIn | None:
+    async def authenticate(self, request: Request[Any, Any, Any],
+                           conn: AsyncConnection | None = None) -> SignedIn | None:
         found = next((f for f in (presented(request, c) for c in COOKIES) if f is not None), None)
         if found is None:
             return None
         token, via = found
         if token.count(".") == 2:
             return await self._jwt(token, via)
-        row = await lookup_session(self.state.engine, token, self.state.settings)
+        row = await lookup_session(self.state.engine, token, self.state.settings, conn)
         if row is None:
             return None
         return SignedIn(user_id=row.user_id, session_id=row.id, provider="authjs",

@@ -19,6 +19,7 @@ import httpx
 from litestar import Request
 from litestar.datastructures import State
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from control_plane.identity.providers.jwt import InvalidToken, check_claims, parse, verify_with_jwk
 from control_plane.identity.sessions import SignedIn
@@ -93,7 +94,8 @@ class ClerkProvider:
         check_claims(claims, issuer=self.issuer, audience=self.audience, parties=self.parties)
         return claims
 
-    async def authenticate(self, request: Request[Any, Any, Any]) -> SignedIn | None:
+    async def authenticate(self, request: Request[Any, Any, Any],
+                           conn: AsyncConnection | None = None) -> SignedIn | None:
         found = presented(request, "__session")
         if found is None:
             return None
