@@ -26,6 +26,7 @@ from control_plane.api.lists import Page, page
 from control_plane.identity.policy import Permission, require
 from control_plane.identity.principal import Credentials, Principal, resolve_principal
 from control_plane.identity.sessions import check_csrf, signed_in
+from core.apikeys import ADMIN_KEY_PREFIX
 from core.audit import audit_origin
 from core.errors import ApiError
 
@@ -34,6 +35,9 @@ __all__ = ["ORG_DEPENDENCIES", "After", "Deleted", "Limit", "allowed", "paginate
 
 Limit = Annotated[int, Parameter(ge=1, le=100, description="Items per page (1-100).")]
 After = Annotated[str | None, Parameter(description="The last id of the previous page.", max_length=100)]
+
+
+_SAFE = ("GET", "HEAD", "OPTIONS")
 
 
 class Deleted(msgspec.Struct, kw_only=True):
@@ -52,12 +56,15 @@ async def session_user(request: Request[Any, Any, Any], conn: AsyncConnection, w
 
 
 async def provide_principal(request: Request[Any, Any, Any], state: State, conn: AsyncConnection) -> Principal:
+    """An `nx_admin_` bearer token is an admin key; anything else is the identity provider's (a
+    session cookie, or a Clerk or Auth.js bearer token)."""
     headers = request.headers
     authorization = headers.get("authorization", "")
+    scheme, _sep, token = authorization.partition(" ")
+    admin_key = scheme.lower() == "bearer" and token.strip().startswith(ADMIN_KEY_PREFIX)
+    user = None if admin_key else await session_user(request, conn, write=request.method not in _SAFE)
     creds = Credentials(authorization=authorization, organization=headers.get("openai-organization", "").strip(),
-                        client=client_address(request),
-                        session_user_id=None if authorization else await session_user(
-                            request, conn, write=request.method not in ("GET", "HEAD", "OPTIONS")))
+                        client=client_address(request), session_user_id=user)
     return await resolve_principal(conn, creds, state.secrets.key_pepper, state.org_throttle)
 
 

@@ -141,12 +141,7 @@ async def remove_user(conn: AsyncConnection, who: Principal, user_id: str) -> Me
                        {"o": who.org_id, "u": user_id})
     await conn.execute(text("DELETE FROM memberships WHERE org_id = :o AND user_id = :u"),
                        {"o": who.org_id, "u": user_id})
-    await revoke_sessions(conn, user_id)
+    await revoke_all(conn, user_id)  # signed out everywhere: their role here ends now, not at expiry
     await audit(conn, who.org_id, who.actor, "member.removed", user_id, {"role": current.role})
     return MemberRemoved(id=user_id, api_keys=await _created(conn, "api_keys", who.org_id, user_id),
                          admin_api_keys=await _created(conn, "admin_api_keys", who.org_id, user_id))
-
-
-async def revoke_sessions(conn: AsyncConnection, user_id: str) -> None:
-    """Sign the user out everywhere (the sessions of control_plane/identity/sessions.py)."""
-    await revoke_all(conn, user_id)

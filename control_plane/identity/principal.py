@@ -52,7 +52,8 @@ class Credentials(msgspec.Struct, frozen=True, kw_only=True):
     organization: str
     client: str
     session_user_id: str | None = None
-    """The signed-in user, when a valid session cookie came (and no Authorization header)."""
+    """The signed-in user, when the identity provider recognised the request (a session cookie, a
+    provider's bearer token); then `authorization` is not an admin key."""
 
 
 _UNKNOWN_ORG = "No organization {!r}"
@@ -64,6 +65,8 @@ async def resolve_principal(conn: AsyncConnection, creds: Credentials, pepper: s
     if wait is not None:  # not checked while blocked: a right guess answers like a wrong one
         raise ApiError("rate_limit_exceeded", f"Too many failed authentication attempts from {creds.client}; "
                        f"retry in {wait} s.", **{"retry-after": str(wait)})
+    if creds.session_user_id is not None:
+        return await _from_session(conn, creds.session_user_id, creds.organization)
     scheme, _sep, token = creds.authorization.partition(" ")
     if creds.authorization:
         principal = await _from_admin_key(conn, token.strip() if scheme.lower() == "bearer" else "", pepper)
@@ -75,10 +78,8 @@ async def resolve_principal(conn: AsyncConnection, creds: Credentials, pepper: s
         if creds.organization and creds.organization != principal.org_id:
             raise ApiError("not_found", _UNKNOWN_ORG.format(creds.organization))
         return principal
-    if creds.session_user_id is None:
-        raise ApiError("missing_api_key", "The organization API needs an admin key "
-                       "('Authorization: Bearer nx_admin_...') or a signed-in session.")
-    return await _from_session(conn, creds.session_user_id, creds.organization)
+    raise ApiError("missing_api_key", "The organization API needs an admin key "
+                   "('Authorization: Bearer nx_admin_...') or a signed-in session.")
 
 
 async def _from_admin_key(conn: AsyncConnection, token: str, pepper: str) -> Principal | None:
