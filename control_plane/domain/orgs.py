@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from control_plane.domain.projects import ProjectCreate, create_project
 from control_plane.identity.policy import Role
+from control_plane.identity.sessions import revoke_all
 from core.audit import audit
 from core.db import now_ms
 from core.errors import ApiError
@@ -237,7 +238,9 @@ async def remove_member(conn: AsyncConnection, org_id: str, user_id: str, actor:
     current = await get_member(conn, org_id, user_id)
     if current.role == "owner":
         await keep_an_owner(conn, org_id, user_id)
-    await conn.execute(text("DELETE FROM memberships WHERE org_id = :o AND user_id = :u"),
-                       {"o": org_id, "u": user_id})
+    for table in ("membership_projects", "memberships"):
+        await conn.execute(text(f"DELETE FROM {table} WHERE org_id = :o AND user_id = :u"),
+                           {"o": org_id, "u": user_id})
+    await revoke_all(conn, user_id)  # signed out everywhere: the removed role ends now, not at expiry
     await audit(conn, org_id, actor, "member.removed", user_id, {"role": current.role})
     return current

@@ -106,3 +106,17 @@ async def test_cookie_writes_need_the_csrf_token_and_a_member_may_leave(sp: SimP
     other = await add_member(p, org.id, "developer")
     async with org_client(p, **await session_headers(p, other, None)) as only_one:  # one membership: no header
         assert (await only_one.get("/v1/organization/settings")).json()["id"] == org.id
+
+
+async def test_the_operators_removal_ends_sessions_too(sp: SimPlatform) -> None:
+    p = sp.platform
+    org = await new_org(p, roles=("reader",))
+    reader = org.members["reader"]
+    headers = await session_headers(p, reader, org.id)
+    async with org_client(p, **headers) as rd:
+        assert (await rd.get("/v1/organization/projects")).status_code == 200
+    async with p.admin() as a:
+        assert (await a.delete(f"/api/orgs/{org.id}/members/{reader}")).status_code == 200
+    async with org_client(p, **headers) as rd:
+        r = await rd.get("/v1/organization/projects")
+        assert r.status_code == 401 and error_code(r) == "missing_api_key", r.text
