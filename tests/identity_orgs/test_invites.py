@@ -52,6 +52,8 @@ async def test_an_invitation_is_accepted_once_with_its_role_and_projects(sp: Sim
     async with org_client(p, **await session_headers(p, user, None)) as u:
         r = await u.post("/v1/organization/invites/accept", json={"token": token})
         assert r.status_code == 200 and r.json()["status"] == "accepted", r.text
+        assert "__Host-nx_session=" in r.headers.get("set-cookie", "")  # joining rotates the session
+    async with org_client(p, **await session_headers(p, user, None)) as u:
         r = await u.post("/v1/organization/invites/accept", json={"token": token})
         assert r.status_code == 409 and error_code(r) == "conflict", r.text
         me = (await u.get(f"/v1/organization/users/{user}")).json()
