@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from control_plane.envoy_templates import OMIT, render
 from core.contract import SIDECAR_ERROR_STATUS, SIDECAR_REFUSAL_503, Header, Route
-from core.errors import ERRORS
+from core.errors import ERRORS, error_json
 from core.rows import columns, rows_as
 from core.settings import Settings
 
@@ -70,6 +70,7 @@ def _common(settings: Settings) -> dict[str, Any]:
     values: dict[str, Any] = {
         "envoy_dir": str(settings.envoy_dir), "envoy_admin_port": settings.envoy_admin_port,
         "edge_host": settings.edge_host, "edge_port": settings.edge_port,
+        "operator_host": settings.operator_host, "operator_port": settings.operator_port,
         "xff_trusted_hops": settings.xff_trusted_hops, "max_body_bytes": settings.max_body_bytes,
         "sidecar_url": settings.sidecar_url,
         "status.sidecar_error": SIDECAR_ERROR_STATUS, "status.sidecar_refusal_503": SIDECAR_REFUSAL_503,
@@ -81,6 +82,7 @@ def _common(settings: Settings) -> dict[str, Any]:
     for code, spec in ERRORS.items():
         values[f"error.{code}.status"] = spec.status
         values[f"error.{code}.type"] = spec.type
+    values["error.not_found.json"] = error_json("not_found", "Unknown path.").decode()
     return values
 
 
@@ -88,6 +90,7 @@ def render_bootstrap(settings: Settings) -> Json:
     values = _common(settings)
     values["local_reply"] = render("local-reply.yaml", values)
     values["edge_listener"] = render("edge-listener.yaml", values)
+    values["operator_listener"] = render("operator-listener.yaml", values)
     values["sidecar_cluster"] = _cluster("sidecar", settings.sidecar_host, settings.sidecar_ports)
     values["control_plane_cluster"] = _cluster("control_plane", settings.control_plane_host,
                                                settings.control_plane_port)

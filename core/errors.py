@@ -31,6 +31,7 @@ ERRORS: dict[str, ErrorSpec] = {
     "unsupported_capability": ErrorSpec(400, "invalid_request_error"),
     "weak_password": ErrorSpec(400, "invalid_request_error"),
     "invalid_token": ErrorSpec(400, "invalid_request_error"),
+    "invalid_path": ErrorSpec(400, "invalid_request_error"),
     # 401
     "missing_api_key": ErrorSpec(401, "authentication_error"),
     "invalid_api_key": ErrorSpec(401, "authentication_error"),
@@ -64,6 +65,7 @@ ERRORS: dict[str, ErrorSpec] = {
     "idempotency_key_in_use": ErrorSpec(409, "invalid_request_error"),
     "hold_already_resolved": ErrorSpec(409, "invalid_request_error"),
     "request_too_large": ErrorSpec(413, "invalid_request_error"),
+    "headers_too_large": ErrorSpec(431, "invalid_request_error"),
     "idempotency_key_reused": ErrorSpec(422, "invalid_request_error"),
     "unprocessable_entity": ErrorSpec(422, "invalid_request_error"),
     "rate_limit_exceeded": ErrorSpec(429, "rate_limit_error"),

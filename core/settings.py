@@ -35,6 +35,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
 
     edge_host: str = "127.0.0.1"
     edge_port: Port = 8080
+    operator_host: str = "127.0.0.1"
+    """Where Envoy serves the operator API (`/api/...`, admin token): loopback by default; the
+    public edge port never serves it. Bind it wider only behind a firewall (docs/security.md)."""
+    operator_port: Port = 8081
     envoy_admin_port: Port = 9901
     envoy_concurrency: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2
     sidecar_host: str = "127.0.0.1"
@@ -136,6 +140,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     @property
     def edge_url(self) -> str:
         return self.public_base_url or f"http://{self.edge_host}:{self.edge_port}"
+
+    @property
+    def operator_url(self) -> str:
+        return f"http://{self.operator_host}:{self.operator_port}"
 
     @property
     def local_backend_ids(self) -> frozenset[str]:

@@ -137,6 +137,11 @@ class Platform:
         return f"http://127.0.0.1:{self.s.edge_port}"
 
     @property
+    def operator(self) -> str:
+        """The operator listener: the management API (`/api/...`) is served there, never on the edge."""
+        return f"http://127.0.0.1:{self.s.operator_port}"
+
+    @property
     def key(self) -> str:
         assert self.boot is not None and self.boot.secret is not None
         return self.boot.secret
@@ -151,7 +156,7 @@ class Platform:
         return httpx.AsyncClient(base_url=self.edge, headers=headers, **kwargs)
 
     def admin(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.edge, timeout=30,
+        return httpx.AsyncClient(base_url=self.operator, timeout=30,
                                  headers={"authorization": f"Bearer {self.admin_token}"})
 
     async def start(self) -> Platform:

@@ -113,7 +113,7 @@ def check_base_url(url: str, settings: Settings) -> str:
         raise _invalid("base_url", "credentials, query strings and fragments are not allowed; "
                        "name the credential's environment variable in api_key_env")
     port = port or (443 if parts.scheme == "https" else 80)
-    internal = {settings.edge_port, settings.envoy_admin_port, settings.control_plane_port,
+    internal = {settings.edge_port, settings.operator_port, settings.envoy_admin_port, settings.control_plane_port,
                 *settings.sidecar_ports, *settings.adapter_ports}
     if host in ("localhost", "127.0.0.1", "::1", "0.0.0.0") and port in internal:  # noqa: S104
         raise _invalid("base_url", f"port {port} on this host belongs to the platform itself")

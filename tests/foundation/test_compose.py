@@ -100,9 +100,14 @@ def test_every_nx_variable_is_a_setting(compose: dict[str, Any], tmp_path: Path,
 def test_envoy_bootstrap_points_at_the_services(compose: dict[str, Any], tmp_path: Path) -> None:
     s = _settings(compose, "envoy", tmp_path)
     boot = render_bootstrap(s)
-    listener = boot["static_resources"]["listeners"][0]["address"]["socket_address"]
-    assert listener["address"] == ALL
-    assert listener["port_value"] in _ports(compose, "envoy")
+    edge, operator = (listener["address"]["socket_address"] for listener in boot["static_resources"]["listeners"])
+    assert edge["address"] == ALL and operator["address"] == ALL
+    assert edge["port_value"] in _ports(compose, "envoy") and operator["port_value"] in _ports(compose, "envoy")
+    # The operator API is published on the host's loopback only, the edge on every interface.
+    published = {int(_interpolate(str(m)).rsplit(":", 1)[-1]): _interpolate(str(m))
+                 for m in compose["services"]["envoy"]["ports"]}
+    assert published[operator["port_value"]].startswith("127.0.0.1:")
+    assert not published[edge["port_value"]].startswith("127.0.0.1:")
     clusters = {c["name"]: c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
                 ["socket_address"] for c in boot["static_resources"]["clusters"]}
     expected = {"sidecar": ("sidecar", "sidecar"), "control_plane": ("control-plane", "control-plane"),

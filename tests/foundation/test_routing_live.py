@@ -130,6 +130,7 @@ async def test_routing_validation(private: Platform) -> None:
         ({"base_url": "http://user:pw@example.com/v1"}, "base_url"),
         ({"base_url": "http://example.com/v1?key=abc"}, "base_url"),
         ({"base_url": f"http://127.0.0.1:{private.s.envoy_admin_port}/"}, "base_url"),
+        ({"base_url": f"http://127.0.0.1:{private.s.operator_port}/"}, "base_url"),
         ({"base_url": "http://exa mple.com"}, "base_url"),
         ({"api_key_env": "NX_ADMIN_TOKEN"}, "api_key_env"),
         ({"api_key_env": "DATABASE_URL"}, "api_key_env"),
@@ -163,10 +164,13 @@ async def test_routing_validation(private: Platform) -> None:
         assert_error(await a.patch("/api/models/sim/one", json={"kind": "embedding"}), 400,
                      "invalid_request_error")
         assert_error(await a.get("/api/models/sim/nope"), 404, "model_not_found")
-    async with private.client() as c:  # a client key is not the admin token
+    async with httpx.AsyncClient(base_url=private.operator,  # a client key is not the admin token
+                                 headers={"authorization": f"Bearer {private.key}"}) as c:
         assert_error(await c.get("/api/backends"), 401, "invalid_api_key")
-    async with httpx.AsyncClient(base_url=private.edge) as c:
+    async with httpx.AsyncClient(base_url=private.operator) as c:
         assert_error(await c.get("/api/backends"), 401, "invalid_api_key")
+    async with private.client() as c:  # and the public edge does not serve the operator API at all
+        assert_error(await c.get("/api/backends"), 404, "not_found")
 
 
 async def test_disabled_backend_leaves_envoy_and_alias_delete(private: Platform) -> None:

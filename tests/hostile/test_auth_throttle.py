@@ -75,7 +75,7 @@ async def plane() -> AsyncIterator[Platform]:
 
 
 def _operator(p: Platform) -> str:
-    return str(getattr(p, "operator", p.edge))  # the management API's own listener, where there is one
+    return p.operator  # the management API's own listener (never the public edge)
 
 
 async def _orgs(c: httpx.AsyncClient, token: str) -> httpx.Response:

@@ -169,6 +169,6 @@ async def test_control_plane_routes(own: tuple[Hostile, dict[str, list[str]], st
 
 
 def _admin_base(h: Hostile) -> str:
-    """Where the management API is served: its own listener where the harness has one."""
-    return str(getattr(h.p, "operator", h.p.edge))
+    """Where the management API is served: its own listener (never the public edge)."""
+    return h.p.operator
 

@@ -79,12 +79,12 @@ V1_CASES += [
      b'{"url":"https://93.184.215.14/hook","description":"a\\u0000"}', 400, "invalid_request_error"),
     ("webhook body nested 40 deep", "POST", "/v1/webhooks/endpoints",
      b'{"url":"https://93.184.215.14/hook","x":' + nested(40) + b"}", 400, "invalid_json"),
-    ("NUL in a response id", "GET", "/v1/responses/resp_%00", None, 400, "invalid_request_error"),
-    ("NUL in a webhook endpoint id", "GET", "/v1/webhooks/endpoints/whep_%00", None, 400, "invalid_request_error"),
+    ("NUL in a response id", "GET", "/v1/responses/resp_%00", None, 400, "invalid_path"),
+    ("NUL in a webhook endpoint id", "GET", "/v1/webhooks/endpoints/whep_%00", None, 400, "invalid_path"),
     ("NUL in a cursor", "GET", "/v1/webhooks/endpoints?after=%00", None, 400, "invalid_request_error"),
-    ("NUL in a model id", "GET", "/v1/models/%00", None, 400, "invalid_request_error"),
+    ("NUL in a model id", "GET", "/v1/models/%00", None, 400, "invalid_path"),
     ("NUL in the path of a claimed POST", "POST", "/v1/responses/resp_%00/cancel", b"{}", 400,
-     "invalid_request_error"),
+     "invalid_path"),
 ]
 
 
@@ -143,8 +143,8 @@ def _api_cases(org: str) -> list[tuple[str, str, str, Any, int, str]]:
          400, "invalid_request_error"),
         ("grant beyond 64 bits", "POST", f"/api/orgs/{org}/ledger/grants", b'{"amount_nanos":99999999999999999999}',
          400, "invalid_request_error"),
-        ("NUL in an org id", "GET", "/api/orgs/org_%00", None, 400, "invalid_request_error"),
-        ("NUL in a key id", "GET", f"/api/orgs/{org}/keys/key_%00", None, 400, "invalid_request_error"),
+        ("NUL in an org id", "GET", "/api/orgs/org_%00", None, 400, "invalid_path"),
+        ("NUL in a key id", "GET", f"/api/orgs/{org}/keys/key_%00", None, 400, "invalid_path"),
         ("array body", "POST", "/api/orgs", b"[]", 400, "invalid_request_error"),
     ]
 

@@ -29,7 +29,8 @@ async def replicated() -> AsyncIterator[tuple[Platform, list[str]]]:
     p = await Platform(extra_env={"REDIS_URL": REDIS_URL, "NX_SIDECAR_PROCESSES": "3",
                                   "NX_SIDECAR_PORT": str(free_port_run(3))}).start()
     # A second Envoy with its own listener and admin port, same sidecars and routes.
-    env2 = {**p.env, "NX_EDGE_PORT": str(free_port()), "NX_ENVOY_ADMIN_PORT": str(free_port())}
+    env2 = {**p.env, "NX_EDGE_PORT": str(free_port()), "NX_ENVOY_ADMIN_PORT": str(free_port()),
+            "NX_OPERATOR_PORT": str(free_port())}
     s2 = load_settings(env2)
     boot2 = p.s.envoy_dir / "second" / "bootstrap.json"
     boot2.parent.mkdir()
