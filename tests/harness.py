@@ -153,7 +153,8 @@ class Platform:
     def client(self, key: str | None = None, **kwargs: Any) -> httpx.AsyncClient:
         headers = {"authorization": f"Bearer {key or self.key}"}
         kwargs.setdefault("timeout", 30)
-        return httpx.AsyncClient(base_url=self.edge, headers=headers, **kwargs)
+        kwargs.setdefault("base_url", self.edge)
+        return httpx.AsyncClient(headers=headers, **kwargs)
 
     def admin(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.operator, timeout=30,

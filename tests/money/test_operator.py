@@ -71,9 +71,11 @@ async def test_grant_adjust_reverse_statement_reconcile(platform: Platform) -> N
         assert other.status_code == 404
         stranger = await admin.get(_url(platform, f"/transactions/{new_id('txn')}"))
         assert stranger.status_code == 404
-    async with platform.client() as client:  # an API key is not the admin token
+    async with platform.client(base_url=platform.operator) as client:  # an API key is not the admin token
         denied = await client.get(_url(platform, "/balance"))
         assert denied.status_code == 401
+    async with platform.client() as client:  # and the public edge does not serve the operator API
+        assert (await client.get(_url(platform, "/balance"))).status_code == 404
 
 
 def _nx(platform: Platform, *args: str) -> subprocess.CompletedProcess[str]:
