@@ -14,7 +14,7 @@ import pytest
 from tests.harness import Platform
 from tests.inference.support import SimPlatform, start_sim_platform
 
-__all__ = ["Org", "org_client", "new_org", "operator"]
+__all__ = ["Org", "add_member", "error_code", "new_org", "operator", "org_client"]
 
 
 @pytest.fixture(scope="session")

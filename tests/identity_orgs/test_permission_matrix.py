@@ -24,7 +24,7 @@ from tests.identity_orgs.conftest import Org, add_member, error_code, new_org, o
 from tests.identity_orgs.sessions import session_headers
 from tests.inference.support import SimPlatform
 
-O, A, D, B, R, K = "owner", "admin", "developer", "billing", "reader", "admin_key"
+O, A, D, B, R, K = "owner", "admin", "developer", "billing", "reader", "admin_key"  # noqa: E741
 EVERYONE = frozenset({O, A, D, B, R, K})
 MANAGERS = frozenset({O, A, K})
 PRINCIPALS = (O, A, D, B, R, K)

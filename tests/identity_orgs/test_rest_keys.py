@@ -64,7 +64,8 @@ async def test_project_keys_refuse_bad_scopes_and_foreign_projects(sp: SimPlatfo
     org, other = await new_org(p), await new_org(p)
     async with org_client(p, org.admin_key) as c:
         base = f"/v1/organization/projects/{org.project_id}/api_keys"
-        for body, param in (({"ip_ranges": ["not-a-cidr"]}, "ip_ranges"), ({"projects": [other.project_id]}, "projects"),
+        for body, param in (({"ip_ranges": ["not-a-cidr"]}, "ip_ranges"),
+                            ({"projects": [other.project_id]}, "projects"),
                             ({"expires_at": 1}, "expires_at"), ({"endpoints": ["everything"]}, None)):
             r = await c.post(base, json=body)
             assert r.status_code == 400, (body, r.text)
