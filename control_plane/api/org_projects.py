@@ -104,11 +104,15 @@ def _check_key_projects(who: Principal, project_id: str, named: list[str]) -> No
             raise ApiError("invalid_request_error", f"projects: no project {other!r}", param="projects")
 
 
-async def _key(conn: AsyncConnection, who: Principal, project_id: str, key_id: str) -> keys.KeyView:
+async def _key(conn: AsyncConnection, who: Principal, project_id: str, key_id: str,
+               write: bool = False) -> keys.KeyView:
     await _project(conn, who, project_id)
     view = await keys.get_key(conn, who.org_id, key_id)
     if project_id not in view.projects:
         raise ApiError("not_found", f"No API key {key_id!r}")
+    if write and not all(who.sees_project(p) for p in view.projects):
+        # A key that also acts for projects outside the member's narrowing is not theirs to change.
+        raise ApiError("permission_denied", f"API key {key_id!r} also acts for projects you are not a member of.")
     return view
 
 
@@ -140,7 +144,7 @@ class ProjectKeysController(Controller):
     @post("/{key_id:str}", status_code=200)
     async def update_key(self, conn: AsyncConnection, state: State, who: Principal, project_id: str, key_id: str,
                          data: keys.KeyPatch) -> keys.KeyView:
-        await _key(conn, allowed(who, "keys.write"), project_id, key_id)
+        await _key(conn, allowed(who, "keys.write"), project_id, key_id, write=True)
         if data.projects is not None:
             _check_key_projects(who, project_id, data.projects)
         view = await keys.update_key(conn, who.org_id, key_id, data, actor=who.actor)
@@ -151,7 +155,7 @@ class ProjectKeysController(Controller):
     async def delete_key(self, conn: AsyncConnection, state: State, who: Principal, project_id: str,
                          key_id: str) -> Deleted:
         """Revokes the key (permanently); its usage records stay."""
-        await _key(conn, allowed(who, "keys.write"), project_id, key_id)
+        await _key(conn, allowed(who, "keys.write"), project_id, key_id, write=True)
         await keys.revoke_key(conn, who.org_id, key_id, actor=who.actor)
         await _refresh(conn, state, [key_id])
         return Deleted(id=key_id, object="organization.project.api_key.deleted")

@@ -68,6 +68,8 @@ async def test_a_member_narrowed_to_projects_sees_and_touches_only_those(sp: Sim
     dev = org.members["developer"]
     async with org_client(p, org.admin_key) as k:
         research = (await k.post("/v1/organization/projects", json={"name": "Research"})).json()["id"]
+        shared = (await k.post(f"/v1/organization/projects/{research}/api_keys",
+                               json={"name": "shared", "projects": [research, org.project_id]})).json()["key"]["id"]
         r = await k.post(f"/v1/organization/users/{dev}", json={"projects": [research]})
         assert r.status_code == 200 and r.json()["projects"] == [research], r.text
         r = await k.post(f"/v1/organization/users/{dev}", json={"projects": ["proj_00000000000000000000000000"]})
@@ -82,6 +84,11 @@ async def test_a_member_narrowed_to_projects_sees_and_touches_only_those(sp: Sim
         assert r.status_code == 400 and r.json()["error"]["param"] == "projects", r.text
         r = await d.post(f"/v1/organization/projects/{research}/api_keys", json={"name": "mine"})
         assert r.status_code == 201 and r.json()["key"]["projects"] == [research], r.text
+        # a key that also acts for a project outside the narrowing: visible, not theirs to change
+        assert (await d.get(f"/v1/organization/projects/{research}/api_keys/{shared}")).status_code == 200
+        for r in (await d.post(f"/v1/organization/projects/{research}/api_keys/{shared}", json={"name": "x"}),
+                  await d.delete(f"/v1/organization/projects/{research}/api_keys/{shared}")):
+            assert r.status_code == 403 and error_code(r) == "permission_denied", r.text
     async with org_client(p, org.admin_key) as k:
         r = await k.post(f"/v1/organization/users/{dev}", json={"projects": None})
         assert r.status_code == 200 and r.json()["projects"] is None
