@@ -27,13 +27,14 @@ __all__ = ["main"]
 
 def _welcome(settings: Settings, result: BootstrapResult) -> str:
     edge = settings.edge_url
+    operator = f"nx: the operator API (/api/..., admin token) listens on {settings.operator_url}\n"
     if result.secret:
         return (
-            f"nx: the platform is up; the edge listens on {edge}\n"
+            f"nx: the platform is up; the edge listens on {edge}\n" + operator +
             f"nx: first start: your API key (shown once, store it now):\n\n    {result.secret}\n\n"
             f"Try it:\n\n    curl -s {edge}/v1/models -H 'Authorization: Bearer {result.secret}'\n"
         )
-    return (f"nx: the platform is up; the edge listens on {edge}\n"
+    return (f"nx: the platform is up; the edge listens on {edge}\n" + operator +
             f"nx: bootstrap key {result.key_prefix}... (organization {result.org_id})")
 
 

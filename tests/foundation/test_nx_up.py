@@ -19,6 +19,8 @@ from collections.abc import AsyncIterator, Callable
 import httpx
 import pytest
 
+from core.secrets import load_secrets
+from core.settings import load_settings
 from tests.harness import ROOT, create_pg_database, drop_pg_database, ephemeral_ports, use_postgres
 
 
@@ -118,6 +120,12 @@ async def test_first_start_prints_a_working_curl_then_stops_cleanly(
                             headers={"authorization": f"Bearer {key.group(1)}"},
                             json={"model": "orion-reason", "input": "Draft a migration checklist."})
         assert seed.status_code in (502, 503) and "error" in seed.json()
+        # The operator API answers on its own listener, named in the banner, and not on the edge.
+        operator = re.search(r"operator API .* listens on (\S+)", banner)
+        assert operator, banner
+        admin = {"authorization": f"Bearer {load_secrets(load_settings(env)).admin_token}"}
+        assert (await c.get(operator.group(1) + "/api/orgs", headers=admin)).status_code == 200
+        assert (await c.get(curl.group(1).replace("/v1/models", "/api/orgs"), headers=admin)).status_code == 404
     assert up.proc is not None
     up.proc.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(up.proc.wait(), 40) == 0
