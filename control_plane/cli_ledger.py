@@ -84,7 +84,7 @@ def _key(args: argparse.Namespace) -> str:
     return str(args.idempotency_key)
 
 
-def _operation(args: argparse.Namespace) -> Callable[[AsyncConnection], Awaitable[Any]]:
+def _operation(args: argparse.Namespace, settings: Settings) -> Callable[[AsyncConnection], Awaitable[Any]]:
     a = args.action
     if a == "grant":
         amount, key = _amount(args), _key(args)
@@ -105,12 +105,12 @@ def _operation(args: argparse.Namespace) -> Callable[[AsyncConnection], Awaitabl
     if a == "alert":
         low = None if args.off else parse_usd(str(args.low_balance))
         return lambda c: ledger.set_low_balance(c, args.org, low)
-    return lambda c: ledger.reconcile(c, args.org)
+    return lambda c: ledger.reconcile(c, args.org, journal_dir=settings.data_path / "journal")
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
     try:
-        operation = _operation(args)
+        operation = _operation(args, settings)
     except ValueError as exc:
         print(f"nx: {exc}", file=sys.stderr)
         return 2

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, Request, get, post, put
+from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -135,6 +136,8 @@ class LedgerController(Controller):
                                       since_ms=since, until_ms=until)
 
     @get("/ledger/reconcile")
-    async def reconcile(self, conn: AsyncConnection, org_id: str | None = None) -> Reconciliation:
-        report = await ledger.reconcile(conn, None if org_id is None else await require_org(conn, org_id))
+    async def reconcile(self, conn: AsyncConnection, state: State, org_id: str | None = None) -> Reconciliation:
+        # The adapters' journal is read when it shares this data directory (one machine, `nx up`).
+        report = await ledger.reconcile(conn, None if org_id is None else await require_org(conn, org_id),
+                                        journal_dir=state.settings.data_path / "journal")
         return Reconciliation(**msgspec.structs.asdict(report), ok=report.ok)

@@ -14,6 +14,7 @@ __all__ = [
     "KIND_ORDER",
     "AccountKind",
     "BalanceView",
+    "Drift",
     "EntryView",
     "Hold",
     "Leg",
@@ -31,6 +32,15 @@ CUSTOMER_KINDS: frozenset[str] = frozenset({"wallet", "promo"})
 KIND_ORDER: dict[str, int] = {"promo": 0, "wallet": 1, "revenue": 2, "clearing": 3, "promotions": 4,
                               "adjustments": 5, "receivable": 6}
 NonNeg = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class Drift(msgspec.Struct, frozen=True, kw_only=True):
+    """One difference reconcile found (reconcile.py, billed.py)."""
+
+    check: str
+    subject: str
+    expected: int
+    actual: int
 
 
 class Leg(msgspec.Struct, frozen=True):

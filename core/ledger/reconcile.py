@@ -3,25 +3,24 @@
 Checked, per organization or for all: each account's balance against the sum of its entries and
 against the balance its latest entry recorded; each account's held amount against its open holds;
 every transaction sums to zero and so does the whole journal; budget counters against the charges
-(net of reversals) and open holds of their period. Zero drift is the only healthy answer.
+(net of reversals) and open holds of their period; and served against billed (billed.py: usage
+records, stored responses and the adapters' journal against the charges). Zero drift is the only
+healthy answer.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import msgspec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from core.ledger.billed import billed_drift
+from core.ledger.model import Drift
 from core.rows import columns, rows_as
 
 __all__ = ["Drift", "ReconcileReport", "reconcile"]
-
-
-class Drift(msgspec.Struct, frozen=True, kw_only=True):
-    check: str
-    subject: str
-    expected: int
-    actual: int
 
 
 class ReconcileReport(msgspec.Struct, frozen=True, kw_only=True):
@@ -37,7 +36,9 @@ class ReconcileReport(msgspec.Struct, frozen=True, kw_only=True):
         return not self.drift and self.journal_sum == 0
 
 
-async def reconcile(conn: AsyncConnection, org_id: str | None = None) -> ReconcileReport:
+async def reconcile(conn: AsyncConnection, org_id: str | None = None, *,
+                    journal_dir: Path | None = None) -> ReconcileReport:
+    """`journal_dir`: the adapters' served-output journal (`<data_dir>/journal`), when at hand."""
     scope: dict[str, object] = {"o": org_id, "all": org_id is None}
     where_a = "(:all OR a.org_id = :o)"
     drift: list[Drift] = []
@@ -78,6 +79,7 @@ async def reconcile(conn: AsyncConnection, org_id: str | None = None) -> Reconci
         " JOIN ledger_accounts a ON a.id = e.account_id"
         f" WHERE {where_a}"), scope)).scalar_one())
     drift += await _budget_drift(conn, scope)
+    drift += await billed_drift(conn, scope, journal_dir)
     return ReconcileReport(organization=org_id, accounts=accounts, transactions=transactions,
                            journal_sum=journal_sum, drift=drift)
 

@@ -10,12 +10,8 @@ against a machine crash; a disk that is gone takes the database with it on SQLit
 
 One file per adapter process (`<data_dir>/journal/adapter-<pid>-<ns>.log`), locked with `flock` for
 the process's life, so the settler of another (or the next) adapter knows a file whose lock it can
-take belongs to a dead process. Lines, one `os.write` each:
-
-    O <request> <backend timeout ms> <input estimate> <input known>   first content event relayed
-    S <request> <output produced> <input known>                       each content event, before it goes out
-    F <request> <status> <input> <cached> <output>                    ended, its settlement failed
-    D <request>                                                       settled (or nothing to settle)
+take belongs to a dead process. Its lines (`O`pen, `S`erved, `F`ailed settlement, `D`one) are
+described in core/served.py, which reconcile reads too.
 
 A request with an `O` and no `D` was served and not (yet) settled: the settler charges it (its
 `F` usage if the stream ended, else its last `S` with status 502, input as the backend reported it
@@ -35,66 +31,15 @@ from pathlib import Path
 
 import msgspec
 
-from core import ledger
+from core.served import Final, Unsettled
 from proxy_plugins.adapter.context import RequestContext
 from proxy_plugins.adapter.counting import text_estimate
 
-__all__ = ["MAX_BYTES", "Entry", "Journal", "Unsettled", "read_unsettled"]
+__all__ = ["MAX_BYTES", "Entry", "Journal"]
 
 log = logging.getLogger("nx.adapter.journal")
 
 MAX_BYTES = 4 * 1024 * 1024
-CRASHED = 502
-"""The usage record's status for a stream its adapter did not live to end."""
-
-
-class Unsettled(msgspec.Struct, kw_only=True):
-    """A request served and not settled, as the journal knows it."""
-
-    request_id: str
-    timeout_ms: int = 0
-    estimate: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    final: ledger.Usage | None = None
-    """Set by an `F` line: the stream ended and its usage is known; its settlement failed."""
-
-    def usage(self) -> ledger.Usage:
-        if self.final is not None:
-            return self.final
-        return ledger.Usage(status=CRASHED, input_tokens=self.input_tokens or self.estimate, cached_tokens=0,
-                            output_tokens=self.output_tokens)
-
-    def lines(self) -> bytes:
-        out = (f"O {self.request_id} {self.timeout_ms} {self.estimate} {self.input_tokens}\n"
-               f"S {self.request_id} {self.output_tokens} {self.input_tokens}\n")
-        if self.final is not None:
-            u = self.final
-            out += f"F {self.request_id} {u.status} {u.input_tokens} {u.cached_tokens} {u.output_tokens}\n"
-        return out.encode()
-
-
-def read_unsettled(data: bytes) -> dict[str, Unsettled]:
-    """The requests of a journal with no `D` line. A torn or unknown line is skipped."""
-    open_: dict[str, Unsettled] = {}
-    for raw in data.split(b"\n"):
-        parts = raw.decode("ascii", "replace").split()
-        try:
-            if parts[0] == "O" and len(parts) == 5:
-                open_[parts[1]] = Unsettled(request_id=parts[1], timeout_ms=int(parts[2]), estimate=int(parts[3]),
-                                            input_tokens=int(parts[4]))
-            elif parts[0] == "S" and len(parts) == 4 and parts[1] in open_:
-                u = open_[parts[1]]
-                u.output_tokens, u.input_tokens = max(u.output_tokens, int(parts[2])), int(parts[3]) or u.input_tokens
-            elif parts[0] == "F" and len(parts) == 6 and parts[1] in open_:
-                status, i, c, o = (int(p) for p in parts[2:])
-                open_[parts[1]].final = ledger.Usage(status=status, input_tokens=i, cached_tokens=min(c, i),
-                                                     output_tokens=o)
-            elif parts[0] == "D" and len(parts) == 2:
-                open_.pop(parts[1], None)
-        except (IndexError, ValueError):
-            continue
-    return open_
 
 
 class Entry:
@@ -137,9 +82,8 @@ class Entry:
         if state is None:
             return
         u = self.ctx.usage
-        state.final = ledger.Usage(status=status, input_tokens=u.input_tokens or state.estimate,
-                                   cached_tokens=min(u.cached_tokens, u.input_tokens),
-                                   output_tokens=max(u.output_tokens, state.output_tokens))
+        state.final = Final(status, u.input_tokens or state.estimate, min(u.cached_tokens, u.input_tokens),
+                            max(u.output_tokens, state.output_tokens))
         f = state.final
         self.journal.write(f"F {state.request_id} {status} {f.input_tokens} {f.cached_tokens} "
                            f"{f.output_tokens}\n".encode())
@@ -176,6 +120,8 @@ class Journal:
         return fd, path
 
     def write(self, line: bytes) -> None:
+        if self._fd < 0:
+            return  # closed at shutdown: what is open stays in the file for the next settler
         os.write(self._fd, line)
         self._size += len(line)
         self._dirty = True

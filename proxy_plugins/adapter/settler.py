@@ -31,7 +31,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core import ledger
 from core.db import now_ms, write_tx
-from proxy_plugins.adapter.journal import Journal, Unsettled, read_unsettled
+from core.served import GLOB, Unsettled, read_unsettled
+from proxy_plugins.adapter.journal import Journal
 
 __all__ = ["Settler"]
 
@@ -83,7 +84,7 @@ class Settler:
             settled = await self._settle(list(self.journal.pending.values()))
             for request_id in settled:
                 self.journal.done(request_id)
-        for path in sorted(self.journal.directory.glob("adapter-*.log")):
+        for path in sorted(self.journal.directory.glob(GLOB)):
             if path != self.journal.path:
                 await self._settle_file(path)
 
@@ -111,12 +112,18 @@ class Settler:
         """Settle in one transaction; returns the request ids that need nothing more (charged now
         or before). Raises when the database cannot be reached: all of them stay for next time."""
         async with write_tx(self.engine) as conn:
-            results = await ledger.settle_many(conn, [(u.request_id, u.usage()) for u in items], late=True)
+            results = await ledger.settle_many(conn, [(u.request_id, _usage(u)) for u in items], late=True)
         for u, result in zip(items, results, strict=True):
             if isinstance(result, ledger.LedgerError):
                 # Settled already (its adapter's commit ran after all), released, or unknown.
                 log.info("journal: %s needs no settlement (%s)", u.request_id, result.code)
             else:
                 log.warning("journal: settled %s after the fact: %d output tokens, %d nano-dollars (%d owed)",
-                            u.request_id, u.usage().output_tokens, result.charged, result.receivable)
+                            u.request_id, u.output_tokens, result.charged, result.receivable)
         return {u.request_id for u in items}
+
+
+def _usage(u: Unsettled) -> ledger.Usage:
+    f = u.usage()
+    return ledger.Usage(status=f.status, input_tokens=f.input_tokens, cached_tokens=f.cached_tokens,
+                        output_tokens=f.output_tokens)

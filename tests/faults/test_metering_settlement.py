@@ -152,10 +152,11 @@ async def test_a_stream_cut_by_an_adapter_crash_is_charged_what_it_delivered(lea
         prompt = f"[[sim chunks=400 chunk_ms=20]] crash {marker()}"
         adapter = next(ch for ch in leased.platform.started if ch.name.startswith("adapter"))
         assert adapter.proc is not None
-        delivered = 0
+        delivered, request_id = 0, ""
         with contextlib.suppress(httpx.HTTPError):
             async with leased.platform.client(key) as c, \
                     c.stream("POST", "/v1/chat/completions", json=chat_body(prompt, stream=True)) as r:
+                request_id = r.headers["x-request-id"]
                 async for line in r.aiter_lines():
                     if line.startswith("data: {"):
                         delivered += _content(json.loads(line[6:]))
@@ -168,6 +169,12 @@ async def test_a_stream_cut_by_an_adapter_crash_is_charged_what_it_delivered(lea
             return await _hold_status(leased, org) == ["expired"]
 
         await eventually(expired, "the crashed request's hold expires", timeout=30)
+        # Reconcile sees what was served and not billed, from the dead adapter's journal.
+        async with leased.platform.admin() as admin:
+            report = (await admin.get("/api/ledger/reconcile", params={"org_id": org})).json()
+        [drift] = report["drift"]
+        assert (drift["check"], drift["subject"]) == ("served_vs_billed", request_id)
+        assert drift["expected"] >= delivered, drift
         adapter.proc = await asyncio.create_subprocess_exec(*adapter.argv, env=leased.platform.env, cwd=str(ROOT))
         await _wait_healthy(adapter, timeout=60)
         b = await assert_books(leased, org, requests=1)
