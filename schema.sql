@@ -721,6 +721,7 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     UNIQUE (org_id, key_id, method, path, idem_key)
 );
 CREATE INDEX IF NOT EXISTS idempotency_keys_created ON idempotency_keys (created_at);
+CREATE INDEX IF NOT EXISTS idempotency_keys_request ON idempotency_keys (request_id);
 
 -- Nonces of signed requests (proxy_plugins/replay.py), kept until no request carrying them could
 -- still pass the timestamp check, so a replay is refused across sidecar and Redis restarts alike.

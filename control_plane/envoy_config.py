@@ -22,7 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from control_plane.envoy_templates import OMIT, render
-from core.contract import SIDECAR_ERROR_STATUS, SIDECAR_REFUSAL_503, Header, Route
+from core.contract import ACCESS_LOG_TAG, SIDECAR_ERROR_STATUS, SIDECAR_REFUSAL_503, Header, Route
 from core.errors import ERRORS, error_json
 from core.rows import columns, rows_as
 from core.settings import Settings
@@ -89,12 +89,14 @@ def _common(settings: Settings) -> dict[str, Any]:
 def render_bootstrap(settings: Settings) -> Json:
     values = _common(settings)
     values["local_reply"] = render("local-reply.yaml", values)
+    values["ended_log"] = render("ended-log.yaml", {**values, "ended_log_tag": ACCESS_LOG_TAG})
     values["edge_listener"] = render("edge-listener.yaml", values)
     values["operator_listener"] = render("operator-listener.yaml", values)
     values["sidecar_cluster"] = _cluster("sidecar", settings.sidecar_host, settings.sidecar_ports)
     values["control_plane_cluster"] = _cluster("control_plane", settings.control_plane_host,
                                                settings.control_plane_port)
     values["adapter_cluster"] = _cluster("adapter", settings.adapter_host, settings.adapter_ports)
+    values["sidecar_log_cluster"] = _cluster("sidecar_log", settings.sidecar_host, settings.sidecar_log_ports)
     return render("bootstrap.yaml", values)  # type: ignore[no-any-return]
 
 

@@ -75,9 +75,10 @@ def children(settings: Settings) -> list[Child]:
     py = sys.executable
     out = [
         *(Child("sidecar" if i == 0 else f"sidecar-{i + 1}", [py, "-m", "proxy_plugins.sidecar.server",
-                                                                 "--port", str(port)],
+                                                                 "--port", str(port), "--log-port", str(log_port)],
                 f"http://{settings.sidecar_host}:{port}/healthz")
-          for i, port in enumerate(settings.sidecar_ports)),
+          for i, (port, log_port) in enumerate(zip(settings.sidecar_ports, settings.sidecar_log_ports,
+                                                   strict=True))),
         Child("control-plane", [py, "-m", "control_plane.serve"], f"{settings.control_plane_url}/healthz"),
         *(Child("adapter" if i == 0 else f"adapter-{i + 1}", [py, "-m", "proxy_plugins.adapter", "--port", str(port)],
                 f"http://{settings.adapter_host}:{port}/healthz")

@@ -90,3 +90,21 @@ def output_cap(model: ModelRecord) -> int:
     request asking for more; the adapter never asks a backend for more than was held
     (`x-nx-hold-output`)."""
     return model.max_output_tokens or model.context_window
+
+
+SLOT_LEASE_MS = 30_000
+"""A concurrency slot is a lease: it frees itself this long after it was taken or last renewed.
+The adapter renews the slots of the requests it is running every `SLOT_RENEW_MS`; a request that
+ends is released at once (the adapter's finish report, or Envoy's access log), so this expiry only
+frees the slots of a request whose reports were all lost (a killed adapter and sidecar)."""
+
+SLOT_RENEW_MS = 10_000
+"""How often the adapter renews its running requests' slots: three renewals fit in one lease."""
+
+ORPHAN_GRACE_MS = 15_000
+"""A request whose adapter died under it (Envoy saw the upstream connection end: `UC`) keeps its
+hold and Idempotency-Key claim this much longer, for the adapter's successor to settle what it
+served; then the worker expires them (seconds, not the hold's full backend timeout + 5 min)."""
+
+ACCESS_LOG_TAG = "nx.ended"
+"""Fluentd tag of Envoy's access-log entries for authorized /v1 requests (envoy/ended-log.yaml)."""

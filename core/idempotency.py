@@ -42,6 +42,8 @@ __all__ = [
     "complete",
     "prune",
     "release",
+    "release_run",
+    "shorten_lease",
     "stored_body",
     "valid_key",
 ]
@@ -136,6 +138,23 @@ async def release(conn: AsyncConnection, record_id: str) -> None:
     """The run failed before any side effect committed: the next retry runs it again."""
     await conn.execute(sql("DELETE FROM idempotency_keys WHERE id = :id AND state = 'in_flight'"),
                        {"id": record_id})
+
+
+async def release_run(conn: AsyncConnection, record_id: str, request_id: str) -> int:
+    """Give the claim back if this request still holds it (it never reached the adapter); a claim a
+    retry has taken since, or one completed, is left alone."""
+    result = await conn.execute(sql(
+        "DELETE FROM idempotency_keys WHERE id = :id AND state = 'in_flight' AND request_id = :r"),
+        {"id": record_id, "r": request_id})
+    return int(result.rowcount)
+
+
+async def shorten_lease(conn: AsyncConnection, record_id: str, request_id: str, until_ms: int) -> int:
+    """The request's process died: a retry may take the key over from `until_ms` on."""
+    result = await conn.execute(sql(
+        "UPDATE idempotency_keys SET lease_expires_at = :until WHERE id = :id AND state = 'in_flight'"
+        " AND request_id = :r AND lease_expires_at > :until"), {"until": until_ms, "id": record_id, "r": request_id})
+    return int(result.rowcount)
 
 
 async def prune(conn: AsyncConnection, now: int | None = None) -> int:

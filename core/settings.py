@@ -46,6 +46,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     sidecar_processes: Annotated[int, msgspec.Meta(ge=1, le=16)] = 1
     """Sidecar processes on consecutive ports from sidecar_port; more than one needs REDIS_URL so
     that rate limits and nonces are shared instead of multiplied by the process count."""
+    sidecar_log_port: Port = 9150
+    """Envoy's access log (Fluentd forward protocol) reaches sidecar processes on consecutive
+    ports from this one: how the sidecar learns that a request ended (proxy_plugins/sidecar/ended.py)."""
     adapter_host: str = "127.0.0.1"
     adapter_port: Port = 9200
     adapter_processes: Annotated[int, msgspec.Meta(ge=1, le=16)] = 1
@@ -160,6 +163,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     @property
     def sidecar_ports(self) -> list[int]:
         return [self.sidecar_port + i for i in range(self.sidecar_processes)]
+
+    @property
+    def sidecar_log_ports(self) -> list[int]:
+        return [self.sidecar_log_port + i for i in range(self.sidecar_processes)]
 
     @property
     def envoy_dir(self) -> Path:

@@ -148,6 +148,7 @@ class Adapter:
             return
         request_id = headers.get(b"x-request-id", b"").decode("latin-1")
         tokens = 0
+        self.finisher.running(request_id, headers.get(_H_RATE_LIMIT))
         try:
             body = await _read_body(receive, self.settings.max_body_bytes)
             if body is None:

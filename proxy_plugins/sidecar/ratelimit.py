@@ -2,7 +2,7 @@
 
 Algorithm: an exact sliding log. Each admitted request leaves an entry (weight 1 for requests, its
 estimated tokens for tokens, 1 for a concurrency slot) that expires one window later (concurrency:
-when the request finishes, or after a lease if its process died). A request is admitted only if
+when the request finishes, or when its short lease runs out unrenewed). A request is admitted only if
 every bucket it touches has room for it; all buckets are then taken together, so a request refused
 by one limit consumes none of the others. Unlike fixed windows or GCRA with a burst allowance, no
 60-second interval ever admits more than the limit, so nothing bursts through at a boundary.
@@ -21,11 +21,14 @@ from typing import Literal, Protocol
 
 import msgspec
 
+from core.contract import SLOT_LEASE_MS
+
 __all__ = ["LEASE_MS", "WINDOW_MS", "Bucket", "Denial", "Finished", "LimitStore", "MemoryStore", "Verdict"]
 
 WINDOW_MS = 60_000
-LEASE_MS = 15 * 60_000
-"""A concurrency slot whose request never reported back (crashed process) frees itself after this."""
+LEASE_MS = SLOT_LEASE_MS
+"""A concurrency slot frees itself this long after it was taken or last renewed (`renew`): the
+adapter renews its running requests, so only a request nobody reported on waits this long."""
 
 Kind = Literal["requests", "tokens", "concurrent"]
 
@@ -82,6 +85,10 @@ class LimitStore(Protocol):
     async def finish(self, finished: Sequence[Finished]) -> None:
         """For each: `release`, then `adjust` its tokens buckets to the actual tokens (one call for a
         whole batch of reports, so a store can do it in one pass or one round trip)."""
+
+    async def renew(self, running: Sequence[tuple[str, list[Bucket]]]) -> None:
+        """Extend the concurrency slots of requests still running by a lease from now; a slot
+        already released stays released (a renewal never takes one back)."""
 
 
 class _Log:
@@ -160,6 +167,18 @@ class MemoryStore:
                     if entry is not None:  # else already expired out of the window
                         log.entries[request_id] = (entry[0], actual)
                         log.total += actual - entry[1]
+
+    async def renew(self, running: Sequence[tuple[str, list[Bucket]]]) -> None:
+        until = self._now() + LEASE_MS
+        for request_id, buckets in running:
+            for b in buckets:
+                if b.kind == "concurrent" and (log := self._logs.get(b.key)) is not None:
+                    entry = log.entries.get(request_id)
+                    if entry is not None:
+                        # Every slot's lease has the same length, so the renewed one expires last:
+                        # moved to the end, the log stays in expiry order.
+                        log.entries[request_id] = (until, entry[1])
+                        log.entries.move_to_end(request_id)
 
     async def adjust(self, request_id: str, bucket: Bucket, actual_weight: int) -> None:
         log = self._logs.get(bucket.key)

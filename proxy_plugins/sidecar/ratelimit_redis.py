@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError
 
-from proxy_plugins.sidecar.ratelimit import Bucket, Denial, Finished, Usage, Verdict
+from proxy_plugins.sidecar.ratelimit import LEASE_MS, Bucket, Denial, Finished, Usage, Verdict
 
 __all__ = ["RedisStore"]
 
@@ -95,6 +95,19 @@ return 1
 """
 
 
+# KEYS: zset, weights, total of one concurrency bucket. ARGV: request id, lease ms. Only a slot
+# still present is extended: a renewal never takes back a slot that was released.
+_RENEW = """
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[2])
+redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
+for _, k in ipairs(KEYS) do redis.call('PEXPIRE', k, ttl + 1000) end
+return 1
+"""
+
+
 def _keys(b: Bucket) -> list[str]:
     # One hash tag per bucket keeps its three keys on one Redis Cluster slot.
     return [f"{{{b.key}}}:z", f"{{{b.key}}}:w", f"{{{b.key}}}:s"]
@@ -107,6 +120,7 @@ class RedisStore:
         self.client = aioredis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
         self._acquire = self.client.register_script(_ACQUIRE)
         self._adjust = self.client.register_script(_ADJUST)
+        self._renew = self.client.register_script(_RENEW)
         self.failures = 0
 
     async def acquire(self, request_id: str, buckets: list[Bucket]) -> Verdict:
@@ -161,6 +175,20 @@ class RedisStore:
         except (RedisError, OSError) as exc:
             self.failures += 1
             log.warning("rate-limit store unreachable on release: %s", exc)
+
+    async def renew(self, running: Sequence[tuple[str, list[Bucket]]]) -> None:
+        slots = [(b, request_id) for request_id, buckets in running for b in buckets if b.kind == "concurrent"]
+        if not slots:
+            return
+        try:
+            await self._renew(keys=_keys(slots[0][0]), args=[slots[0][1], LEASE_MS])  # loads the script
+            async with self.client.pipeline(transaction=False) as pipe:
+                for b, request_id in slots[1:]:
+                    pipe.evalsha(self._renew.sha, 3, *_keys(b), request_id, LEASE_MS)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:  # the slots then live out their lease
+            self.failures += 1
+            log.warning("rate-limit store unreachable on renewal: %s", exc)
 
     async def _call_adjust(self, b: Bucket, request_id: str, weight: int) -> None:
         try:

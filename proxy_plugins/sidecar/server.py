@@ -5,7 +5,9 @@ Why bare ASGI and HTTP rather than gRPC or a framework: the measurements in
 HTTP, and a framework's routing and middleware would add to the hot path for three fixed routes.
 
 Routes: `/authz/<original path>` (Envoy ext_authz), `GET /healthz`, `POST /internal/invalidate`
-(control plane: keys revoked or configuration changed, apply now).
+(control plane: keys revoked or configuration changed, apply now), `POST /internal/finish` and
+`POST /internal/renew` (adapter: requests ended; requests still running keep their slots). Beside
+it, on the log port, Envoy's access log of every request that ended (ended.py).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from core.secrets import load_secrets
 from core.settings import Settings, SettingsError, load_settings
 from core.snapshot import KeyCache, Snapshot, current_version, load_key, load_snapshot
 from proxy_plugins.sidecar.authz import Checker, CheckRequest, Decision
+from proxy_plugins.sidecar.ended import Endings, LogListener
 from proxy_plugins.sidecar.events import RateLimitEvents
 from proxy_plugins.sidecar.hold import Holds
 from proxy_plugins.sidecar.idempotency_gate import Gate
@@ -69,8 +72,15 @@ class Finish(msgspec.Struct):
     actual_tokens: int | None = None
 
 
+class Running(msgspec.Struct):
+    """Sent by the adapter every few seconds for each request it is still running: renew its slots."""
+
+    request_id: str
+    buckets: list[Bucket]
+
+
 class Sidecar:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, log_port: int | None = None) -> None:
         self.settings = settings
         self.engine = make_engine(settings)
         secrets = load_secrets(settings)
@@ -88,6 +98,9 @@ class Sidecar:
                                Gate(self.engine), self.holds, RateLimitEvents(self.engine))
         self._poller: asyncio.Task[None] | None = None
         self._subscriber: asyncio.Task[None] | None = None
+        self.endings = Endings(self.limits, self.engine)
+        self.access_log = LogListener(self.endings, settings.sidecar_host,
+                                      settings.sidecar_log_port if log_port is None else log_port)
 
     def snapshot(self) -> Snapshot:
         assert self._snapshot is not None, "snapshot is loaded at startup"
@@ -98,6 +111,7 @@ class Sidecar:
         # Everything loaded so far (modules, engine, snapshot) lives as long as the process: out of
         # the collector's generations, a full collection no longer walks it (measured ~10 us/check).
         gc.freeze()
+        await self.access_log.start()
         self._poller = asyncio.create_task(self._poll())
         if isinstance(self.limits, RedisStore):
             self._subscriber = asyncio.create_task(self._subscribe(self.limits))
@@ -125,6 +139,7 @@ class Sidecar:
             self.cache.clear()
 
     async def stop(self) -> None:
+        await self.access_log.stop()
         for task in (self._poller, self._subscriber):
             if task is not None:
                 task.cancel()
@@ -182,6 +197,8 @@ class Sidecar:
             await self._invalidate(scope, body, send)
         elif path == "/internal/finish" and scope["method"] == "POST":
             await self._finish(scope, body, send)
+        elif path == "/internal/renew" and scope["method"] == "POST":
+            await self._renew(scope, body, send)
         else:
             await _respond(send, Decision(status=404, headers=[], body=b""))
 
@@ -194,7 +211,10 @@ class Sidecar:
         lines += ["# TYPE nx_ratelimit_store_failures_total counter",
                   f"nx_ratelimit_store_failures_total {failures}",
                   "# TYPE nx_hold_batches_total counter", f"nx_hold_batches_total {self.holds.commits.batches}",
-                  "# TYPE nx_hold_items_total counter", f"nx_hold_items_total {self.holds.commits.items}"]
+                  "# TYPE nx_hold_items_total counter", f"nx_hold_items_total {self.holds.commits.items}",
+                  "# TYPE nx_ended_requests_total counter", f"nx_ended_requests_total {self.endings.seen}",
+                  "# TYPE nx_ended_holds_released_total counter",
+                  f"nx_ended_holds_released_total {self.endings.released_holds}"]
         return "\n".join(lines) + "\n"
 
     def _internal(self, scope: Scope) -> bool:
@@ -213,6 +233,18 @@ class Sidecar:
             return
         await self.limits.finish([(r.request_id, r.buckets, r.actual_tokens)
                                   for r in (requests if isinstance(requests, list) else [requests])])
+        await _respond(send, Decision(status=204, headers=[], body=b""))
+
+    async def _renew(self, scope: Scope, body: bytes, send: Send) -> None:
+        if not self._internal(scope):
+            await _respond(send, Decision(status=403, headers=[], body=b""))
+            return
+        try:
+            running = decode(body, type=list[Running])
+        except (ApiError, msgspec.DecodeError):
+            await _respond(send, _BAD_INTERNAL_BODY)
+            return
+        await self.limits.renew([(r.request_id, r.buckets) for r in running])
         await _respond(send, Decision(status=204, headers=[], body=b""))
 
     async def _invalidate(self, scope: Scope, body: bytes, send: Send) -> None:
@@ -250,6 +282,8 @@ async def _respond(send: Send, decision: Decision) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="nx sidecar (Envoy ext_authz)")
     parser.add_argument("--port", type=int, default=None)
+    parser.add_argument("--log-port", type=int, default=None,
+                        help="where Envoy's access log arrives (default: NX_SIDECAR_LOG_PORT)")
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
@@ -258,7 +292,7 @@ def main(argv: list[str] | None = None) -> None:
     owner_only()  # the database, its WAL and anything else it creates: owner-only
     exit_unless_current(settings.effective_database_url, "sidecar")  # not on a schema it was not built for
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s sidecar %(levelname)s %(message)s")
-    uvicorn.run(Sidecar(settings), host=settings.sidecar_host, port=args.port or settings.sidecar_port,
+    uvicorn.run(Sidecar(settings, args.log_port), host=settings.sidecar_host, port=args.port or settings.sidecar_port,
                 loop="uvloop", http="httptools", lifespan="on", access_log=False, proxy_headers=False,
                 log_level="warning", timeout_graceful_shutdown=10)
 

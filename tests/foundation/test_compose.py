@@ -111,7 +111,7 @@ def test_envoy_bootstrap_points_at_the_services(compose: dict[str, Any], tmp_pat
     clusters = {c["name"]: c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
                 ["socket_address"] for c in boot["static_resources"]["clusters"]}
     expected = {"sidecar": ("sidecar", "sidecar"), "control_plane": ("control-plane", "control-plane"),
-                "adapter": ("adapter", "adapter")}
+                "adapter": ("adapter", "adapter"), "sidecar_log": ("sidecar", "sidecar")}
     for cluster, (host, service) in expected.items():
         assert clusters[cluster]["address"] == host, cluster
         assert clusters[cluster]["port_value"] in _ports(compose, service), cluster
@@ -119,6 +119,7 @@ def test_envoy_bootstrap_points_at_the_services(compose: dict[str, Any], tmp_pat
     sidecar, cp = _settings(compose, "sidecar", tmp_path), _settings(compose, "control-plane", tmp_path)
     adapter = _settings(compose, "adapter", tmp_path)
     assert sidecar.sidecar_host == ALL and sidecar.sidecar_port == clusters["sidecar"]["port_value"]
+    assert sidecar.sidecar_log_port == clusters["sidecar_log"]["port_value"]  # Envoy's access log
     assert adapter.adapter_host == ALL and adapter.adapter_port == clusters["adapter"]["port_value"]
     assert cp.control_plane_host == ALL
     assert cp.control_plane_port == clusters["control_plane"]["port_value"]

@@ -81,3 +81,13 @@ async def test_no_burst_at_window_boundary() -> None:
     assert not any([(await store.acquire(f"b{i}", [b])).allowed for i in range(5)])
     now[0] += 59.9  # the first five are now a full window old
     assert (await store.acquire("c", [b])).allowed
+
+
+async def test_a_renewal_extends_a_running_slot_and_never_takes_a_released_one_back(store: LimitStore) -> None:
+    b = bucket("concurrent", limit=1)
+    assert (await store.acquire("r1", [b])).allowed
+    await store.renew([("r1", [b])])
+    assert not (await store.acquire("r2", [b])).allowed  # still held: renewed, not released
+    await store.finish([("r1", [b], None)])
+    await store.renew([("r1", [b])])  # a late renewal of a request that ended
+    assert (await store.acquire("r3", [b])).allowed
