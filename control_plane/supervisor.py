@@ -3,14 +3,18 @@
 Order: database schema (installed, or upgraded by the pending migrations after a SQLite backup,
 core/migrations), catalog sync, first-run bootstrap, Envoy configuration; then the sidecar,
 the control plane, the worker, the local model server, and Envoy last so that the edge opens only
-when everything behind it answers. A child that dies is reported and the platform stops with a
-non-zero status rather than limping on. SIGINT/SIGTERM drain Envoy's listener first, then let each
+when everything behind it answers. A child that dies afterwards is reported and started again
+with exponential back-off (0.5 s doubling to 30 s; from the beginning again once it ran a minute),
+while the others keep serving; a child dying again and again is reported as crash-looping on every
+death, never hidden. A child that fails during the first start still stops the platform: that is a
+configuration to fix, not a blip. SIGINT/SIGTERM drain Envoy's listener first, then let each
 Python process finish in-flight requests and flush writes (uvicorn's graceful shutdown).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -143,8 +147,50 @@ async def _stop(started: list[Child], settings: Settings) -> None:
             await child.proc.wait()
 
 
+RESTART_FIRST_S = 0.5
+RESTART_MAX_S = 30.0
+STABLE_S = 60.0
+"""A child that ran this long before dying starts its back-off from the beginning again."""
+CRASH_LOOP = 5
+"""Restarts in a row (each died within STABLE_S) from which a child is reported as crash-looping."""
+
+
+def restart_delay(failures: int) -> float:
+    """Exponential back-off: 0.5 s, 1 s, 2 s, ... at most 30 s, for the n-th death in a row."""
+    return float(min(RESTART_MAX_S, RESTART_FIRST_S * 2 ** (failures - 1)))
+
+
+async def _keep_running(child: Child, env: dict[str, str], stop: asyncio.Event) -> None:
+    """Wait for the child to die; report it, start it again after its back-off, wait for its
+    health; forever, until `stop`. Every death and restart is printed: a crash loop is visible."""
+    failures = 0
+    while child.proc is not None:
+        started = time.monotonic()
+        status = await child.proc.wait()
+        if stop.is_set():
+            return
+        failures = 1 if time.monotonic() - started >= STABLE_S else failures + 1
+        delay = restart_delay(failures)
+        looping = f"; crash-looping ({failures} deaths in a row)" if failures >= CRASH_LOOP else ""
+        print(f"nx: {child.name} exited unexpectedly with status {status}{looping}; restarting it in "
+              f"{delay:.1f}s", file=sys.stderr, flush=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        if stop.is_set():
+            return
+        child.proc = await asyncio.create_subprocess_exec(*child.argv, env=env)
+        try:
+            await _wait_healthy(child, timeout=120 if child.name == "local-models" else 60)
+        except RuntimeError as exc:
+            print(f"nx: {exc}", file=sys.stderr, flush=True)
+            if child.proc.returncode is None:  # alive but never healthy: counts as one more death
+                child.proc.kill()
+            continue
+        print(f"nx: {child.name} restarted (pid {child.proc.pid})", file=sys.stderr, flush=True)
+
+
 async def run_platform(settings: Settings, on_ready: str) -> int:
-    """Start everything, print `on_ready`, and run until a signal or a required child dies."""
+    """Start everything, print `on_ready`, and run until a signal, restarting a child that dies."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -164,17 +210,15 @@ async def run_platform(settings: Settings, on_ready: str) -> int:
                 print(f"nx: {exc}; continuing without it (local models will be unavailable)", file=sys.stderr)
             print(f"nx: {child.name} is up", flush=True)
         print(on_ready, flush=True)
-        waits = {asyncio.ensure_future(c.proc.wait()): c for c in started if c.proc}
-        stopper = asyncio.ensure_future(stop.wait())
-        while not stop.is_set():
-            done, _ = await asyncio.wait([*waits, stopper], return_when=asyncio.FIRST_COMPLETED)
-            for fut in done:
-                if fut in waits:
-                    child = waits.pop(fut)
-                    print(f"nx: {child.name} exited unexpectedly with status {fut.result()}", file=sys.stderr)
-                    if child.required:
-                        status = 1
-                        stop.set()
+        # One supervisor per child: a child that dies is reported and started again with back-off,
+        # the rest of the platform keeps serving (and Envoy's access log frees what its requests held).
+        keepers = [asyncio.ensure_future(_keep_running(c, env, stop)) for c in started]
+        try:
+            await stop.wait()
+        finally:
+            for keeper in keepers:
+                keeper.cancel()
+            await asyncio.gather(*keepers, return_exceptions=True)
         print("nx: stopping", flush=True)
     except RuntimeError as exc:
         print(f"nx: {exc}", file=sys.stderr)

@@ -21,6 +21,8 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
+import time
 from collections.abc import Awaitable, Callable
 
 from sqlalchemy import text
@@ -102,6 +104,25 @@ class PruneIdempotencyJob:
             await idempotency.prune(conn)
 
 
+HEARTBEAT_FILE = "worker.heartbeat"
+"""Touched by the worker's loop every few seconds under the data directory: the worker serves no
+port, so this file's age is its health (compose's health check; `nx worker --healthy`)."""
+HEARTBEAT_STALE_S = 30.0
+
+
+async def _heartbeat(settings: Settings) -> None:
+    (settings.data_path / HEARTBEAT_FILE).touch()
+
+
+def healthy(settings: Settings, now: float | None = None) -> bool:
+    """The worker's loop touched its heartbeat within HEARTBEAT_STALE_S."""
+    try:
+        age = (time.time() if now is None else now) - (settings.data_path / HEARTBEAT_FILE).stat().st_mtime
+    except OSError:
+        return False
+    return age <= HEARTBEAT_STALE_S
+
+
 async def _every(name: str, seconds: float, job: Job, stop: asyncio.Event) -> None:
     while not stop.is_set():
         try:
@@ -122,6 +143,7 @@ async def run(settings: Settings) -> None:
     jobs: list[tuple[str, float, Job]] = [("envoy_config", 1.0, EnvoyConfigJob(settings, engine)),
                                           ("webhooks", 0.25, webhooks)]
     jobs.append(("expire_holds", 2.0, ExpireHoldsJob(engine)))
+    jobs.append(("heartbeat", 5.0, lambda: _heartbeat(settings)))
     jobs.append(("wal_checkpoint", 1.0, lambda: checkpoint(engine)))
     jobs.append(("prune_idempotency", 300.0, PruneIdempotencyJob(engine)))
     jobs.append(("prune_nonces", 60.0, PruneNoncesJob(engine)))
@@ -136,11 +158,13 @@ async def run(settings: Settings) -> None:
         await engine.dispose()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     try:
         settings = load_settings()
     except SettingsError as exc:
         raise SystemExit(f"nx worker: {exc}") from None
+    if "--healthy" in (sys.argv[1:] if argv is None else argv):  # a health check: exit 0 or 1
+        raise SystemExit(0 if healthy(settings) else 1)
     owner_only()  # the database, its WAL and anything else it creates: owner-only
     exit_unless_current(settings.effective_database_url, "worker")  # not on a schema it was not built for
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s worker %(levelname)s %(message)s")

@@ -42,6 +42,7 @@ __all__ = [
     "complete",
     "prune",
     "release",
+    "release_request",
     "release_run",
     "shorten_lease",
     "stored_body",
@@ -146,6 +147,13 @@ async def release_run(conn: AsyncConnection, record_id: str, request_id: str) ->
     result = await conn.execute(sql(
         "DELETE FROM idempotency_keys WHERE id = :id AND state = 'in_flight' AND request_id = :r"),
         {"id": record_id, "r": request_id})
+    return int(result.rowcount)
+
+
+async def release_request(conn: AsyncConnection, request_id: str) -> int:
+    """Give back whatever claim this request still holds in flight (its check never answered)."""
+    result = await conn.execute(sql(
+        "DELETE FROM idempotency_keys WHERE request_id = :r AND state = 'in_flight'"), {"r": request_id})
     return int(result.rowcount)
 
 

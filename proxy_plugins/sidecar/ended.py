@@ -11,7 +11,10 @@ it ended, so it is the hook that always fires. Per entry:
   `ORPHAN_GRACE_MS`, for the adapter's successor to settle what was served, then expire;
 - the client left (`DC`) while the adapter had it: nothing; a JSON request keeps running to its
   end and the adapter settles and reports it (its slot stays renewed while it runs);
-- otherwise (answered): the slot is released (again: the adapter's report may have been lost).
+- otherwise (answered): the slot is released (again: the adapter's report may have been lost);
+- the check itself got no answer (a sidecar killed or too slow after it may have placed the hold:
+  `UAEX` with status 511): whatever hold and claim carry its request id are released (its slot,
+  in a shared Redis store, lives out its short lease; in memory it died with the process).
 Every release is conditional (a slot already freed, a hold settled, a claim completed or taken by
 a retry stay as they are), so Envoy's log and the adapter's report can both arrive, in any order.
 
@@ -37,7 +40,7 @@ import msgspec
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core import idempotency
-from core.contract import ORPHAN_GRACE_MS
+from core.contract import ORPHAN_GRACE_MS, SIDECAR_ERROR_STATUS
 from core.db import now_ms, write_tx
 from core.ledger.leases import release_unserved, shorten
 from proxy_plugins.sidecar.ratelimit import Bucket, Finished, LimitStore
@@ -59,6 +62,8 @@ class Ended(msgspec.Struct, frozen=True):
     held: bool
     flags: frozenset[str]
     upstream_bytes: int
+    unchecked: bool = False
+    """Envoy got no answer from the sidecar's check (`UAEX` with status 511)."""
 
     @property
     def reached(self) -> bool:
@@ -74,13 +79,14 @@ def from_record(record: dict[str, Any]) -> Ended | None:
     if request_id is None:
         return None
     flags = _text(record.get("flags"))
-    sent = record.get("up_sent")
+    sent, code = record.get("up_sent"), record.get("code")
     if isinstance(sent, str):  # a formatter may hand numbers over as text
         sent = int(sent) if sent.isdigit() else 0
     return Ended(request_id=request_id, buckets=_text(record.get("rl")), idem=_text(record.get("idem")),
                  held=_text(record.get("hold")) is not None,
                  flags=frozenset(flags.split(",")) if flags else frozenset(),
-                 upstream_bytes=int(sent) if isinstance(sent, int | float) else 0)
+                 upstream_bytes=int(sent) if isinstance(sent, int | float) else 0,
+                 unchecked=str(code) == str(SIDECAR_ERROR_STATUS) and "UAEX" in (flags or ""))
 
 
 class Endings:
@@ -98,8 +104,12 @@ class Endings:
         unserved_claims: list[tuple[str, str]] = []
         orphan_holds: list[str] = []
         orphan_claims: list[tuple[str, str]] = []
+        unchecked: list[str] = []
         for e in ended:
             self.seen += 1
+            if e.unchecked:
+                unchecked.append(e.request_id)
+                continue
             reached, died = e.reached, "UC" in e.flags
             if e.buckets and (not reached or died or "DC" not in e.flags):
                 try:
@@ -121,11 +131,13 @@ class Endings:
                     orphan_claims.append((e.idem, e.request_id))
         if slots:
             await self.limits.finish(slots)
-        if unserved_holds or unserved_claims or orphan_holds or orphan_claims:
+        if unserved_holds or unserved_claims or orphan_holds or orphan_claims or unchecked:
             until = now_ms() + ORPHAN_GRACE_MS
             try:
                 async with write_tx(self.engine) as conn:
-                    self.released_holds += await release_unserved(conn, unserved_holds)
+                    self.released_holds += await release_unserved(conn, unserved_holds + unchecked)
+                    for request_id in unchecked:
+                        await idempotency.release_request(conn, request_id)
                     for record_id, request_id in unserved_claims:
                         await idempotency.release_run(conn, record_id, request_id)
                     await shorten(conn, orphan_holds, until)

@@ -70,6 +70,8 @@ def test_services(compose: dict[str, Any]) -> None:
     for name in app_services:
         spec = compose["services"][name]
         assert spec.get("build") == "." and spec.get("restart") == "unless-stopped", name
+    for name, spec in compose["services"].items():  # issue 12, finding 10: every service
+        assert spec.get("restart") == "unless-stopped" and spec.get("healthcheck", {}).get("test"), name
     assert (ROOT / "Dockerfile").exists()
     for name, spec in compose["services"].items():
         for dep in spec.get("depends_on", {}):
