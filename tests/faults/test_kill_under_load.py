@@ -133,7 +133,7 @@ async def test_a_redis_restart_under_load() -> None:
     redis = Redis()
     await redis.start()
     try:
-        running = await start_sim_platform(extra_env={"REDIS_URL": f"redis://127.0.0.1:{redis.port}/0"})
+        running = await start_sim_platform(env={"REDIS_URL": f"redis://127.0.0.1:{redis.port}/0"})
         try:
             org, key = await tenant(running)
 
