@@ -36,7 +36,7 @@ def columns(of: type[msgspec.Struct], alias: str = "", **expressions: str) -> st
     """The SELECT list for `of`: its field names in order, each prefixed with `alias.` when given;
     a field named in `expressions` is selected as that SQL expression instead (`AS field`)."""
     prefix = f"{alias}." if alias else ""
-    return ", ".join(f"{expressions[f]} AS {f}" if f in expressions else prefix + f for f in _fields(of))
+    return ", ".join(f'{expressions[f]} AS "{f}"' if f in expressions else prefix + f for f in _fields(of))
 
 
 def _plain(value: object) -> object:

@@ -8,7 +8,8 @@ their meaning.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from collections.abc import Sequence
+from typing import Annotated, Literal
 
 import msgspec
 from sqlalchemy import text
@@ -20,6 +21,7 @@ from core.audit import audit
 from core.db import now_ms
 from core.errors import ApiError
 from core.ids import new_id
+from core.rows import columns, row_as
 
 __all__ = ["AdminKeyCreate", "AdminKeyView", "CreatedAdminKey", "create_admin_key", "get_admin_key",
            "list_admin_keys", "revoke_admin_key"]
@@ -50,13 +52,25 @@ class CreatedAdminKey(msgspec.Struct, kw_only=True):
     created_at: int
 
 
-_COLS = "id, name, prefix, created_by, created_at, last_used_at, revoked_at"
+class _Row(msgspec.Struct, frozen=True):
+    """An admin key as stored: its display prefix, never its hash; times in milliseconds."""
+
+    id: str
+    name: str
+    prefix: str
+    created_by: str
+    created_at: int
+    last_used_at: int | None
+    revoked_at: int | None
 
 
-def _view(r: Any) -> AdminKeyView:
-    return AdminKeyView(id=str(r[0]), name=str(r[1]), redacted_value=f"{r[2]}...", created_by=str(r[3]),
-                        created_at=int(r[4]) // 1000, last_used_at=None if r[5] is None else int(r[5]) // 1000,
-                        revoked_at=None if r[6] is None else int(r[6]) // 1000)
+_COLS = columns(_Row)
+
+
+def _view(row: Sequence[object]) -> AdminKeyView:
+    r = row_as(_Row, row, seconds=("created_at", "last_used_at", "revoked_at"))
+    return AdminKeyView(id=r.id, name=r.name, redacted_value=f"{r.prefix}...", created_by=r.created_by,
+                        created_at=r.created_at, last_used_at=r.last_used_at, revoked_at=r.revoked_at)
 
 
 async def create_admin_key(conn: AsyncConnection, org_id: str, actor: str, data: AdminKeyCreate,

@@ -9,6 +9,8 @@ import msgspec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from core.rows import columns, rows_as
+
 __all__ = ["AuditActor", "AuditEntry", "list_audit"]
 
 
@@ -50,8 +52,19 @@ async def list_audit(conn: AsyncConnection, org_id: str, limit: int, after: str 
     if action:
         where.append("action = :action")
         params["action"] = action
-    rows = (await conn.execute(text("SELECT id, action, created_at, actor, ip, target, details FROM audit_log"
-                                    f" WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT :n"), params)).all()
-    entries = [AuditEntry(id=str(r[0]), type=str(r[1]), effective_at=int(r[2]) // 1000, actor=_actor(str(r[3]), r[4]),
-                          target=str(r[5]), details=msgspec.json.decode(str(r[6]))) for r in rows[:limit]]
+    rows = rows_as(_Row, (await conn.execute(text(
+        f"SELECT {columns(_Row)} FROM audit_log WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT :n"),
+        params)).all(), seconds=("created_at",))
+    entries = [AuditEntry(id=r.id, type=r.action, effective_at=r.created_at, actor=_actor(r.actor, r.ip),
+                          target=r.target, details=msgspec.json.decode(r.details)) for r in rows[:limit]]
     return entries, len(rows) > limit
+
+
+class _Row(msgspec.Struct, frozen=True):
+    id: str
+    action: str
+    created_at: int
+    actor: str
+    ip: str | None
+    target: str
+    details: str

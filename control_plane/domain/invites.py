@@ -9,7 +9,8 @@ invitee by email and nowhere else, so the inviter cannot accept in the invitee's
 from __future__ import annotations
 
 import secrets
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import Literal
 
 import msgspec
 from sqlalchemy import text
@@ -24,6 +25,7 @@ from core.audit import audit
 from core.db import now_ms
 from core.errors import ApiError
 from core.ids import new_id
+from core.rows import columns, row_as
 
 __all__ = ["INVITE_TTL_MS", "InviteAccept", "InviteCreate", "InviteView", "NewInvite", "accept_invite",
            "create_invite", "get_invite", "list_invites", "revoke_invite"]
@@ -61,17 +63,33 @@ class InviteAccept(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     token: str
 
 
-_COLS = "id, email, role, status, projects, created_at, expires_at, accepted_at"
+class _Row(msgspec.Struct, frozen=True):
+    """An invitation as stored (projects as JSON text, times in milliseconds), with its organization."""
+
+    id: str
+    email: str
+    role: str
+    status: str
+    projects: str | None
+    created_at: int
+    expires_at: int
+    accepted_at: int | None
+    org_id: str
 
 
-def _view(r: Any, now: int) -> InviteView:
-    status = str(r[3])
-    if status == "pending" and int(r[6]) <= now:
-        status = "expired"
-    return InviteView(id=str(r[0]), email=str(r[1]), role=str(r[2]), status=status,  # type: ignore[arg-type]
-                      projects=None if r[4] is None else msgspec.json.decode(str(r[4])),
-                      invited_at=int(r[5]) // 1000, expires_at=int(r[6]) // 1000,
-                      accepted_at=None if r[7] is None else int(r[7]) // 1000)
+_COLS = columns(_Row)
+
+
+def _view(row: Sequence[object], now: int) -> InviteView:
+    return _view_of(row_as(_Row, row), now)
+
+
+def _view_of(r: _Row, now: int) -> InviteView:
+    status = "expired" if r.status == "pending" and r.expires_at <= now else r.status
+    return InviteView(id=r.id, email=r.email, role=r.role, status=status,  # type: ignore[arg-type]
+                      projects=None if r.projects is None else msgspec.json.decode(r.projects),
+                      invited_at=r.created_at // 1000, expires_at=r.expires_at // 1000,
+                      accepted_at=None if r.accepted_at is None else r.accepted_at // 1000)
 
 
 async def create_invite(conn: AsyncConnection, who: Principal, data: InviteCreate, pepper: str) -> NewInvite:
@@ -137,11 +155,12 @@ async def accept_invite(conn: AsyncConnection, token: str, user_id: str, pepper:
     """The signed-in user `user_id` accepts: the invitation must be pending, unexpired and addressed
     to their email. The membership and the acceptance are one transaction, and the guarded UPDATE
     makes a second use (even a concurrent one) find nothing pending."""
-    row = (await conn.execute(text(f"SELECT {_COLS}, org_id FROM invitations WHERE token_hash = :h"),
+    row = (await conn.execute(text(f"SELECT {_COLS} FROM invitations WHERE token_hash = :h"),
                               {"h": hash_key(token, pepper)})).first()
     if row is None:
         raise ApiError("not_found", "No such invitation")
-    view, org_id = _view(row, now_ms()), str(row[8])
+    found = row_as(_Row, row)
+    view, org_id = _view_of(found, now_ms()), found.org_id
     email = (await conn.execute(text("SELECT email FROM users WHERE id = :u"), {"u": user_id})).scalar_one_or_none()
     if email is None or str(email).lower() != view.email:
         raise ApiError("not_found", "No such invitation")  # another user's invitation: as if there were none

@@ -12,7 +12,8 @@ roles, project narrowing, removal.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import Literal
 
 import msgspec
 from sqlalchemy import text
@@ -24,6 +25,7 @@ from control_plane.identity.principal import Principal, member_projects
 from control_plane.identity.sessions import revoke_all
 from core.audit import audit
 from core.errors import ApiError
+from core.rows import columns, row_as, rows_as
 
 __all__ = ["CreatedRecord", "MemberRemoved", "OrgUser", "OrgUserPatch", "get_user", "list_users",
            "remove_user", "update_user"]
@@ -62,14 +64,23 @@ class MemberRemoved(msgspec.Struct, kw_only=True):
     admin_api_keys: list[CreatedRecord]
 
 
-_SQL = ("SELECT u.id, u.email, u.name, m.role, m.created_at FROM memberships m JOIN users u ON u.id = m.user_id"
-        " WHERE m.org_id = :o")
+class _Row(msgspec.Struct, frozen=True):
+    id: str
+    email: str
+    name: str
+    role: str
+    added_at: int
 
 
-async def _user(conn: AsyncConnection, org_id: str, r: Any) -> OrgUser:
-    projects = await member_projects(conn, org_id, str(r[0]))
-    return OrgUser(id=str(r[0]), email=str(r[1]), name=str(r[2]), role=str(r[3]),
-                   projects=None if projects is None else list(projects), added_at=int(r[4]) // 1000)
+_SQL = (f"SELECT {columns(_Row, 'u', role='m.role', added_at='m.created_at')} FROM memberships m"
+        " JOIN users u ON u.id = m.user_id WHERE m.org_id = :o")
+
+
+async def _user(conn: AsyncConnection, org_id: str, row: Sequence[object]) -> OrgUser:
+    r = row_as(_Row, row, seconds=("added_at",))
+    projects = await member_projects(conn, org_id, r.id)
+    return OrgUser(id=r.id, email=r.email, name=r.name, role=r.role,
+                   projects=None if projects is None else list(projects), added_at=r.added_at)
 
 
 async def list_users(conn: AsyncConnection, org_id: str) -> list[OrgUser]:
@@ -125,10 +136,17 @@ async def update_user(conn: AsyncConnection, who: Principal, user_id: str, patch
 
 
 async def _created(conn: AsyncConnection, table: str, org_id: str, user_id: str) -> list[CreatedRecord]:
-    rows = await conn.execute(text(f"SELECT id, name, prefix, revoked_at FROM {table} WHERE org_id = :o"
-                                   " AND created_by IN (:u, :actor) ORDER BY id"),
-                              {"o": org_id, "u": user_id, "actor": f"user:{user_id}"})
-    return [CreatedRecord(id=str(r[0]), name=str(r[1]), prefix=str(r[2]), revoked=r[3] is not None) for r in rows]
+    rows = rows_as(_Created, await conn.execute(
+        text(f"SELECT {columns(_Created)} FROM {table} WHERE org_id = :o AND created_by IN (:u, :actor) ORDER BY id"),
+        {"o": org_id, "u": user_id, "actor": f"user:{user_id}"}))
+    return [CreatedRecord(id=r.id, name=r.name, prefix=r.prefix, revoked=r.revoked_at is not None) for r in rows]
+
+
+class _Created(msgspec.Struct, frozen=True):
+    id: str
+    name: str
+    prefix: str
+    revoked_at: int | None
 
 
 async def remove_user(conn: AsyncConnection, who: Principal, user_id: str) -> MemberRemoved:

@@ -137,7 +137,8 @@ async def user_ref(conn: AsyncConnection, user_id: str) -> UserRef:
                               {"u": user_id})).first()
     if row is None:
         raise ApiError("not_found", f"No user {user_id!r}")
-    return UserRef(id=str(row[0]), email=str(row[1]), name=str(row[2]), email_verified=row[3] is not None)
+    return UserRef(id=str(row.id), email=str(row.email), name=str(row.name),
+                   email_verified=row.email_verified_at is not None)
 
 
 async def session_expires(conn: AsyncConnection, session_id: str) -> int | None:
@@ -150,7 +151,7 @@ async def organizations_of(conn: AsyncConnection, user_id: str) -> list[Organiza
     rows = await conn.execute(text("SELECT o.id, o.name, m.role FROM memberships m JOIN organizations o"
                                    " ON o.id = m.org_id WHERE m.user_id = :u ORDER BY m.created_at, o.id"),
                               {"u": user_id})
-    return [OrganizationRef(id=str(r[0]), name=str(r[1]), role=str(r[2])) for r in rows]
+    return [OrganizationRef(id=str(r.id), name=str(r.name), role=str(r.role)) for r in rows]
 
 
 async def _locked(engine: AsyncEngine, email: str, ip: str) -> None:
@@ -170,13 +171,13 @@ async def signin(engine: AsyncEngine, settings: Settings, email: str, password: 
     async with read_tx(engine) as conn:
         row: Any = (await conn.execute(text("SELECT id, password_hash, email_verified_at FROM users WHERE email = :e"),
                                        {"e": email})).first()
-    stored = None if row is None or row[1] is None else str(row[1])
+    stored = None if row is None or row.password_hash is None else str(row.password_hash)
     if not await verify_password(stored, password):
         async with write_tx(engine) as conn:
             await throttle.record_failure(conn, email, client.ip)
         raise ApiError("invalid_credentials", "Wrong email or password.")
-    user_id = str(row[0])
-    if row[2] is None:
+    user_id = str(row.id)
+    if row.email_verified_at is None:
         await _remail_verification(engine, settings, user_id, email)
         raise ApiError("email_not_verified", "Verify your email first: follow the link we mailed you (a new "
                        "one is on its way if the last is more than 5 minutes old).")

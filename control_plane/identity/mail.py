@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import smtplib
 import ssl
+from collections.abc import Sequence
 from email.message import EmailMessage
-from typing import Any
 
 import msgspec
 from sqlalchemy import text
@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from core.db import now_ms, write_tx
 from core.ids import new_id
+from core.rows import columns, row_as
 from core.settings import Settings
 
 __all__ = ["Mail", "deliver_pending", "get_mail", "list_mail", "queue_mail"]
@@ -45,12 +46,11 @@ async def queue_mail(conn: AsyncConnection, to: str, subject: str, body: str) ->
     return mail_id
 
 
-def _mail(r: Any) -> Mail:
-    return Mail(id=str(r[0]), to=str(r[1]), subject=str(r[2]), body=str(r[3]), created_at=int(r[4]),
-                sent_at=None if r[5] is None else int(r[5]))
+def _mail(r: Sequence[object]) -> Mail:
+    return row_as(Mail, r)
 
 
-_COLUMNS = "SELECT id, to_address, subject, body, created_at, sent_at FROM mail_outbox"
+_COLUMNS = f"SELECT {columns(Mail, to='to_address')} FROM mail_outbox"
 
 
 async def list_mail(conn: AsyncConnection, to: str | None = None, limit: int = 50) -> list[Mail]:

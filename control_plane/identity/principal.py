@@ -89,12 +89,12 @@ async def _from_admin_key(conn: AsyncConnection, token: str, pepper: str) -> Pri
                               {"h": hash_key(token, pepper)})).first()
     if row is None:
         return None
-    key_id, now = str(row[0]), now_ms()
+    key_id, now = str(row.id), now_ms()
     # At most once a minute: a busy automation does not turn every read into a write.
     await conn.execute(text("UPDATE admin_api_keys SET last_used_at = :now WHERE id = :k"
                             " AND (last_used_at IS NULL OR last_used_at < :stale)"),
                        {"now": now, "k": key_id, "stale": now - 60_000})
-    return Principal(org_id=str(row[1]), actor=f"admin_key:{key_id}", user_id=None, admin_key_id=key_id,
+    return Principal(org_id=str(row.org_id), actor=f"admin_key:{key_id}", user_id=None, admin_key_id=key_id,
                      role="admin", project_ids=None, via="admin_key")
 
 
@@ -105,8 +105,8 @@ async def _from_session(conn: AsyncConnection, user_id: str, organization: str) 
         if len(rows) != 1:
             raise ApiError("missing_required_parameter", "Name the organization in the 'OpenAI-Organization' "
                            "header (you belong to several, or to none).", param="OpenAI-Organization")
-        organization = str(rows[0][0])
-    role = next((str(r[1]) for r in rows if str(r[0]) == organization), None)
+        organization = str(rows[0].org_id)
+    role = next((str(r.role) for r in rows if str(r.org_id) == organization), None)
     if role is None:  # not a member: exactly like an organization that does not exist
         raise ApiError("not_found", _UNKNOWN_ORG.format(organization))
     return Principal(org_id=organization, actor=f"user:{user_id}", user_id=user_id, admin_key_id=None,

@@ -36,7 +36,7 @@ async def change_password(engine: AsyncEngine, who: SignedIn, data: PasswordChan
                                   {"u": who.user_id})).first()
     if row is None:
         raise ApiError("not_signed_in", "Sign in first: this route needs a session.")
-    email, stored = str(row[0]), None if row[1] is None else str(row[1])
+    email, stored = str(row.email), None if row.password_hash is None else str(row.password_hash)
     wait = None
     async with read_tx(engine) as conn:
         wait = await throttle.locked_for(conn, email, client.ip)

@@ -34,6 +34,7 @@ from core.db import now_ms, read_tx, write_tx
 from core.errors import ApiError
 from core.ids import new_id
 from core.ipnet import canonical_address
+from core.rows import columns, row_as
 from core.settings import Settings
 
 __all__ = ["CSRF_COOKIE", "CSRF_HEADER", "SESSION_COOKIE", "SignedIn", "check_csrf", "cleared_cookies",
@@ -148,12 +149,9 @@ async def lookup_session(engine: AsyncEngine, token: str, settings: Settings,
 
 
 async def _read(conn: AsyncConnection, token: str) -> SessionRow | None:
-    row = (await conn.execute(text("SELECT id, user_id, expires, idle_expires, last_seen_at FROM sessions"
-                                   " WHERE session_token_hash = :h"), {"h": sha256_hex(token)})).first()
-    if row is None:
-        return None
-    return SessionRow(id=str(row[0]), user_id=str(row[1]), expires=int(row[2]), idle_expires=int(row[3]),
-                      last_seen_at=int(row[4]))
+    row = (await conn.execute(text(f"SELECT {columns(SessionRow)} FROM sessions WHERE session_token_hash = :h"),
+                              {"h": sha256_hex(token)})).first()
+    return None if row is None else row_as(SessionRow, row)
 
 
 def _needs_write(found: SessionRow) -> bool:

@@ -184,7 +184,7 @@ async def _late_legs(conn: AsyncConnection, org_id: str, cost: int) -> list[Leg]
     """An expired hold's charge: promotional credit first, then the wallet, each up to what is
     available now (balance less other holds' reservations); the caller books the rest as owed."""
     lock = " FOR UPDATE" if is_postgres(conn) else ""
-    available = {str(r[0]): max(0, int(r[1])) for r in await conn.execute(sql(
+    available = {str(kind): max(0, int(free)) for kind, free in await conn.execute(sql(
         f"SELECT kind, balance - held FROM ledger_accounts WHERE org_id = :o AND kind IN ('promo', 'wallet')"
         f" ORDER BY kind{lock}"), {"o": org_id})}
     promo = min(cost, available.get("promo", 0))
