@@ -63,12 +63,12 @@ async def test_a_child_killed_under_nx_up_is_restarted_and_the_platform_serves_a
             except httpx.HTTPError:
                 return False
 
-        for _ in range(50):  # served again within seconds of the restart
+        for _ in range(100):  # served again within seconds of the restart (10 s: a loaded machine)
             if await served():
                 break
             await asyncio.sleep(0.1)
         else:
-            raise AssertionError(f"not served within 5 s of {name}'s restart")
+            raise AssertionError(f"not served within 10 s of {name}'s restart:\n{''.join(up.output)}")
     assert up.proc is not None and up.proc.returncode is None  # nx up stayed up
 
 
