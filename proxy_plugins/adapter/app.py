@@ -83,7 +83,8 @@ class Adapter:
         self._poller: asyncio.Task[None] | None = None
         # Background responses are inference too: every adapter process claims queued ones under
         # a lease (responses_worker.py), so they run where the backends and the metering live.
-        self.background = BackgroundResponses(self.svc.engine, tenant_backends=settings.local_backend_ids)
+        self.background = BackgroundResponses(self.svc.engine, tenant_backends=settings.local_backend_ids,
+                                              hold_grace_ms=int(settings.hold_grace_seconds * 1000))
         self._background: asyncio.Task[None] | None = None
 
     def snapshot(self) -> Snapshot:

@@ -71,9 +71,12 @@ async def _creator(conn: AsyncConnection, stored: store.StoredResponse) -> Tenan
 class BackgroundResponses:
     def __init__(
         self, engine: AsyncEngine, concurrency: int = 8, lease_ms: int = 15_000, watch_s: float = 1.0,
-        tenant_backends: frozenset[str] = frozenset(),
+        tenant_backends: frozenset[str] = frozenset(), hold_grace_ms: int = HOLD_MARGIN_MS,
     ) -> None:
         self.engine, self.concurrency, self.lease_ms, self.watch_s = engine, concurrency, lease_ms, watch_s
+        self.hold_grace_ms = hold_grace_ms
+        """`hold_grace_seconds`: the run's hold lives this long past its backend's timeout; a run that
+        outlives it is still charged, late (`_settle`)."""
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.backends = Backends(tenant_backends=tenant_backends)
         self.tasks: set[asyncio.Task[None]] = set()
@@ -200,7 +203,7 @@ class BackgroundResponses:
                     conn, org_id=stored.org_id, project_id=stored.project_id, key_id=stored.key_id,
                     request_id=stored.id, model_id=model.id, endpoint="responses", backend_id=backend.id,
                     max_input_tokens=model.context_window, max_output_tokens=held_output,
-                    expires_at_ms=now_ms() + backend.timeout_ms + HOLD_MARGIN_MS)
+                    expires_at_ms=now_ms() + backend.timeout_ms + self.hold_grace_ms)
         except ledger.LedgerError as exc:
             return f"The response could not be run: {exc.message}"
         return None
@@ -226,15 +229,15 @@ class BackgroundResponses:
         that failed or was cancelled pays for the output it produced (its usage says how much:
         Run completed it from the meter), and nothing if it produced none."""
         hold = await ledger.load_hold(conn, response_id)
-        if hold is None or hold.status != "open":
+        if hold is None or hold.status not in ("open", "expired"):
             return
         status = _STATUS.get(str(final.get("status")), 200)
         inp, cached, out = usage_numbers(final) if produced or status == 200 else (0, 0, 0)
-        try:
-            await ledger.settle_hold(conn, response_id, ledger.Usage(
-                status=status, input_tokens=inp, cached_tokens=min(cached, inp), output_tokens=out))
-        except ledger.LedgerError as exc:  # e.g. already resolved (expired): log loudly; the answer is still stored
-            log.error("background response %s could not be charged: %s", response_id, exc.message)
+        # `late`: a run that outlived its hold (it expired while the run went on) is charged all the same.
+        [result] = await ledger.settle_many(conn, [(response_id, ledger.Usage(
+            status=status, input_tokens=inp, cached_tokens=min(cached, inp), output_tokens=out))], late=True)
+        if isinstance(result, ledger.LedgerError):  # log loudly; the answer is still stored
+            log.error("background response %s could not be charged: %s", response_id, result.message)
 
     async def _fail(self, response_id: str, seq: int, code: str, message: str) -> None:
         async with read_tx(self.engine) as conn:

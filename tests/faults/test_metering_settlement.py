@@ -181,3 +181,22 @@ async def test_a_stream_cut_by_an_adapter_crash_is_charged_what_it_delivered(lea
         [u] = b.usage
         assert u.status == 502 and delivered <= u.output_tokens <= delivered + 5 and u.input_tokens > 0, u
         assert await _hold_status(leased, org) == ["settled"]
+
+
+async def test_a_background_response_that_outlives_its_hold_is_charged_in_full(leased: SimPlatform) -> None:
+    """A background run is not renewed (no stream to the client): its hold expires at 6 s while the
+    ~9 s run goes on; the run is charged at its end all the same (late settlement)."""
+    async with asyncio.timeout(BOUND_S):
+        org, key = await tenant(leased)
+        prompt = f"[[sim chunks=90 chunk_ms=100]] long background {marker()}"
+        async with leased.platform.client(key) as c:
+            created = await c.post("/v1/responses", json={"model": "sim-chat", "input": prompt, "background": True})
+            rid = created.json()["id"]
+
+            async def completed() -> bool:
+                return bool((await c.get(f"/v1/responses/{rid}")).json()["status"] == "completed")
+
+            await eventually(completed, "the background response completes", timeout=40)
+        b = await assert_books(leased, org, requests=2)  # the create request (nothing to charge) and the run
+        [u] = [u for u in b.usage if u.request_id == rid]
+        assert (u.status, u.output_tokens) == (200, 90) and u.cost_nanos > 0, u
