@@ -96,6 +96,12 @@ async def test_503s_and_client_timeouts_do_not_strand_a_small_wallets_money(sp: 
     async with sp.platform.client(key, timeout=30) as c:
         await kill(sp.platform, "adapter")
         assert (await c.post(CHAT, json=body)).status_code == 503
+
+        async def released() -> bool:
+            return await open_holds(sp.platform, org) == 0
+
+        # Before: the 503's hold stayed open ~305 s (its backend's timeout + 5 min), reserving the wallet.
+        await eventually(released, "the 503's hold is released", timeout=3)
         await revive(sp.platform, "adapter")
         # Before: 402 insufficient_quota for ~305 s, the 503's hold still reserving the wallet.
         await eventually(lambda: _served(c, served), "the wallet serves again after a 503", timeout=5)
