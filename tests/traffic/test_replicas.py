@@ -26,8 +26,9 @@ REVOCATION_BOUND_S = 1.0
 
 @pytest.fixture(scope="module")
 async def replicated() -> AsyncIterator[tuple[Platform, list[str]]]:
+    base = free_port_run(6)  # three sidecars, then their three access-log ports
     p = await Platform(extra_env={"REDIS_URL": REDIS_URL, "NX_SIDECAR_PROCESSES": "3",
-                                  "NX_SIDECAR_PORT": str(free_port_run(3))}).start()
+                                  "NX_SIDECAR_PORT": str(base), "NX_SIDECAR_LOG_PORT": str(base + 3)}).start()
     # A second Envoy with its own listener and admin port, same sidecars and routes.
     env2 = {**p.env, "NX_EDGE_PORT": str(free_port()), "NX_ENVOY_ADMIN_PORT": str(free_port()),
             "NX_OPERATOR_PORT": str(free_port())}
