@@ -16,6 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from control_plane.domain.catalog import BackendId, Capabilities, ModelId, Nanos, Positive
+from control_plane.domain.models import ModelRow
 from control_plane.domain.routing import changed, ensure_model
 from core.db import now_ms
 from core.errors import ApiError
@@ -113,35 +114,18 @@ class ModelView(msgspec.Struct, kw_only=True):
     updated_at: int
 
 
-class _ModelRow(msgspec.Struct, frozen=True):
-    """A models row as stored (capabilities as JSON text, times in milliseconds)."""
-
-    id: str
-    display_name: str
-    description: str
-    backend: str
-    upstream_name: str
-    kind: str
-    context_window: int
-    max_output_tokens: int
-    capabilities: str
-    status: str
-    created_at: int
-    updated_at: int
-
-
-_COLS = columns(_ModelRow, backend="backend_id")
+_COLS = columns(ModelRow)
 
 
 async def _view(conn: AsyncConnection, row: Sequence[object]) -> ModelView:
-    r = row_as(_ModelRow, row)
+    r = row_as(ModelRow, row, seconds=("created_at", "updated_at"))
     aliases = [str(a) for a in (await conn.execute(
         text("SELECT alias FROM routes WHERE model_id = :m ORDER BY alias"), {"m": r.id})).scalars()]
-    return ModelView(id=r.id, display_name=r.display_name, description=r.description, backend=r.backend,
+    return ModelView(id=r.id, display_name=r.display_name, description=r.description, backend=r.backend_id,
                      upstream_name=r.upstream_name, kind=r.kind, context_window=r.context_window,
                      max_output_tokens=r.max_output_tokens, capabilities=msgspec.json.decode(r.capabilities),
                      status=r.status, price=await latest_price(conn, r.id), aliases=aliases,
-                     created_at=r.created_at // 1000, updated_at=r.updated_at // 1000)
+                     created_at=r.created_at, updated_at=r.updated_at)
 
 
 async def list_models(conn: AsyncConnection) -> list[ModelView]:
@@ -226,8 +210,7 @@ _PRICE_COLS = columns(PriceView, "price_cards", model="price_cards.model_id")
 
 def _price(r: Sequence[object]) -> PriceView:
     """A price card as stored (times in milliseconds) as shown (times in seconds)."""
-    card = row_as(PriceView, r)
-    return msgspec.structs.replace(card, effective_at=card.effective_at // 1000, created_at=card.created_at // 1000)
+    return row_as(PriceView, r, seconds=("effective_at", "created_at"))
 
 
 async def list_prices(conn: AsyncConnection, model_id: str) -> list[PriceView]:

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from core.money import format_usd
 from core.rows import columns, rows_as
 
-__all__ = ["ModelList", "ModelObject", "Pricing", "latency_bands", "list_models"]
+__all__ = ["ModelList", "ModelObject", "ModelRow", "Pricing", "latency_bands", "list_models"]
 
 
 class Pricing(msgspec.Struct, kw_only=True):
@@ -71,9 +71,9 @@ async def list_models(conn: AsyncConnection, patterns: list[str] | None = None,
                                      output=format_usd(p.output_nanos_per_mtok), version=p.version,
                                      effective_at=p.effective_at // 1000)
     out: list[ModelObject] = []
-    models: dict[str, _ModelRow] = {}
-    for r in rows_as(_ModelRow, await conn.execute(text(
-            f"SELECT {columns(_ModelRow)} FROM models WHERE status != 'disabled' ORDER BY id"))):
+    models: dict[str, ModelRow] = {}
+    for r in rows_as(ModelRow, await conn.execute(text(
+            f"SELECT {columns(ModelRow)} FROM models WHERE status != 'disabled' ORDER BY id"))):
         if r.id not in prices:
             continue  # never served without a price card, so never listed
         models[r.id] = r
@@ -96,20 +96,25 @@ class _PriceRow(msgspec.Struct, frozen=True):
     effective_at: int
 
 
-class _ModelRow(msgspec.Struct, frozen=True):
+class ModelRow(msgspec.Struct, frozen=True):
+    """A models row as stored (capabilities as JSON text, times in milliseconds): read by the public
+    listing here and by the operator's model admin (model_admin.py)."""
+
     id: str
     display_name: str
     description: str
     backend_id: str
+    upstream_name: str
     kind: str
     context_window: int
     max_output_tokens: int
     capabilities: str
     status: str
     created_at: int
+    updated_at: int
 
 
-def _object(name: str, alias_of: str | None, r: _ModelRow, pricing: Pricing) -> ModelObject:
+def _object(name: str, alias_of: str | None, r: ModelRow, pricing: Pricing) -> ModelObject:
     return ModelObject(
         id=name, created=r.created_at // 1000, owned_by=r.backend_id, display_name=r.display_name,
         description=r.description, kind=r.kind, alias_of=alias_of, context_window=r.context_window,

@@ -138,8 +138,7 @@ _BACKEND_COLS = columns(BackendView)
 
 def _backend(r: Sequence[object]) -> BackendView:
     """A backend as stored (times in milliseconds) as shown (times in seconds)."""
-    b = row_as(BackendView, r)
-    return msgspec.structs.replace(b, created_at=b.created_at // 1000, updated_at=b.updated_at // 1000)
+    return row_as(BackendView, r, seconds=("created_at", "updated_at"))
 
 
 async def changed(conn: AsyncConnection, actor: str, action: str, target: str, details: dict[str,
@@ -224,7 +223,7 @@ async def ensure_model(conn: AsyncConnection, model_id: str) -> None:
 
 async def list_routes(conn: AsyncConnection) -> list[RouteView]:
     rows = await conn.execute(text(f"SELECT {columns(RouteView, model='model_id')} FROM routes ORDER BY alias"))
-    return [msgspec.structs.replace(r, updated_at=r.updated_at // 1000) for r in rows_as(RouteView, rows)]
+    return rows_as(RouteView, rows, seconds=("updated_at",))
 
 
 async def set_route(conn: AsyncConnection, alias: str, model_id: str, actor: str) -> RouteView:
@@ -250,10 +249,10 @@ async def delete_route(conn: AsyncConnection, alias: str, actor: str) -> RouteVi
                               {"a": alias})).first()
     if row is None:
         raise ApiError("not_found", f"No route {alias!r}")
-    route = row_as(RouteView, row)
+    route = row_as(RouteView, row, seconds=("updated_at",))
     await conn.execute(text("DELETE FROM routes WHERE alias = :a"), {"a": alias})
     await changed(conn, actor, "route.deleted", alias, {"model": route.model})
-    return msgspec.structs.replace(route, updated_at=route.updated_at // 1000)
+    return route
 
 
 async def publish(settings: Settings, engine: AsyncEngine, notifier: Notifier) -> None:
