@@ -76,14 +76,21 @@ async def _settled(sp: SimPlatform, org: str, load: Load) -> None:
     async def no_open_hold() -> bool:
         return await open_holds(sp.platform, org) == 0
 
-    await eventually(no_open_hold, "no hold outlives its short lease", timeout=30)
+    await eventually(no_open_hold, "no hold outlives its expiry", timeout=30)
     assert set(load.statuses) <= {0, 200, 502, 503, 504}, sorted(set(load.statuses))
     await assert_books(sp, org, requests=load.statuses.count(200), debits=load.debits)
 
 
+SHORT_GRACE = {"NX_HOLD_GRACE_SECONDS": "1"}
+"""Holds expire 1 s after their backend's timeout (5 s here) instead of 5 min. A sidecar killed with
+Envoy's access-log entries unread in its socket loses them (proxy_plugins/sidecar/ended.py says
+so): the holds those entries would have released live out their expiry, which the worker then
+gives back. With the production grace that is minutes; here it fits the 30 s the check waits."""
+
+
 @pytest.fixture(scope="module")
 async def sp() -> AsyncIterator[SimPlatform]:
-    running = await start_sim_platform()
+    running = await start_sim_platform(env=SHORT_GRACE)
     try:
         yield running
     finally:
