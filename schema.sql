@@ -133,7 +133,11 @@ CREATE TABLE IF NOT EXISTS routes (
     alias TEXT PRIMARY KEY,
     model_id TEXT NOT NULL REFERENCES models (id),
     created_at BIGINT NOT NULL,
-    updated_at BIGINT NOT NULL
+    updated_at BIGINT NOT NULL,
+    -- A route group (core/routeplan.py RoutePolicy as JSON): targets with weights and priorities,
+    -- strategy, fallbacks, attempt budget. '{}': the alias has its one model, model_id. With
+    -- targets, model_id is the first target of the lowest priority.
+    policy TEXT NOT NULL DEFAULT '{}'
 );
 
 CREATE TABLE IF NOT EXISTS audit_log (
@@ -452,7 +456,9 @@ CREATE TABLE IF NOT EXISTS usage_records (
     latency_ms BIGINT,
     cache_status TEXT,
     client_ip TEXT NOT NULL DEFAULT '',
-    created_at BIGINT NOT NULL
+    created_at BIGINT NOT NULL,
+    -- The backend calls a routed request made, as JSON (`x-route-attempts`); NULL: one call.
+    route_attempts TEXT
 );
 CREATE INDEX IF NOT EXISTS usage_records_org ON usage_records (org_id, created_at);
 CREATE INDEX IF NOT EXISTS usage_records_project ON usage_records (project_id, created_at);

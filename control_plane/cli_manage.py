@@ -18,6 +18,7 @@ import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from control_plane.domain import admin_keys, model_admin, orgs, projects, routing
+from control_plane.domain.route_health import route_health
 from core.secrets import load_secrets
 
 __all__ = ["OPS", "Op", "add_manage_commands", "body_from_args"]
@@ -66,11 +67,12 @@ OPS: dict[str, dict[str, Op]] = {
     },
     "routes": {
         "list": Op(lambda c, a, b, s: routing.list_routes(c)),
-        "set": Op(lambda c, a, b, s: routing.set_route(c, a.target, a.model, A), target="alias",
-                  extra=("model",),
+        "set": Op(lambda c, a, b, s: routing.set_route(c, a.target, b, A), routing.RouteSet, target="alias",
                   effect="routing"),
         "delete": Op(lambda c, a, b, s: routing.delete_route(c, a.target, A), target="alias",
                      effect="routing"),
+        # The targets' passive health, from Redis or from each adapter of this node.
+        "health": Op(lambda c, a, b, s: route_health(s, load_secrets(s).internal_token)),
     },
     "orgs": {
         "list": Op(lambda c, a, b, s: orgs.list_orgs(c)),
@@ -111,7 +113,8 @@ OPS["admin-keys"] = {
 HELP = {"admin-keys": "manage an organization's admin keys (nx_admin_...)",
         "backends": "manage model backends", "models": "manage models",
         "prices": "append and list price cards",
-        "routes": "manage aliases (platform-branded model names)", "orgs": "manage organizations",
+        "routes": "manage aliases and route groups (targets, weights, fallbacks: docs/routing.md)",
+        "orgs": "manage organizations",
         "projects": "manage an organization's projects", "members": "manage an organization's members",
         "users": "manage users"}
 
@@ -120,7 +123,8 @@ def _kind(t: msgspec.inspect.Type) -> str:
     if isinstance(t, msgspec.inspect.UnionType):
         t = next(x for x in t.types if not isinstance(x, msgspec.inspect.NoneType))
     if isinstance(t, (msgspec.inspect.ListType, msgspec.inspect.SetType)):
-        return "list"
+        # A list of objects (a route group's targets) is given as JSON.
+        return "json" if isinstance(t.item_type, msgspec.inspect.StructType) else "list"
     if isinstance(t, (msgspec.inspect.StructType, msgspec.inspect.DictType)):
         return "json"
     return "scalar"

@@ -47,6 +47,9 @@ class Header:
     HOLD_PRICE: Final = "x-nx-hold-price"
     """The price card the hold was placed at: `hold_price()`'s format."""
     HOLD_OUTPUT: Final = "x-nx-hold-output"
+    PLAN: Final = "x-nx-plan"
+    """The model ids a routed request may try (core/routeplan.py `encode_plan`), which its hold
+    covers; absent when the request has one target (`x-nx-model`)."""
     RATE_LIMIT: Final = "x-nx-rl"
     TENANT: Final = "x-nx-tenant"
     """The organization of a call, told only to this platform's own local model servers."""

@@ -77,6 +77,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     adapter renews the hold of a live stream to this far past its backend's timeout, every
     `hold_renew_seconds` (a stream's timeout is between chunks, so it may outlive the first expiry)."""
     hold_renew_seconds: Annotated[float, msgspec.Meta(ge=0.05, le=3600)] = 30.0
+    route_eject_after: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 3
+    """Consecutive failures after which a route target is ejected (docs/routing.md, "Health")."""
+    route_eject_seconds: Annotated[float, msgspec.Meta(ge=0.1, le=3600)] = 5.0
+    """A target's first ejection lasts this long; each further one twice the last, up to 60 times it."""
     journal_settle_seconds: Annotated[float, msgspec.Meta(ge=0.05, le=3600)] = 5.0
     """How often each adapter retries settlements the database refused and settles the journals of
     adapters that died (proxy_plugins/adapter/settler.py)."""

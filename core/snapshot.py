@@ -17,6 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.ipnet import Network, canonical_address, canonical_network
+from core.routeplan import RoutePolicy, plan
 from core.rows import columns, row_as, rows_as
 
 __all__ = ["KeyCache", "KeyRecord", "ModelRecord", "Snapshot", "load_key", "load_snapshot"]
@@ -98,13 +99,25 @@ class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
     default_project: dict[str, str]
     project_limits: dict[str, Limits]
     org_limits: dict[str, Limits]
+    routes: dict[str, RoutePolicy] = msgspec.field(default_factory=dict)
+    """Route groups by alias (core/routeplan.py); an alias without one has its single model."""
 
     def resolve(self, name: str) -> ModelRecord | None:
-        model = self.models.get(self.aliases.get(name, name))
+        return self.usable(self.aliases.get(name, name))
+
+    def usable(self, model_id: str) -> ModelRecord | None:
+        model = self.models.get(model_id)
         # A model without a price card is never served: it does not exist for clients.
         if model is None or model.price is None or model.status == "disabled":
             return None
         return model
+
+    def plan(self, name: str, extra: tuple[str, ...] = (), kind: str | None = None) -> list[list[str]]:
+        """The tiers of model ids a request for `name` (then `extra`, its `models` array) may try."""
+        def fits(model_id: str) -> ModelRecord | None:
+            model = self.usable(model_id)
+            return model if model is not None and (kind is None or model.kind == kind) else None
+        return plan(name, extra, self.aliases, self.routes, fits)
 
 
 async def current_version(engine: AsyncEngine) -> int:
@@ -131,8 +144,12 @@ async def load_snapshot(engine: AsyncEngine) -> Snapshot:
                 capabilities=msgspec.json.decode(m.capabilities), status=m.status, price=prices.get(m.id))
             for m in rows_as(_ModelRow, await conn.execute(text(f"SELECT {columns(_ModelRow)} FROM models")))
         }
-        aliases = {a.alias: a.model_id for a in rows_as(_AliasRow, await conn.execute(text(
-            f"SELECT {columns(_AliasRow)} FROM routes")))}
+        aliases: dict[str, str] = {}
+        routes: dict[str, RoutePolicy] = {}
+        for a in rows_as(_AliasRow, await conn.execute(text(f"SELECT {columns(_AliasRow)} FROM routes"))):
+            aliases[a.alias] = a.model_id
+            if a.policy not in ("", "{}"):
+                routes[a.alias] = msgspec.json.decode(a.policy, type=RoutePolicy)
         backends = {b.id: b for b in rows_as(BackendRecord, await conn.execute(text(
             f"SELECT {columns(BackendRecord)} FROM backends WHERE enabled = 1")))}
         org_projects: dict[str, set[str]] = {}
@@ -151,7 +168,8 @@ async def load_snapshot(engine: AsyncEngine) -> Snapshot:
         }
     return Snapshot(version=version, models=models, aliases=aliases, backends=backends,
                     org_projects={k: frozenset(v) for k, v in org_projects.items()},
-                    default_project=default_project, project_limits=project_limits, org_limits=org_limits)
+                    default_project=default_project, project_limits=project_limits, org_limits=org_limits,
+                    routes=routes)
 
 
 async def load_key(engine: AsyncEngine, key_hash: str) -> KeyRecord | None:
@@ -195,6 +213,7 @@ class _ModelRow(msgspec.Struct, frozen=True):
 class _AliasRow(msgspec.Struct, frozen=True):
     alias: str
     model_id: str
+    policy: str
 
 
 class _ProjectRow(msgspec.Struct, frozen=True):

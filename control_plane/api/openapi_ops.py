@@ -199,8 +199,9 @@ OPERATIONS: dict[str, Op] = {
     "PATCH /api/models/{model_id}": Op("updateModel", "Update a model"),
     "GET /api/prices": Op("listPrices", "List a model's price cards"),
     "POST /api/prices": Op("addPrice", "Add a price card", "Price cards are append-only.", ("conflict",)),
-    "GET /api/routes": Op("listRoutes", "List model aliases"),
-    "PUT /api/routes/{alias}": Op("setRoute", "Point an alias at a model"),
+    "GET /api/routes": Op("listRoutes", "List model aliases and route groups"),
+    "GET /api/routes/health": Op("getRouteHealth", "Route targets' health (ejections, failures)"),
+    "PUT /api/routes/{alias}": Op("setRoute", "Point an alias at a model, or save a route group"),
     "DELETE /api/routes/{alias}": Op("deleteRoute", "Delete an alias"),
     "GET /healthz": Op("health", "Liveness"),
 }

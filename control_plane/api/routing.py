@@ -7,7 +7,6 @@ sees it. Model ids contain a slash, hence the `:path` parameters.
 
 from __future__ import annotations
 
-import msgspec
 from litestar import Controller, delete, get, patch, post, put
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -18,14 +17,11 @@ from control_plane.api.guards import admin_guard
 from control_plane.api.lists import ListOf
 from control_plane.domain import model_admin as models
 from control_plane.domain import routing
+from control_plane.domain.route_health import HealthView, route_health
 
 __all__ = ["ModelAdminController", "RoutingController"]
 
 ACTOR = "admin"
-
-
-class RouteBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    model: str
 
 
 async def _publish(conn: AsyncConnection, state: State) -> None:
@@ -82,10 +78,18 @@ class RoutingController(Controller):
     async def list_routes(self, conn: AsyncConnection) -> ListOf[routing.RouteView]:
         return ListOf(data=await routing.list_routes(conn))
 
+    @get("/routes/health")
+    async def routes_health(self, state: State) -> HealthView:
+        """Each route target's passive health: consecutive failures, ejections, ejected until."""
+        return await route_health(state.settings, state.secrets.internal_token)
+
     @put("/routes/{alias:str}")
     async def set_route(self, conn: AsyncConnection, state: State, alias: str,
-                        data: RouteBody) -> routing.RouteView:
-        view = await routing.set_route(conn, alias, data.model, ACTOR)
+                        data: routing.RouteSet) -> routing.RouteView:
+        """One model (`{"model": ...}`), or a route group: `targets` (model, weight, priority),
+        `strategy`, `fallbacks`, `max_attempts`, `max_added_ms`, `context_fallback`
+        (docs/routing.md). A cyclic or too-deep fallback graph is refused (400)."""
+        view = await routing.set_route(conn, alias, data, ACTOR)
         await _publish(conn, state)
         return view
 

@@ -3,7 +3,9 @@
 At start the file is validated (a bad file stops the process naming the field) and synced into the
 database: backends and models are upserted, a changed price becomes a new price-card version, and
 aliases are created only when absent so that an operator's re-pointing through the API survives a
-restart. Models and routes created through the API are left alone.
+restart. Route groups (`[[routes]]`: an alias with weighted, prioritised targets and fallbacks,
+core/routeplan.py) likewise: created when absent, then managed by the API and CLI, live. Models
+and routes created through the API are left alone.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from control_plane.domain.keys import bump_config_version
 from core.db import now_ms
 from core.ids import new_id
+from core.routeplan import RoutePolicy, Strategy, Target, check_graph
 from core.settings import Settings
 
 __all__ = ["Capabilities", "Catalog", "CatalogError", "Price", "load_catalog", "sync_catalog"]
@@ -76,9 +79,20 @@ class ModelDecl(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     aliases: list[Alias] = msgspec.field(default_factory=list)
 
 
+class RouteDecl(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    alias: Alias
+    targets: list[Target]
+    strategy: Strategy = "weighted"
+    fallbacks: list[str] = msgspec.field(default_factory=list)
+    max_attempts: Annotated[int, msgspec.Meta(ge=1, le=16)] = 3
+    max_added_ms: Annotated[int, msgspec.Meta(ge=0, le=600_000)] = 10_000
+    context_fallback: bool = False
+
+
 class Catalog(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     backends: list[BackendDecl]
     models: list[ModelDecl] = msgspec.field(default_factory=list)
+    routes: list[RouteDecl] = msgspec.field(default_factory=list)
 
 
 class CatalogError(Exception):
@@ -106,11 +120,34 @@ def load_catalog(path: str | Path, settings: Settings) -> Catalog:
             if name in seen:
                 raise CatalogError(f"catalog {path}: models[{i}]: name {name!r} is declared twice")
             seen.add(name)
+    _check_routes(path, catalog, seen)
     for b in catalog.backends:
         b.base_url = b.base_url.format(local_models_port=settings.local_models_port)
         if not re.match(r"^https?://[^/\s]+", b.base_url):
             raise CatalogError(f"catalog {path}: backends.{b.id}.base_url: not an http(s) URL")
     return catalog
+
+
+def _check_routes(path: Path, catalog: Catalog, names: set[str]) -> None:
+    models = {m.id for m in catalog.models}
+    policies: dict[str, RoutePolicy] = {}
+    for i, r in enumerate(catalog.routes):
+        if r.alias in names:
+            raise CatalogError(f"catalog {path}: routes[{i}].alias: name {r.alias!r} is declared twice")
+        names.add(r.alias)
+        for j, t in enumerate(r.targets):
+            if t.model not in models:
+                raise CatalogError(f"catalog {path}: routes[{i}].targets[{j}].model: unknown model {t.model!r}")
+        policies[r.alias] = RoutePolicy(strategy=r.strategy, targets=tuple(r.targets), fallbacks=tuple(r.fallbacks),
+                                        max_attempts=r.max_attempts, max_added_ms=r.max_added_ms,
+                                        context_fallback=r.context_fallback)
+    for i, r in enumerate(catalog.routes):
+        for name in r.fallbacks:
+            if name not in names:
+                raise CatalogError(f"catalog {path}: routes[{i}].fallbacks: unknown name {name!r}")
+        cyclic = check_graph(r.alias, policies[r.alias], policies)
+        if cyclic is not None:
+            raise CatalogError(f"catalog {path}: routes[{i}].fallbacks: {cyclic}")
 
 
 def _field_path(message: str, raw: object) -> str:
@@ -155,6 +192,13 @@ async def sync_catalog(conn: AsyncConnection, catalog: Catalog) -> None:
             await conn.execute(text(
                 "INSERT INTO routes (alias, model_id, created_at, updated_at) VALUES (:a, :m, :now, :now)"
                 " ON CONFLICT (alias) DO NOTHING"), {"a": alias, "m": m.id, "now": now})
+    # Imported here: route_groups takes the Alias type from this module.
+    from control_plane.domain.route_groups import RouteSet, save_route
+    for r in catalog.routes:
+        if (await conn.execute(text("SELECT 1 FROM routes WHERE alias = :a"), {"a": r.alias})).first() is None:
+            await save_route(conn, r.alias, RouteSet(
+                targets=r.targets, strategy=r.strategy, fallbacks=r.fallbacks, max_attempts=r.max_attempts,
+                max_added_ms=r.max_added_ms, context_fallback=r.context_fallback))
     await bump_config_version(conn)
 
 

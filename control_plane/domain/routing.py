@@ -18,20 +18,22 @@ import msgspec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from control_plane.domain.catalog import Alias, BackendId, Positive
+from control_plane.domain.catalog import BackendId, Positive
 from control_plane.domain.keys import bump_config_version
+from control_plane.domain.route_groups import RouteSet, RouteView, save_route, view
 from control_plane.envoy_config import write_dynamic
 from core.audit import audit
 from core.db import now_ms, read_tx
 from core.errors import ApiError
 from core.notify import Notifier
-from core.rows import columns, row_as, rows_as
+from core.rows import columns, row_as
 from core.settings import Settings
 
 __all__ = [
     "BackendCreate",
     "BackendPatch",
     "BackendView",
+    "RouteSet",
     "RouteView",
     "changed",
     "check_base_url",
@@ -84,13 +86,6 @@ class BackendView(msgspec.Struct, kw_only=True):
     connect_timeout_ms: int
     enabled: bool
     created_at: int
-    updated_at: int
-
-
-class RouteView(msgspec.Struct, kw_only=True):
-    alias: str
-    object: Literal["route"] = "route"
-    model: str
     updated_at: int
 
 
@@ -221,35 +216,38 @@ async def ensure_model(conn: AsyncConnection, model_id: str) -> None:
         raise ApiError("model_not_found", f"No model {model_id!r}", param="model")
 
 
+class _RouteRow(msgspec.Struct, frozen=True):
+    alias: str
+    model_id: str
+    policy: str
+    updated_at: int
+
+
+_ROUTE_COLS = columns(_RouteRow)
+
+
+def _route(r: Sequence[object]) -> RouteView:
+    row = row_as(_RouteRow, r)
+    return view(row.alias, row.model_id, row.policy, row.updated_at)
+
+
 async def list_routes(conn: AsyncConnection) -> list[RouteView]:
-    rows = await conn.execute(text(f"SELECT {columns(RouteView, model='model_id')} FROM routes ORDER BY alias"))
-    return rows_as(RouteView, rows, seconds=("updated_at",))
+    return [_route(r) for r in await conn.execute(text(f"SELECT {_ROUTE_COLS} FROM routes ORDER BY alias"))]
 
 
-async def set_route(conn: AsyncConnection, alias: str, model_id: str, actor: str) -> RouteView:
-    try:
-        msgspec.convert(alias, Alias)
-    except msgspec.ValidationError:
-        raise _invalid("alias", "1-100 characters of letters, digits and . _ : -, starting with a letter or "
-                       "digit") from None
-    if (await conn.execute(text("SELECT 1 FROM models WHERE id = :a"), {"a": alias})).first():
-        raise ApiError("conflict", f"{alias!r} is a model id and cannot also be an alias", param="alias")
-    await ensure_model(conn, model_id)
-    now = now_ms()
-    await conn.execute(text(
-        "INSERT INTO routes (alias, model_id, created_at, updated_at) VALUES (:a, :m, :now, :now)"
-        " ON CONFLICT (alias) DO UPDATE SET model_id = excluded.model_id, updated_at = excluded.updated_at"),
-        {"a": alias, "m": model_id, "now": now})
-    await changed(conn, actor, "route.set", alias, {"model": model_id})
-    return RouteView(alias=alias, model=model_id, updated_at=now // 1000)
+async def set_route(conn: AsyncConnection, alias: str, data: RouteSet | str, actor: str) -> RouteView:
+    """One model (`data` a model id, or a body with `model`) or a route group (`targets`)."""
+    body = RouteSet(model=data) if isinstance(data, str) else data
+    route, details = await save_route(conn, alias, body)
+    await changed(conn, actor, "route.set", alias, details)
+    return route
 
 
 async def delete_route(conn: AsyncConnection, alias: str, actor: str) -> RouteView:
-    row = (await conn.execute(text(f"SELECT {columns(RouteView, model='model_id')} FROM routes WHERE alias = :a"),
-                              {"a": alias})).first()
+    row = (await conn.execute(text(f"SELECT {_ROUTE_COLS} FROM routes WHERE alias = :a"), {"a": alias})).first()
     if row is None:
         raise ApiError("not_found", f"No route {alias!r}")
-    route = row_as(RouteView, row, seconds=("updated_at",))
+    route = _route(row)
     await conn.execute(text("DELETE FROM routes WHERE alias = :a"), {"a": alias})
     await changed(conn, actor, "route.deleted", alias, {"model": route.model})
     return route

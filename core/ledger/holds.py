@@ -52,17 +52,19 @@ async def load_hold(conn: AsyncConnection, ref: str, *, for_update: bool = False
 async def place_hold(conn: AsyncConnection, *, org_id: str, project_id: str, key_id: str, request_id: str,
                      model_id: str, endpoint: str, backend_id: str, max_input_tokens: int,
                      max_output_tokens: int, expires_at_ms: int, client_ip: str = "",
-                     now: int | None = None) -> Hold:
+                     now: int | None = None, cover_nanos: int = 0) -> Hold:
     """Reserve the most this request can cost at the price card in force; raise 402 if unaffordable.
 
     Idempotent on `request_id`: placed again with the same figures it returns the same hold; with
     others it is refused (422). On refusal the caller's transaction must be rolled back.
+    `cover_nanos`: a routed request may be answered by a pricier target than `model_id` (issue 16);
+    the hold is then at least that target's maximum cost.
     """
     now = now_ms() if now is None else now
     if max_input_tokens < 0 or max_output_tokens < 0:
         raise InvalidAmount("token counts must be non-negative")
     card = await card_in_force(conn, model_id, now)
-    amount = max_cost(card, max_input_tokens, max_output_tokens)
+    amount = max(max_cost(card, max_input_tokens, max_output_tokens), cover_nanos)
     existing = await load_hold(conn, request_id)
     if existing is not None:
         was = (existing.org_id, existing.project_id, existing.key_id, existing.model_id, existing.amount)

@@ -84,6 +84,13 @@ class Usage(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     ttft_ms: NonNeg | None = None
     latency_ms: NonNeg | None = None
     cache_status: Literal["hit", "miss", "partial", "bypass"] | None = None
+    # A routed request (issue 16) may be answered by another target than the one its hold names:
+    # it is charged at that target's price card, and its usage record names that target.
+    model_id: str | None = None
+    price_version: int | None = None
+    backend_id: str | None = None
+    route_attempts: str | None = None
+    """The backend calls made, as JSON (`x-route-attempts`); None for a single call."""
 
 
 class Settlement(msgspec.Struct, frozen=True, kw_only=True):

@@ -62,6 +62,17 @@ class _Claimed(msgspec.Struct, frozen=True):
     def reserved(self) -> int:
         return 0 if self.late else self.hold.amount
 
+    @property
+    def model_id(self) -> str:
+        """The model charged for: the routed target that answered, else the hold's."""
+        return self.usage.model_id if self.usage.price_version is not None and self.usage.model_id \
+            else self.hold.model_id
+
+    @property
+    def price_version(self) -> int:
+        return self.usage.price_version if self.usage.price_version is not None and self.usage.model_id \
+            else self.hold.price_version
+
 
 async def settle_hold(conn: AsyncConnection, ref: str, usage: Usage, *, now: int | None = None) -> Settlement:
     """Settle one hold (by `hold_...` or `req_...` id); raises the item's LedgerError if refused."""
@@ -93,8 +104,7 @@ async def settle_many(conn: AsyncConnection, items: Sequence[tuple[str, Usage]],
         covered = min(c.cost, c.reserved)
         results[c.index] = Settlement(hold_id=c.hold.id, request_id=c.hold.request_id, charged=c.cost,
                                       released=c.reserved - covered, receivable=receivables.get(c.hold.id, 0),
-                                      txn_id=c.txn_id, model_id=c.hold.model_id,
-                                      price_version=c.hold.price_version)
+                                      txn_id=c.txn_id, model_id=c.model_id, price_version=c.price_version)
     return [r for r in results if r is not None]
 
 
@@ -110,6 +120,8 @@ async def _claim(conn: AsyncConnection, index: int, ref: str, usage: Usage,
     if hold.status != "open" and not expired:
         raise HoldResolved(f"Hold {hold.id} is already {hold.status}.")
     card_key = (hold.model_id, hold.price_version)
+    if usage.model_id is not None and usage.price_version is not None:
+        card_key = (usage.model_id, usage.price_version)  # the routed target that answered
     if card_key not in cards:
         cards[card_key] = await card_version(conn, *card_key)
     cost = charge_for(cards[card_key], usage.input_tokens, usage.cached_tokens, usage.output_tokens)
@@ -162,8 +174,8 @@ async def _post_org(conn: AsyncConnection, org_id: str, group: list[_Claimed], n
                 await release_held(conn, org_id, leg.kind, leg.release)
         else:
             meta = TxnMeta(kind="charge", actor="system", request_id=h.request_id,
-                           project_id=h.project_id, key_id=h.key_id, period=h.period, model_id=h.model_id,
-                           price_version=h.price_version)
+                           project_id=h.project_id, key_id=h.key_id, period=h.period, model_id=c.model_id,
+                           price_version=c.price_version)
             if c.cost > covered:
                 legs.append(Leg("receivable", covered - c.cost))
             await post(conn, org_id, [*legs, Leg("revenue", c.cost)], meta, f"charge:{h.id}", txn_id=c.txn_id,
@@ -205,17 +217,18 @@ async def _usage_record(conn: AsyncConnection, c: _Claimed, now: int) -> None:
     await conn.execute(sql(
         "INSERT INTO usage_records (request_id, org_id, project_id, key_id, model_id, backend_id, endpoint,"
         " status, input_tokens, cached_tokens, output_tokens, cost_nanos, price_version, txn_id, hold_id,"
-        " ttft_ms, latency_ms, cache_status, client_ip, created_at) VALUES (:r, :o, :p, :k, :m, :b, :e, :s,"
-        " :it, :ct, :ot, :cost, :pv, :t, :h, :ttft, :lat, :cache, :ip, :now)"),
-        {"r": h.request_id, "o": h.org_id, "p": h.project_id, "k": h.key_id, "m": h.model_id,
-         "b": h.backend_id, "e": h.endpoint, "s": u.status, "it": u.input_tokens, "ct": u.cached_tokens,
+        " ttft_ms, latency_ms, cache_status, client_ip, created_at, route_attempts) VALUES (:r, :o, :p, :k, :m,"
+        " :b, :e, :s, :it, :ct, :ot, :cost, :pv, :t, :h, :ttft, :lat, :cache, :ip, :now, :ra)"),
+        {"r": h.request_id, "o": h.org_id, "p": h.project_id, "k": h.key_id, "m": c.model_id,
+         "b": u.backend_id or h.backend_id, "e": h.endpoint, "ra": u.route_attempts, "s": u.status,
+         "it": u.input_tokens, "ct": u.cached_tokens,
          "ot": u.output_tokens,
-         "cost": c.cost, "pv": h.price_version, "t": c.txn_id, "h": h.id, "ttft": u.ttft_ms,
+         "cost": c.cost, "pv": c.price_version, "t": c.txn_id, "h": h.id, "ttft": u.ttft_ms,
          "lat": u.latency_ms, "cache": u.cache_status, "ip": h.client_ip, "now": now})
     if h.endpoint in ("responses", "chat", "embeddings"):
         await record_event(conn, h.org_id, "request.completed", RequestCompleted(
             request_id=h.request_id, endpoint=h.endpoint,  # type: ignore[arg-type]
-            model=h.model_id, key_id=h.key_id, project_id=h.project_id, status_code=u.status,
+            model=c.model_id, key_id=h.key_id, project_id=h.project_id, status_code=u.status,
             input_tokens=u.input_tokens, cached_input_tokens=u.cached_tokens, output_tokens=u.output_tokens,
             cost_nanos=c.cost, price_card_id=c.card_id,
             latency_ms=u.latency_ms or 0, completed_at=now // 1000), project_id=h.project_id)

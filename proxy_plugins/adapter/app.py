@@ -23,15 +23,19 @@ from core.contract import Header, parse_hold_price
 from core.db import make_engine, write_tx
 from core.errors import ApiError, error_json
 from core.jsonbody import decode, too_deep
+from core.routeplan import decode_plan
 from core.secrets import load_secrets
 from core.settings import Settings
 from core.snapshot import PriceRecord, Snapshot, current_version, load_snapshot
 from proxy_plugins.adapter import chat, embeddings, responses
+from proxy_plugins.adapter.attempts import Router
 from proxy_plugins.adapter.backends import Backends
+from proxy_plugins.adapter.balance import Balancer
 from proxy_plugins.adapter.commit import Committer
 from proxy_plugins.adapter.context import RequestContext
 from proxy_plugins.adapter.exchange import Exchange, Receive, Send
 from proxy_plugins.adapter.finish import Finisher
+from proxy_plugins.adapter.health import Health
 from proxy_plugins.adapter.idempotent_replay import serve_replay
 from proxy_plugins.adapter.journal import Journal
 from proxy_plugins.adapter.meter import Meter
@@ -49,6 +53,7 @@ _H_RATE_LIMIT = Header.RATE_LIMIT.encode()
 _H_ORG, _H_PROJECT, _H_KEY = Header.ORG.encode(), Header.PROJECT.encode(), Header.KEY.encode()
 _H_MODEL, _H_BACKEND, _H_IDEM = Header.MODEL.encode(), Header.BACKEND.encode(), Header.IDEM.encode()
 _H_HOLD_PRICE, _H_HOLD_OUTPUT = Header.HOLD_PRICE.encode(), Header.HOLD_OUTPUT.encode()
+_H_PLAN = Header.PLAN.encode()
 
 ROUTES: dict[str, Handler] = {
     "/v1/chat/completions": chat.handle,
@@ -86,6 +91,9 @@ class Adapter:
         self.background = BackgroundResponses(self.svc.engine, tenant_backends=settings.local_backend_ids,
                                               hold_grace_ms=int(settings.hold_grace_seconds * 1000))
         self._background: asyncio.Task[None] | None = None
+        # Route groups: target health (shared through Redis when configured) and balancing.
+        self.health = Health(settings.route_eject_after, settings.route_eject_seconds, redis=_redis(settings))
+        self.router = Router(Balancer(self.health))
 
     def snapshot(self) -> Snapshot:
         assert self._snapshot is not None, "snapshot is loaded at startup"
@@ -100,6 +108,7 @@ class Adapter:
         self.journal.open()
         self.settler.start()
         self._background = asyncio.create_task(self._run_background())
+        self.health.start()
 
     async def stop(self) -> None:
         for task in (self._poller, self._background):
@@ -108,6 +117,7 @@ class Adapter:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         await self.background.aclose()  # abandoned runs are re-claimed when their lease expires
+        await self.health.stop()
         await self.settler.stop()
         await self.journal.close()
         await self.svc.backends.aclose()
@@ -138,6 +148,9 @@ class Adapter:
         if not hmac.compare_digest(headers.get(_H_INTERNAL, b""), self.internal_token):
             # Only Envoy, after the sidecar's check, may call this port.
             await _plain(send, 403, error_json("internal_auth_failed", "Not called through the edge."))
+            return
+        if path == "/internal/route-health":  # this process's view of route targets (health.py)
+            await _plain(send, 200, msgspec.json.encode({"object": "list", "data": self.health.view()}))
             return
         replay = headers.get(_H_IDEM_REPLAY)
         if replay is not None:
@@ -208,7 +221,8 @@ class Adapter:
             requested_model=requested, model=model, backend=backend, received_ns=time.monotonic_ns(),
             hold_price=_hold_price(_text(headers, _H_HOLD_PRICE)),
             meter=Meter(_held_output(_text(headers, _H_HOLD_OUTPUT))),
-            idempotency_record=_text(headers, _H_IDEM), cache_control=_text(headers, b"cache-control") or "")
+            idempotency_record=_text(headers, _H_IDEM), cache_control=_text(headers, b"cache-control") or "",
+            plan=_plan(_text(headers, _H_PLAN)))
 
     async def _serve(self, handler: Handler, ctx: RequestContext, body: bytes, receive: Receive,
                      send: Send) -> None:
@@ -233,7 +247,10 @@ class Adapter:
     async def _run(self, handler: Handler, ctx: RequestContext, body: bytes, exchange: Exchange) -> None:
         failed: int | None = None  # a stream's failure status, for its usage record
         try:
-            await handler(self.svc, ctx, body, exchange)
+            if ctx.plan is None:
+                await handler(self.svc, ctx, body, exchange)
+            else:
+                await self.router.run(handler, self.svc, ctx, body, exchange, self.snapshot())
         except ApiError as exc:
             if not exchange.started:
                 await exchange.error(exc)
@@ -271,6 +288,18 @@ class Adapter:
 def _text(headers: dict[bytes, bytes], name: bytes) -> str | None:
     value = headers.get(name)
     return None if value is None else value.decode("latin-1")
+
+
+def _plan(value: str | None) -> list[list[str]] | None:
+    return decode_plan(value) if value else None
+
+
+def _redis(settings: Settings) -> Any:
+    if not settings.redis_url:
+        return None
+    import redis.asyncio as aioredis
+
+    return aioredis.from_url(settings.redis_url)
 
 
 def _held_output(value: str | None) -> int:

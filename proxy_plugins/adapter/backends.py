@@ -42,7 +42,7 @@ from core.errors import ERRORS, ApiError
 from core.snapshot import BackendRecord
 from proxy_plugins.adapter import http1
 
-__all__ = ["Backends", "SseEvent", "SseParser", "UpstreamReply", "map_status"]
+__all__ = ["Backends", "SseEvent", "SseParser", "UpstreamFailure", "UpstreamReply", "map_status"]
 
 log = logging.getLogger("nx.adapter")
 
@@ -51,6 +51,20 @@ _MAX_ERROR_BODY = 64 * 1024
 # Upstream statuses a client can act on keep their status; the rest become 502 (see map_status).
 _KEPT = {400: "invalid_request_error", 404: "not_found", 409: "conflict", 413: "request_too_large",
          422: "unprocessable_entity", 429: "rate_limit_exceeded"}
+
+
+class UpstreamFailure(ApiError):
+    """A backend call that failed, as the client will see it (`code`), with what the attempt loop
+    (attempts.py) decides a retry by: the upstream's status, or the transport failure's kind."""
+
+    def __init__(self, code: str, message: str, param: str | None = None, *, upstream: int | None = None,
+                 kind: str = "status", upstream_code: str | None = None, **headers: str) -> None:
+        super().__init__(code, message, param, **headers)
+        self.upstream = upstream
+        self.upstream_code = upstream_code
+        """The backend's own error code (e.g. `context_length_exceeded`), when it sent one."""
+        self.kind = kind
+        """`status` (the backend answered `upstream`), `connect`, `timeout`, `transport`, `config`."""
 
 
 class SseEvent(msgspec.Struct, frozen=True):
@@ -124,8 +138,8 @@ def map_status(backend: BackendRecord, status: int, body: bytes, headers: dict[s
         # the SDK report the client's key as invalid.
         log.error("backend %s refused the platform's credentials or account (status %s): %s",
                   backend.id, status, message)
-        return ApiError("upstream_error", "The upstream backend refused the platform's request; "
-                        "the operator has been notified.")
+        return UpstreamFailure("upstream_error", "The upstream backend refused the platform's request; "
+                               "the operator has been notified.", upstream=status)
     if status in _KEPT:
         code = detail.code if isinstance(detail.code, str) and detail.code in ERRORS \
             and ERRORS[detail.code].status == status else _KEPT[status]
@@ -134,20 +148,27 @@ def map_status(backend: BackendRecord, status: int, body: bytes, headers: dict[s
             for name in ("retry-after", "retry-after-ms"):
                 if name in headers:
                     extra[name] = headers[name]
-        return ApiError(code, message, detail.param, **extra)
+        return UpstreamFailure(code, message, detail.param, upstream=status, upstream_code=_code(detail), **extra)
     if 400 <= status < 500:
-        return ApiError("invalid_request_error", message, detail.param)
-    return ApiError("upstream_error", f"The upstream backend failed (status {status}): {message}")
+        return UpstreamFailure("invalid_request_error", message, detail.param, upstream=status,
+                               upstream_code=_code(detail))
+    return UpstreamFailure("upstream_error", f"The upstream backend failed (status {status}): {message}",
+                           upstream=status)
 
 
-def _transport_error(backend: BackendRecord, exc: Exception) -> ApiError:
+def _code(detail: _ErrorShape) -> str | None:
+    return detail.code if isinstance(detail.code, str) else detail.type
+
+
+def _transport_error(backend: BackendRecord, exc: Exception) -> UpstreamFailure:
     if isinstance(exc, http1.ConnectError):  # refused, unresolvable, TLS, connect or pool timeout
         log.warning("backend %s unreachable: %s", backend.id, type(exc).__name__)
-        return ApiError("upstream_unavailable", "The model backend is unavailable; please retry.")
+        return UpstreamFailure("upstream_unavailable", "The model backend is unavailable; please retry.",
+                               kind="connect")
     if isinstance(exc, http1.ReadTimeout | TimeoutError):
-        return ApiError("upstream_timeout", "The model backend did not answer in time.")
+        return UpstreamFailure("upstream_timeout", "The model backend did not answer in time.", kind="timeout")
     log.warning("backend %s transport failure: %r", backend.id, exc)
-    return ApiError("upstream_error", "The connection to the model backend failed.")
+    return UpstreamFailure("upstream_error", "The connection to the model backend failed.", kind="transport")
 
 
 TENANT_HEADER = Header.TENANT
@@ -183,8 +204,8 @@ class Backends:
             secret = _secret(backend)
             if not secret:
                 log.error("backend %s: environment variable %s is not set", backend.id, backend.api_key_env)
-                raise ApiError("upstream_unavailable", "The model backend is not configured; "
-                               "the operator has been notified.")
+                raise UpstreamFailure("upstream_unavailable", "The model backend is not configured; "
+                                      "the operator has been notified.", kind="config")
             if backend.protocol == "anthropic":
                 headers["x-api-key"] = secret
             else:

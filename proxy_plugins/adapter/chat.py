@@ -86,6 +86,8 @@ async def handle(svc: Services, ctx: RequestContext, body: bytes, exchange: Exch
         await anthropic.chat(svc, ctx, request, exchange, client_wants_usage)
         return
     request["model"] = ctx.model.upstream_name
+    for routing_only in ("models", "provider"):  # the platform's routing fields (docs/routing.md)
+        request.pop(routing_only, None)
     limit_output(ctx, request)
     if stream:
         request["stream_options"] = {**options, "include_usage": True}

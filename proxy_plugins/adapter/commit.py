@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from core import idempotency, ledger
 from core.groupcommit import GroupCommit
 from proxy_plugins.adapter.context import RequestContext
-from proxy_plugins.adapter.metering import wallet_debit
+from proxy_plugins.adapter.metering import route_attempts, wallet_debit
 
 __all__ = ["Committer", "Headers"]
 
@@ -45,11 +45,17 @@ class _Item(msgspec.Struct, frozen=True):
 def _usage(item: _Item) -> ledger.Usage:
     ctx = item.ctx
     failed = _failed(item.status) and not ctx.meter.produced
+    routed = bool(ctx.attempts) and ctx.hold_price is not None
     return ledger.Usage(
         status=item.status, input_tokens=0 if failed else ctx.usage.input_tokens,
         cached_tokens=0 if failed else min(ctx.usage.cached_tokens, ctx.usage.input_tokens),
         output_tokens=0 if failed else ctx.usage.output_tokens, ttft_ms=item.ttft_ms,
-        latency_ms=item.latency_ms, cache_status=ctx.cache_status)
+        latency_ms=item.latency_ms, cache_status=ctx.cache_status,
+        # A routed request is charged at the price of the target that answered (attempts.py).
+        model_id=ctx.model.id if routed else None,
+        price_version=ctx.hold_price.version if routed and ctx.hold_price is not None else None,
+        backend_id=ctx.backend.id if routed else None,
+        route_attempts=route_attempts(ctx).decode() if routed else None)
 
 
 def _failed(status: int) -> bool:

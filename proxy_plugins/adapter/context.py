@@ -14,7 +14,7 @@ import msgspec
 from core.snapshot import BackendRecord, ModelRecord, PriceRecord
 from proxy_plugins.adapter.meter import CountInput, Meter
 
-__all__ = ["CacheStatus", "RequestContext", "Usage"]
+__all__ = ["Attempt", "CacheStatus", "RequestContext", "Usage"]
 
 CacheStatus = Literal["hit", "miss", "partial", "bypass"]
 
@@ -29,6 +29,20 @@ class Usage(msgspec.Struct, kw_only=True):
     @property
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens
+
+
+class Attempt(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One backend call of a routed request (`x-route-attempts`, the usage record)."""
+
+    target: str
+    """The model id tried (a backend and its upstream model)."""
+    backend: str
+    status: int
+    """The status it ended with: 200, the upstream's or the platform's error status."""
+    ms: int
+    """Until its first byte reached the client, or until it failed."""
+    error: str | None = None
+    """The error code of a failed attempt."""
 
 
 class RequestContext(msgspec.Struct, kw_only=True):
@@ -58,6 +72,10 @@ class RequestContext(msgspec.Struct, kw_only=True):
     first_byte_ns: int | None = None
     meter: Meter = msgspec.field(default_factory=Meter)
     """Output counted as it is relayed, against the output the hold covers (meter.py)."""
+    plan: list[list[str]] | None = None
+    """A routed request's targets by tier (`x-nx-plan`, core/routeplan.py); None: one target."""
+    attempts: list[Attempt] = msgspec.field(default_factory=list)
+    """The backend calls a routed request made, in order (attempts.py)."""
     count_input: CountInput | None = None
     """Set by a handler once it calls the backend: counts the request's input with the backend
     (counting.py), for a stream that ends before the backend reported its usage."""

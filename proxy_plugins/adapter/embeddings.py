@@ -127,6 +127,8 @@ async def handle(svc: Services, ctx: RequestContext, body: bytes, exchange: Exch
                        "model")
     raw, request = _validate(ctx, body)
     raw["model"] = ctx.model.upstream_name
+    for routing_only in ("models", "provider"):  # the platform's routing fields (docs/routing.md)
+        raw.pop(routing_only, None)
     if request.dimensions is not None and request.dimensions == ctx.model.capabilities.get("dimensions") \
             and not ctx.can("custom_dimensions"):
         del raw["dimensions"]  # the native width: a backend that rejects the parameter gets none

@@ -78,13 +78,16 @@ class Exchange:
         self.disconnected = False
         self.sent = False
         """The final bytes are being sent: a disconnect after this is the answer's normal end."""
+        self.on_start: Callable[[int], None] | None = None
+        """Called with the status when the answer starts (its first byte): the attempt loop
+        (attempts.py) records the answering attempt then, before the headers are rendered."""
         self._stream_head: list[tuple[bytes, bytes]] = []
         self._stream_body: list[bytes] = []
 
     async def json(self, body: bytes, status: int = 200,
                    headers: list[tuple[bytes, bytes]] | None = None) -> None:
         """The whole answer at once; metadata headers rendered after the charge is settled."""
-        self._claim()
+        self._claim(status)
         # Settled exactly once: a client that leaves while the commit is queued cancels this task,
         # but the queued commit still runs, so the caller's clean-up must not settle again.
         self.finished = True
@@ -110,7 +113,7 @@ class Exchange:
         await self.json(msgspec.json.encode(error.body()), error.status, error_headers(error))
 
     async def start_stream(self, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-        self._claim()
+        self._claim(200)
         out = [*_SSE, *metadata_headers(self.ctx, final=False), *(headers or [])]
         self._stream_head = out
         await self._send({"type": "http.response.start", "status": 200, "headers": out})
@@ -154,7 +157,9 @@ class Exchange:
             self.sent = True
             await self._send({"type": "http.response.body", "body": data, "more_body": False})
 
-    def _claim(self) -> None:
+    def _claim(self, status: int) -> None:
         if self.started:
             raise RuntimeError("the answer has already started")
         self.started = True
+        if self.on_start is not None:
+            self.on_start(status)

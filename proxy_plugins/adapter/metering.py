@@ -23,7 +23,7 @@ import msgspec
 from core.money import format_usd, request_cost
 from proxy_plugins.adapter.context import RequestContext
 
-__all__ = ["metadata", "metadata_comment", "metadata_headers", "wallet_debit"]
+__all__ = ["metadata", "metadata_comment", "metadata_headers", "route_attempts", "wallet_debit"]
 
 
 def wallet_debit(ctx: RequestContext) -> int:
@@ -43,7 +43,7 @@ def wallet_debit(ctx: RequestContext) -> int:
 def metadata(ctx: RequestContext) -> dict[str, str]:
     """The six metadata values, by header name, from what the context knows now."""
     ctx.account_produced()
-    return {
+    meta = {
         "x-request-id": ctx.request_id,
         "x-model": ctx.model.id,
         "x-input-tokens": str(ctx.usage.input_tokens),
@@ -51,6 +51,15 @@ def metadata(ctx: RequestContext) -> dict[str, str]:
         "x-cache-status": ctx.cache_status,
         "x-wallet-debit": format_usd(wallet_debit(ctx)),
     }
+    if ctx.attempts:
+        meta["x-route-attempts"] = route_attempts(ctx).decode()
+    return meta
+
+
+def route_attempts(ctx: RequestContext) -> bytes:
+    """`x-route-attempts`: a routed request's backend calls as a JSON array (target, backend,
+    status, ms, error); every one of them was made before the answer's first byte."""
+    return msgspec.json.encode(ctx.attempts)
 
 
 def metadata_headers(ctx: RequestContext, *, final: bool = True) -> list[tuple[bytes, bytes]]:
@@ -58,6 +67,8 @@ def metadata_headers(ctx: RequestContext, *, final: bool = True) -> list[tuple[b
     directly rather than from `metadata()`'s dict: this runs for every answer."""
     ctx.account_produced()
     head = [(b"x-request-id", ctx.request_id.encode("latin-1")), (b"x-model", ctx.model.id.encode("latin-1"))]
+    if ctx.attempts:
+        head.append((b"x-route-attempts", route_attempts(ctx)))
     if not final:
         head.append((b"x-cache-status", ctx.cache_status.encode()))
         return head

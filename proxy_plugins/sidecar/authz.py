@@ -16,7 +16,7 @@ import msgspec
 from core.apikeys import hash_key, is_well_formed
 from core.contract import Header, Route
 from core.crypto import SIGNING_PURPOSE, unseal
-from core.errors import ERRORS, error_json
+from core.errors import ERRORS, ApiError, error_json
 from core.jsonbody import too_deep, utf8_refusal
 from core.snapshot import KeyCache, KeyRecord, ModelRecord, Snapshot
 from proxy_plugins.sidecar.estimate import BodyFields, Estimate, EstimateFields, check_limits, estimate_from
@@ -25,6 +25,7 @@ from proxy_plugins.sidecar.idempotency_gate import Gate, Refusal
 from proxy_plugins.sidecar.limits import buckets_for, denial_message, limit_headers
 from proxy_plugins.sidecar.ratelimit import Denial, LimitStore, retry_after_seconds
 from proxy_plugins.sidecar.replay import SKEW_SECONDS, NonceStore, verify_signature
+from proxy_plugins.sidecar.routes import route_plan
 
 __all__ = ["CheckRequest", "Checker", "Decision", "classify"]
 
@@ -169,18 +170,26 @@ class Checker:
                    ("x-envoy-auth-headers-to-remove", "authorization")]
         model: ModelRecord | None = None
         est: Estimate | None = None
+        cover = 0
         if upstream == "inference" and req.method == "POST":
             resolved = self._model(key, snap, req.body, endpoint)
             if isinstance(resolved, Decision):
                 return resolved
-            model, fields = resolved
+            model, fields, name = resolved
             # An output limit above the model's cap is refused before anything is reserved.
-            over = check_limits(fields, model, endpoint, getattr(fields, "model", None) or model.id)
+            over = check_limits(fields, model, endpoint, name)
             if over is not None:
                 return _deny(over.code, over.message, over.param)
             # One estimate sizes both the tokens-per-minute charge and the money hold.
             est = estimate_from(fields, len(req.body), model, endpoint)
             headers += [(Header.MODEL, model.id), (Header.BACKEND, model.backend_id)]
+            routed = route_plan(key, snap, name, model, fields, len(req.body), endpoint)
+            if isinstance(routed, ApiError):
+                return _deny(routed.code, routed.message, routed.param)
+            if routed is not None:
+                # The adapter may try each of these; the hold covers the priciest.
+                headers.append((Header.PLAN, routed.header))
+                cover = routed.cover
         # The gate only acts on a POST with an Idempotency-Key; skip the call (and its coroutine) otherwise.
         ticket = None
         if req.idempotency_key is not None and req.method == "POST":
@@ -213,7 +222,7 @@ class Checker:
         if model is not None and est is not None:
             unheld = await self.holds.place(
                 key=key, project=project, model=model, backend=snap.backends.get(model.backend_id),
-                endpoint=endpoint, request_id=req.request_id, client_ip=req.client_ip, est=est)
+                endpoint=endpoint, request_id=req.request_id, client_ip=req.client_ip, est=est, cover=cover)
             if isinstance(unheld, str):
                 # The output the hold covers: the adapter asks the backend for no more.
                 headers += [(Header.HOLD_PRICE, unheld), (Header.HOLD_OUTPUT, str(est.output_tokens))]
@@ -256,7 +265,7 @@ class Checker:
         return snap.default_project.get(key.org_id, "")
 
     def _model(self, key: KeyRecord, snap: Snapshot, body: bytes,
-               endpoint: str) -> tuple[ModelRecord, EstimateFields] | Decision:
+               endpoint: str) -> tuple[ModelRecord, EstimateFields, str] | Decision:
         """The model the body names, with the fields the estimate reads (one decode of the body)."""
         fields: EstimateFields
         bad = utf8_refusal(body)  # the decode below skips most strings, so it would not notice
@@ -288,7 +297,7 @@ class Checker:
             return _deny("invalid_request_error",
                          f"The model '{_shown(name)}' is a {model.kind} model and cannot serve /{endpoint}.",
                          param="model")
-        return model, fields
+        return model, fields, name
 
 
 def _model_and_fields(body: bytes) -> tuple[str | None, EstimateFields]:

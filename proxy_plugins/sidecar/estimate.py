@@ -50,6 +50,8 @@ class EstimateFields(msgspec.Struct):
     max_completion_tokens: Any = None
     n: Any = None
     previous_response_id: str | None = None
+    models: Any = None
+    """The request's own fallback models (OpenRouter's `models`), checked by routes.py."""
 
 
 class BodyFields(EstimateFields):

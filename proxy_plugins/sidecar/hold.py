@@ -40,6 +40,8 @@ class _Item(msgspec.Struct, frozen=True, kw_only=True):
     request_id: str
     client_ip: str
     est: Estimate
+    cover: int = 0
+    """A routed request's priciest target's maximum cost (0: one target)."""
     expires_at_ms: int
     place_by: float
     """time.monotonic() after which Envoy has given up on this check (its ext_authz timeout)."""
@@ -54,7 +56,8 @@ async def _place(conn: AsyncConnection, item: _Item) -> str:
         conn, org_id=item.key.org_id, project_id=item.project, key_id=item.key.id,
         request_id=item.request_id, model_id=item.model.id, endpoint=item.endpoint,
         backend_id=item.model.backend_id, max_input_tokens=item.est.input_tokens,
-        max_output_tokens=item.est.output_tokens, expires_at_ms=item.expires_at_ms, client_ip=item.client_ip)
+        max_output_tokens=item.est.output_tokens, expires_at_ms=item.expires_at_ms, client_ip=item.client_ip,
+        cover_nanos=item.cover)
     price = item.model.price
     if price is not None and price.version == hold.price_version:
         # The snapshot's card, the usual case: its header text is formatted once per card.
@@ -87,13 +90,14 @@ class Holds:
         self.commits: GroupCommit[_Item, str] = GroupCommit(engine, _place, order=lambda i: i.key.org_id)
 
     async def place(self, *, key: KeyRecord, project: str, model: ModelRecord, backend: BackendRecord | None,
-                    endpoint: str, request_id: str, client_ip: str, est: Estimate) -> str | tuple[int, bytes]:
+                    endpoint: str, request_id: str, client_ip: str, est: Estimate,
+                    cover: int = 0) -> str | tuple[int, bytes]:
         """The hold's price card as `version,input,cached,output` (nano-dollars per million tokens),
         which the adapter prices the answer with, so its `x-wallet-debit` is exactly the charge
         settlement posts; or (status, error body) to refuse with."""
         timeout = backend.timeout_ms if backend is not None else 300_000
         item = _Item(key=key, project=project, model=model, endpoint=endpoint, request_id=request_id,
-                     client_ip=client_ip, est=est,
+                     client_ip=client_ip, est=est, cover=cover,
                      expires_at_ms=int(time.time() * 1000) + timeout + self.grace_ms,
                      place_by=time.monotonic() + PLACE_WITHIN_S)
         try:

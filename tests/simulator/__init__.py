@@ -10,6 +10,8 @@ directive `[[sim key=value ...]]` anywhere in the body (a message, an embedding 
 - `first_byte_ms=N` wait before the response starts; `chunk_ms=N` wait between stream events
 - `chunks=N` number of text deltas; `cut_after=N` drop the connection after N deltas
 - `float_only=1` (embeddings) ignore `encoding_format` and answer floats
+- `model=X` in a directive: its settings apply only to requests for the upstream model X (route
+  tests make one target fail while another answers)
 
 `python -m tests.simulator --port N --api-key K --anthropic-key K2` runs it; tests use
 `tests.simulator.server.SimulatorProcess`. `GET /_sim/requests?contains=X` lists the recorded

@@ -71,7 +71,8 @@ class Simulator:
         self.records.append(record)
         watcher = asyncio.create_task(_watch(receive, record))
         try:
-            await self._answer(record, headers, body, parse(raw), send)
+            model = body.get("model") if isinstance(body, dict) else None
+            await self._answer(record, headers, body, parse(raw, model if isinstance(model, str) else None), send)
         except _Cut:
             record.cut = True
             raise

@@ -23,10 +23,15 @@ class Directives(msgspec.Struct, kw_only=True):
     float_only: bool = False
 
 
-def parse(body: bytes) -> Directives:
+def parse(body: bytes, model: str | None = None) -> Directives:
+    """Every directive's settings, merged; a directive with `model=X` applies only to a request
+    for the upstream model X (so one body can make one route target fail and another answer)."""
     found: dict[str, str] = {}
     for match in _PATTERN.finditer(body):
-        for pair in match.group(1).decode("utf-8", "replace").split():
-            key, _, value = pair.partition("=")
+        pairs = dict(p.partition("=")[::2] for p in match.group(1).decode("utf-8", "replace").split())
+        only = pairs.pop("model", None)
+        if only is not None and only != model:
+            continue
+        for key, value in pairs.items():
             found[key] = value.replace("_", " ") if key == "message" else value
     return msgspec.convert(found, Directives, strict=False)

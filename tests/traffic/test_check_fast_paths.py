@@ -55,8 +55,8 @@ BODIES = [
 def test_one_decode_estimates_as_the_separate_decode(body: bytes) -> None:
     resolved = _checker()._model(_key(), _snap(), body, "chat")
     assert not isinstance(resolved, Decision)
-    model, fields = resolved
-    assert model is MODEL
+    model, fields, name = resolved
+    assert model is MODEL and name == "m/chat"
     assert estimate_from(fields, len(body), model) == estimate(body, model)
 
 
