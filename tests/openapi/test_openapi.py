@@ -266,6 +266,10 @@ async def operator_api(call: Call, api: httpx.AsyncClient) -> None:
     alias = {"alias": f"oas-{secrets.token_hex(3)}"}
     await call(api, "GET", "/api/routes", 200)
     await call(api, "PUT", "/api/routes/{alias}", 200, alias, json={"model": model["model_id"]})
+    await call(api, "PUT", "/api/routes/{alias}", 200, alias, json={
+        "targets": [{"model": model["model_id"], "weight": 2}, {"model": "sim/chat", "priority": 1}],
+        "strategy": "least_outstanding"})
+    await call(api, "GET", "/api/routes/health", 200)
     await call(api, "DELETE", "/api/routes/{alias}", 200, alias)
 
 
