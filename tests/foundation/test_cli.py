@@ -58,6 +58,15 @@ async def test_cli_routing(private: Platform) -> None:
         listed = {x["id"]: x for x in (await c.get("/v1/models")).json()["data"]}
     assert listed["clib-fast"]["alias_of"] == "clib/small"
     assert listed["clib/small"]["pricing"]["input"] == "0.0000011"
+    group = await nx(private, "routes", "set", "clib-group", "--targets", '[{"model": "clib/small", "weight": 3}]',
+                     "--fallbacks", "clib-fast", "--strategy", "latency", "--max-attempts", "2")
+    assert (group["targets"], group["fallbacks"], group["strategy"], group["max_attempts"]) == (
+        [{"model": "clib/small", "weight": 3, "priority": 0}], ["clib-fast"], "latency", 2)
+    err = await nx(private, "routes", "set", "clib-fast", "--model", "clib/small", "--fallbacks", "clib-group",
+                   ok=False)
+    assert "cycle" in err
+    assert (await nx(private, "routes", "health"))["object"] == "list"
+    assert (await nx(private, "routes", "delete", "clib-group"))["alias"] == "clib-group"
     assert (await nx(private, "models", "update", "clib/small", "--status",
                      "disabled"))["status"] == "disabled"
     assert (await nx(private, "backends", "update", "clib", "--api-key-env", "null"))["api_key_env"] is None
