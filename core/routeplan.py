@@ -22,8 +22,8 @@ import msgspec
 if TYPE_CHECKING:
     from core.snapshot import ModelRecord
 
-__all__ = ["MAX_DEPTH", "MAX_TARGETS", "PLAN_SEPARATORS", "RoutePolicy", "Strategy", "Target", "check_graph",
-           "decode_plan", "encode_plan", "plan"]
+__all__ = ["LATENCY_SUFFIX", "MAX_DEPTH", "MAX_TARGETS", "PLAN_SEPARATORS", "RoutePolicy", "Strategy", "Target",
+           "check_graph", "decode_plan", "encode_plan", "plan"]
 
 Strategy = Literal["weighted", "least_outstanding", "latency"]
 MAX_DEPTH = 4
@@ -32,6 +32,9 @@ MAX_TARGETS = 16
 """Targets in one plan: the hold covers each, so a plan is kept short."""
 PLAN_SEPARATORS = (";", ",")
 """`x-nx-plan`: tiers separated by `;`, the model ids of one tier by `,` (neither is in a model id)."""
+LATENCY_SUFFIX = "@latency"
+"""Ends an `x-nx-plan` whose request asked for `provider.sort: latency`: the adapter orders its one
+tier by recent time to first byte, whatever the groups' strategies."""
 
 
 class Target(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -106,8 +109,11 @@ def encode_plan(tiers: list[list[str]]) -> str:
     return ";".join(",".join(t) for t in tiers)
 
 
-def decode_plan(value: str) -> list[list[str]]:
-    return [[m for m in tier.split(",") if m] for tier in value.split(";") if tier]
+def decode_plan(value: str) -> tuple[list[list[str]], bool]:
+    """(tiers, whether to order by latency)."""
+    latency = value.endswith(LATENCY_SUFFIX)
+    value = value.removesuffix(LATENCY_SUFFIX)
+    return [[m for m in tier.split(",") if m] for tier in value.split(";") if tier], latency
 
 
 def check_graph(name: str, policy: RoutePolicy, routes: Mapping[str, RoutePolicy]) -> str | None:

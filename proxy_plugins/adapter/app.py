@@ -201,7 +201,9 @@ class Adapter:
                        body: bytes) -> RequestContext | ApiError:
         model_id, backend_id = _text(headers, _H_MODEL) or "", _text(headers, _H_BACKEND) or ""
         snap = self.snapshot()
-        if model_id not in snap.models or backend_id not in snap.backends:
+        routed = _plan(_text(headers, _H_PLAN))
+        if model_id not in snap.models or backend_id not in snap.backends or (
+                routed and any(m not in snap.models for tier in routed["plan"] for m in tier)):
             # The sidecar may have seen a configuration change a moment before this process.
             self._snapshot = snap = await load_snapshot(self.svc.engine)
         model, backend = snap.models.get(model_id), snap.backends.get(backend_id)
@@ -222,7 +224,7 @@ class Adapter:
             hold_price=_hold_price(_text(headers, _H_HOLD_PRICE)),
             meter=Meter(_held_output(_text(headers, _H_HOLD_OUTPUT))),
             idempotency_record=_text(headers, _H_IDEM), cache_control=_text(headers, b"cache-control") or "",
-            plan=_plan(_text(headers, _H_PLAN)))
+            **routed)
 
     async def _serve(self, handler: Handler, ctx: RequestContext, body: bytes, receive: Receive,
                      send: Send) -> None:
@@ -290,8 +292,11 @@ def _text(headers: dict[bytes, bytes], name: bytes) -> str | None:
     return None if value is None else value.decode("latin-1")
 
 
-def _plan(value: str | None) -> list[list[str]] | None:
-    return decode_plan(value) if value else None
+def _plan(value: str | None) -> dict[str, Any]:
+    if not value:
+        return {}
+    tiers, latency = decode_plan(value)
+    return {"plan": tiers, "plan_by_latency": latency}
 
 
 def _redis(settings: Settings) -> Any:

@@ -85,6 +85,8 @@ class Router:
         policy = snap.routes.get(ctx.requested_model) or RoutePolicy(
             max_attempts=min(MAX_TARGETS, sum(len(t) for t in ctx.plan)))
         weights, strategies = weights_of(ctx.requested_model, snap.routes)
+        if ctx.plan_by_latency:
+            strategies = dict.fromkeys(strategies.keys() | {m for t in ctx.plan for m in t}, "latency")
         order = self.balancer.order(ctx.plan, strategies, weights, time.time())
         primary_id, primary_price = ctx.model.id, ctx.hold_price
         began = time.monotonic()

@@ -74,6 +74,8 @@ class RequestContext(msgspec.Struct, kw_only=True):
     """Output counted as it is relayed, against the output the hold covers (meter.py)."""
     plan: list[list[str]] | None = None
     """A routed request's targets by tier (`x-nx-plan`, core/routeplan.py); None: one target."""
+    plan_by_latency: bool = False
+    """The request asked for `provider.sort: latency`: its tier is ordered by recent latency."""
     attempts: list[Attempt] = msgspec.field(default_factory=list)
     """The backend calls a routed request made, in order (attempts.py)."""
     count_input: CountInput | None = None

@@ -52,6 +52,8 @@ class EstimateFields(msgspec.Struct):
     previous_response_id: str | None = None
     models: Any = None
     """The request's own fallback models (OpenRouter's `models`), checked by routes.py."""
+    provider: Any = None
+    """OpenRouter's provider preferences (order, only, ignore, allow_fallbacks, sort, max_price)."""
 
 
 class BodyFields(EstimateFields):

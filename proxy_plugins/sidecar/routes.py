@@ -5,7 +5,8 @@ A request for a route group (core/routeplan.py), or one that names its own fallb
 refuses a `models` entry the key may not use (403 `model_not_allowed`, naming it) or that does
 not exist (404), before anything is reserved; and sizes the hold for the priciest target, each
 estimated with its own context window and output cap, so a pricier fallback never escapes the
-budget. The adapter tries targets only from this plan (`x-nx-plan`).
+budget. The adapter tries targets only from this plan (`x-nx-plan`). The request's `provider`
+preferences narrow or reorder the plan (preferences.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from core.errors import ApiError
 from core.money import request_cost
 from core.routeplan import MAX_TARGETS, encode_plan
 from core.snapshot import KeyRecord, ModelRecord, Snapshot
+from proxy_plugins.sidecar import preferences
 from proxy_plugins.sidecar.estimate import EstimateFields, estimate_from
 
 __all__ = ["Routed", "route_plan"]
@@ -61,14 +63,23 @@ def _worst(model: ModelRecord, fields: EstimateFields, body_bytes: int, endpoint
 def route_plan(key: KeyRecord, snap: Snapshot, name: str, model: ModelRecord, fields: EstimateFields,
                body_bytes: int, endpoint: str) -> Routed | ApiError | None:
     """None: one target (the usual case, nothing to add); else the plan and the hold's cover."""
-    if fields.models is None and name not in snap.routes:
+    if fields.models is None and fields.provider is None and name not in snap.routes:
         return None
     extra = _extra(fields, key, snap)
     if isinstance(extra, ApiError):
         return extra
     tiers = snap.plan(name, extra, model.kind)
+    latency = False
+    prefs = preferences.parse(fields.provider)
+    if isinstance(prefs, ApiError):
+        return prefs
+    if prefs is not None:
+        applied = preferences.apply(tiers, prefs, snap)
+        if isinstance(applied, ApiError):
+            return applied
+        tiers, latency = applied
     ids = [m for tier in tiers for m in tier]
     if len(ids) <= 1 and (not ids or ids[0] == model.id):
         return None
     cover = max(_worst(snap.models[m], fields, body_bytes, endpoint) for m in ids)
-    return Routed(encode_plan(tiers), cover)
+    return Routed(encode_plan(tiers) + (preferences.LATENCY_SUFFIX if latency else ""), cover)

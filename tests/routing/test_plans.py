@@ -63,7 +63,7 @@ def test_plan_tiers_fallbacks_and_request_models() -> None:
         "h": RoutePolicy(targets=(Target(model="m/c"), Target(model="m/a"))),
     }
     assert _plan("g", routes, ("m/d", "m/a")) == [["m/a"], ["m/b"], ["m/c"], ["m/d"]]
-    assert decode_plan(encode_plan([["m/a", "m/b"], ["m/c"]])) == [["m/a", "m/b"], ["m/c"]]
+    assert decode_plan(encode_plan([["m/a", "m/b"], ["m/c"]])) == ([["m/a", "m/b"], ["m/c"]], False)
 
 
 def test_graph_check() -> None:
