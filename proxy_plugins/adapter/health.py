@@ -33,6 +33,7 @@ log = logging.getLogger("nx.adapter.health")
 
 REDIS_KEY = "nx:route-health"
 MAX_FACTOR = 60
+KEEP_S = 86_400
 
 
 class TargetHealth(msgspec.Struct, kw_only=True):
@@ -95,6 +96,7 @@ class Health:
 
     async def _write(self, h: TargetHealth) -> None:
         await self.redis.hset(REDIS_KEY, h.target, msgspec.json.encode(h))
+        await self.redis.expire(REDIS_KEY, KEEP_S)  # targets nobody routes to any more fade away
 
     async def load(self) -> None:
         """Replace this process's view with the shared one (Redis only)."""
