@@ -48,9 +48,11 @@ class GroupCommit(Generic[T, R]):
                  *, work_many: Callable[[AsyncConnection, list[T]], Awaitable[list[R | BaseException]]] | None = None,
                  max_batch: int = 256, order: Callable[[T], str] | None = None) -> None:
         """`work` runs once per item; or `work_many` once per batch, returning one outcome per item
-        (an exception value refuses that item, which must then have written nothing)."""
-        if (work is None) == (work_many is None):
-            raise TypeError("give exactly one of work and work_many")
+        (an exception value refuses that item, which must then have written nothing). Given both,
+        `work_many` is the optimistic path (a set-based batch that raises when it is not plain) and
+        `work` the per-item one the batch is rerun with, each item in its own savepoint."""
+        if work is None and work_many is None:
+            raise TypeError("give work, work_many or both")
         self.engine = engine
         self.work = work
         self.work_many = work_many
@@ -60,6 +62,9 @@ class GroupCommit(Generic[T, R]):
         self._sqlite = sqlite_connection(engine) if engine.dialect.name == "sqlite" else None
         lock_path = write_lock_path(engine)
         self._lock = WriteLock(lock_path) if lock_path is not None else None
+        self._pg: AsyncConnection | None = None
+        """PostgreSQL: the connection this group commit keeps checked out (one batch at a time),
+        so a batch pays no pool checkout and no pre-ping round trip."""
         self._queue: list[tuple[T, asyncio.Future[R]]] = []
         self._wakeup = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
@@ -89,6 +94,9 @@ class GroupCommit(Generic[T, R]):
                 await self._runner
         if self._sqlite is not None:
             self._sqlite.close()
+        if self._pg is not None:
+            await self._pg.close()
+            self._pg = None
         if self._lock is not None:
             self._lock.close()
 
@@ -159,7 +167,10 @@ class GroupCommit(Generic[T, R]):
         return outcomes
 
     async def _run_on_asyncpg(self, items: list[T]) -> list[R | BaseException]:
-        async with self.engine.connect() as conn:
+        if self._pg is None:
+            self._pg = await self.engine.connect()
+        conn = self._pg
+        try:
             driver = (await conn.get_raw_connection()).driver_connection
             assert driver is not None
             raw = cast(AsyncConnection, AsyncpgConnection(driver))
@@ -177,6 +188,14 @@ class GroupCommit(Generic[T, R]):
                 raise
             await tx.commit()
             return outcomes
+        except BaseException:
+            # The connection may be broken (server restarted, network): the next batch takes a
+            # fresh one from the pool instead of failing on this one again.
+            self._pg = None
+            with contextlib.suppress(Exception):
+                await conn.invalidate()
+                await conn.close()
+            raise
 
     async def _run_on_sqlite(self, db: sqlite3.Connection, items: list[T]) -> list[R | BaseException]:
         """The batch runs on the event loop's own thread: its statements take microseconds each,

@@ -26,7 +26,7 @@ from typing import Any
 
 from sqlalchemy import TextClause, text
 
-__all__ = ["AsyncpgConnection", "RawResult", "SqliteConnection", "memo_of", "sql"]
+__all__ = ["AsyncpgConnection", "RawResult", "SqliteConnection", "execute_many", "memo_of", "sql"]
 
 _BIND = re.compile(r"(?<![:\w]):(\w+)")
 
@@ -109,6 +109,9 @@ class SqliteConnection:
         # sqlite3 knows the row count of an UPDATE ... RETURNING only once its rows are read.
         return RawResult(rows, cursor.rowcount if cursor.rowcount >= 0 else len(rows))
 
+    async def execute_many(self, statement: str, rows: Sequence[dict[str, Any]]) -> None:
+        self._db.executemany(statement, rows)
+
     def begin_nested(self) -> _Savepoint:
         self._savepoints += 1
         return _Savepoint(self, f"nx_sp{self._savepoints}")
@@ -154,9 +157,26 @@ class AsyncpgConnection:
         status: str = await self._pg.execute(sql, *args)  # e.g. "UPDATE 1", "INSERT 0 1"
         return RawResult([], int(status.rsplit(" ", 1)[-1]) if status[-1:].isdigit() else 0)
 
+    async def execute_many(self, statement: str, rows: Sequence[dict[str, Any]]) -> None:
+        sql, names, _ = self._convert(statement)
+        # asyncpg pipelines the rows: one round trip for the whole list, not one per row.
+        await self._pg.executemany(sql, [[row[name] for name in names] for row in rows])
+
     def begin_nested(self) -> _Savepoint:
         self._savepoints += 1
         return _Savepoint(self, f"nx_sp{self._savepoints}")
+
+
+async def execute_many(conn: object, statement: str, rows: Sequence[dict[str, Any]]) -> None:
+    """One statement for many rows (INSERTs whose results nobody reads): on PostgreSQL one round
+    trip for the whole list instead of one per row. An error (e.g. a unique index) raises; there is
+    no per-row count."""
+    if not rows:
+        return
+    if isinstance(conn, SqliteConnection | AsyncpgConnection):
+        await conn.execute_many(statement, rows)
+    else:  # a SQLAlchemy connection (callers outside a group commit): its executemany
+        await conn.execute(sql(statement), list(rows))  # type: ignore[attr-defined]
 
 
 def memo_of(conn: object) -> dict[tuple[Any, ...], Any] | None:

@@ -1,7 +1,8 @@
 """The money check in the sidecar: reserve a request's maximum cost before any backend call.
 
-`place` runs `ledger.place_hold` through a group commit (many requests' holds share one
-transaction; each request is answered only after the transaction with its hold committed) and
+`place` runs through a group commit (many requests' holds share one transaction; each request is
+answered only after the transaction with its hold committed): a batch is placed set-based by
+`ledger.place_holds`, or hold by hold by `ledger.place_hold` when it is not plain, and `place`
 turns a refusal into the decision the client gets (402 `insufficient_quota`). Money never fails
 open: if the database cannot be reached the request is refused with 503 `billing_unavailable`,
 unlike rate limits. The adapter settles the hold by request id when the answer is complete.
@@ -48,16 +49,52 @@ class _Item(msgspec.Struct, frozen=True, kw_only=True):
 
 
 async def _place(conn: AsyncConnection, item: _Item) -> str:
+    """One hold on its own (a batch that was not plain is rerun this way, each in a savepoint)."""
     if time.monotonic() > item.place_by:
-        # Under overload the queue outgrew Envoy's patience: placing the hold now would reserve
-        # money for a request Envoy has already answered with an error, until the hold expired.
-        raise ApiError("server_busy", "The platform is busy; the request was not run. Please retry.")
+        raise _too_late()
     hold = await ledger.place_hold(
         conn, org_id=item.key.org_id, project_id=item.project, key_id=item.key.id,
         request_id=item.request_id, model_id=item.model.id, endpoint=item.endpoint,
         backend_id=item.model.backend_id, max_input_tokens=item.est.input_tokens,
         max_output_tokens=item.est.output_tokens, expires_at_ms=item.expires_at_ms, client_ip=item.client_ip,
         cover_nanos=item.cover)
+    return await _header(conn, item, hold)
+
+
+async def _place_many(conn: AsyncConnection, items: list[_Item]) -> list[str | BaseException]:
+    """The batch set-based (`ledger.place_holds`: a fixed number of statements per batch, not per
+    hold); it raises when the batch is not plain, and the group commit reruns it with `_place`."""
+    late = time.monotonic()
+    outcomes: list[str | BaseException] = []
+    placing = [i for i, item in enumerate(items) if late <= item.place_by]
+    placed = await ledger.place_holds(conn, [_request(items[i]) for i in placing])
+    by_index = dict(zip(placing, placed, strict=True))
+    for i, item in enumerate(items):
+        hold = by_index.get(i)
+        if hold is None:
+            outcomes.append(_too_late())
+        elif isinstance(hold, BaseException):
+            outcomes.append(hold)
+        else:
+            outcomes.append(await _header(conn, item, hold))
+    return outcomes
+
+
+def _request(item: _Item) -> ledger.HoldRequest:
+    return ledger.HoldRequest(
+        org_id=item.key.org_id, project_id=item.project, key_id=item.key.id, request_id=item.request_id,
+        model_id=item.model.id, endpoint=item.endpoint, backend_id=item.model.backend_id,
+        max_input_tokens=item.est.input_tokens, max_output_tokens=item.est.output_tokens,
+        expires_at_ms=item.expires_at_ms, client_ip=item.client_ip, cover_nanos=item.cover)
+
+
+def _too_late() -> ApiError:
+    # Under overload the queue outgrew Envoy's patience: placing the hold now would reserve
+    # money for a request Envoy has already answered with an error, until the hold expired.
+    return ApiError("server_busy", "The platform is busy; the request was not run. Please retry.")
+
+
+async def _header(conn: AsyncConnection, item: _Item, hold: ledger.Hold) -> str:
     price = item.model.price
     if price is not None and price.version == hold.price_version:
         # The snapshot's card, the usual case: its header text is formatted once per card.
@@ -87,7 +124,8 @@ class Holds:
         self.grace_ms = int(grace_s * 1000)
         """`hold_grace_seconds`: a hold lives this long past its backend's timeout, unless renewed."""
         # Sorted by organization within a batch: concurrent batches lock wallets in one order.
-        self.commits: GroupCommit[_Item, str] = GroupCommit(engine, _place, order=lambda i: i.key.org_id)
+        self.commits: GroupCommit[_Item, str] = GroupCommit(engine, _place, work_many=_place_many,
+                                                               order=lambda i: i.key.org_id)
 
     async def place(self, *, key: KeyRecord, project: str, model: ModelRecord, backend: BackendRecord | None,
                     endpoint: str, request_id: str, client_ip: str, est: Estimate,

@@ -57,12 +57,36 @@ async def test_work_many_refuses_items_and_isolates_a_broken_one(tmp_path: Path)
         await engine.dispose()
 
 
-def test_exactly_one_kind_of_work(tmp_path: Path) -> None:
+def test_some_kind_of_work(tmp_path: Path) -> None:
     engine = make_engine(load_settings({"NX_DATA_DIR": str(tmp_path)}))
     with pytest.raises(TypeError):
         GroupCommit(engine)
-    with pytest.raises(TypeError):
-        GroupCommit(engine, _one, work_many=_batch)
+
+
+async def test_a_batch_that_raises_reruns_item_by_item_with_work(tmp_path: Path) -> None:
+    """Given both, `work_many` is the optimistic batch and `work` what each item reruns with."""
+    engine = make_engine(load_settings({"NX_DATA_DIR": str(tmp_path)}))
+    async with write_tx(engine) as conn:
+        await conn.execute(text("CREATE TABLE gc_probe (x INTEGER NOT NULL CHECK (x >= 0))"))
+    singles: list[int] = []
+
+    async def single(conn: AsyncConnection, x: int) -> int:
+        singles.append(x)
+        await conn.execute(sql("INSERT INTO gc_probe (x) VALUES (:x)"), {"x": x})
+        return x
+
+    commits: GroupCommit[int, int] = GroupCommit(engine, single, work_many=_batch)
+    calls.clear()
+    try:
+        results = await asyncio.gather(*(commits.submit(x) for x in (6, -2, 8)), return_exceptions=True)
+        assert results[0] == 6 and results[2] == 8 and isinstance(results[1], Exception)
+        assert calls == [3] and singles == [6, -2, 8]
+        async with engine.connect() as conn:
+            rows = [r[0] for r in (await conn.execute(text("SELECT x FROM gc_probe ORDER BY x"))).all()]
+        assert rows == [6, 8]
+    finally:
+        await commits.close()
+        await engine.dispose()
 
 
 async def _one(conn: AsyncConnection, x: int) -> int:
