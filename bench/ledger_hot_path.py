@@ -65,7 +65,12 @@ async def _group_commit(engine: AsyncEngine, t: object, n: int, concurrency: int
 
     # As the sidecar runs them (proxy_plugins/sidecar/hold.py): set-based, hold by hold if refused.
     holds: GroupCommit[str, str] = GroupCommit(engine, hold, work_many=hold_many)
-    settles: GroupCommit[str, int] = GroupCommit(engine, settle)
+    async def settle_batch(conn: AsyncConnection, request_ids: list[str]) -> list[int | BaseException]:
+        usage = Usage(input_tokens=800, output_tokens=300)
+        return [s.charged for s in await ledger.settle_batch(conn, [(r, usage) for r in request_ids])]
+
+    # As the adapter runs them (proxy_plugins/adapter/commit.py).
+    settles: GroupCommit[str, int] = GroupCommit(engine, settle, work_many=settle_batch)
     ids = [new_id("req") for _ in range(n)]
     figures = []
     for commits in (holds, settles):

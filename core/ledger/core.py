@@ -27,7 +27,7 @@ from core.ledger.model import CUSTOMER_KINDS, KIND_ORDER, EntryView, Leg, Transa
 from core.rawsql import sql
 from core.rows import columns, row_as, rows_as
 
-__all__ = ["TxnMeta", "ensure_accounts", "get_transaction", "is_postgres", "post", "release_held"]
+__all__ = ["TXN_INSERT", "TxnMeta", "ensure_accounts", "get_transaction", "is_postgres", "post", "release_held"]
 
 
 def is_postgres(conn: AsyncConnection) -> bool:
@@ -91,12 +91,23 @@ async def _apply(conn: AsyncConnection, org_id: str, leg: Leg) -> _Applied | Non
     return None if row is None else row_as(_Applied, row)
 
 
+TXN_INSERT = (
+    "INSERT INTO ledger_transactions (id, org_id, kind, idempotency_key, fingerprint, amount, reverses,"
+    " request_id, project_id, key_id, period, model_id, price_version, reason, actor, created_at)"
+    " VALUES (:id, :o, :kind, :k, :f, :amount, :rev, :req, :proj, :key, :period, :model, :pv, :reason,"
+    " :actor, :now)")
+
+
 async def post(conn: AsyncConnection, org_id: str, legs: Sequence[Leg], meta: TxnMeta,
-               idempotency_key: str, txn_id: str | None = None, *, first_use: bool = False) -> TransactionView:
+               idempotency_key: str, txn_id: str | None = None, *, first_use: bool = False,
+               sealing: list[dict[str, object]] | None = None) -> TransactionView:
     """Write one balanced transaction in the caller's database transaction; see the module doc.
 
     Raises `insufficient_quota` when a customer account would go below its held amount; the caller
     must then roll back (write_tx does), since earlier legs may already have moved.
+    `sealing`: the transaction row is not inserted but appended here, for the caller to insert
+    with others in one statement (`TXN_INSERT`, settle_batch.py) before it commits; a reused key
+    then fails that statement instead of answering `KeyInUse`.
     """
     if sum(leg.amount for leg in legs) != 0 or sum(1 for leg in legs if leg.amount) < 2:
         raise ValueError("a ledger transaction needs at least two non-zero legs summing to zero")
@@ -136,18 +147,18 @@ async def post(conn: AsyncConnection, org_id: str, legs: Sequence[Leg], meta: Tx
              "bal": balance_after, "now": now})
         entries.append(EntryView(account_id=account_id, account=leg.kind, amount=leg.amount,
                                  balance_after=balance_after))
-    inserted = await conn.execute(sql(
-        "INSERT INTO ledger_transactions (id, org_id, kind, idempotency_key, fingerprint, amount, reverses,"
-        " request_id, project_id, key_id, period, model_id, price_version, reason, actor, created_at)"
-        " VALUES (:id, :o, :kind, :k, :f, :amount, :rev, :req, :proj, :key, :period, :model, :pv, :reason,"
-        " :actor, :now) ON CONFLICT (idempotency_key) DO NOTHING"),
-        {"id": txn_id, "o": org_id, "kind": meta.kind, "k": idempotency_key, "f": fingerprint,
-         "amount": sum(leg.amount for leg in legs if leg.amount > 0), "rev": meta.reverses,
-         "req": meta.request_id, "proj": meta.project_id, "key": meta.key_id, "period": meta.period,
-         "model": meta.model_id, "pv": meta.price_version, "reason": meta.reason, "actor": meta.actor,
-         "now": now})
-    if inserted.rowcount != 1:
-        raise KeyInUse("A transaction with this idempotency key is being written; retry to get its result.")
+    row: dict[str, object] = {
+        "id": txn_id, "o": org_id, "kind": meta.kind, "k": idempotency_key, "f": fingerprint,
+        "amount": sum(leg.amount for leg in legs if leg.amount > 0), "rev": meta.reverses,
+        "req": meta.request_id, "proj": meta.project_id, "key": meta.key_id, "period": meta.period,
+        "model": meta.model_id, "pv": meta.price_version, "reason": meta.reason, "actor": meta.actor,
+        "now": now}
+    if sealing is not None:
+        sealing.append(row)
+    else:
+        inserted = await conn.execute(sql(TXN_INSERT + " ON CONFLICT (idempotency_key) DO NOTHING"), row)
+        if inserted.rowcount != 1:
+            raise KeyInUse("A transaction with this idempotency key is being written; retry to get its result.")
     return TransactionView(
         id=txn_id, organization=org_id, kind=meta.kind, amount=sum(g.amount for g in legs if g.amount > 0),
         reason=meta.reason, reverses=meta.reverses, request_id=meta.request_id, model_id=meta.model_id,

@@ -212,19 +212,30 @@ class _Wallet(msgspec.Struct, frozen=True):
     wallet_id: str
 
 
-async def _usage_record(conn: AsyncConnection, c: _Claimed, now: int) -> None:
+USAGE_INSERT = (
+    "INSERT INTO usage_records (request_id, org_id, project_id, key_id, model_id, backend_id, endpoint,"
+    " status, input_tokens, cached_tokens, output_tokens, cost_nanos, price_version, txn_id, hold_id,"
+    " ttft_ms, latency_ms, cache_status, client_ip, created_at, route_attempts) VALUES (:r, :o, :p, :k, :m,"
+    " :b, :e, :s, :it, :ct, :ot, :cost, :pv, :t, :h, :ttft, :lat, :cache, :ip, :now, :ra)")
+
+
+def usage_row(c: _Claimed, now: int) -> dict[str, object]:
     h, u = c.hold, c.usage
-    await conn.execute(sql(
-        "INSERT INTO usage_records (request_id, org_id, project_id, key_id, model_id, backend_id, endpoint,"
-        " status, input_tokens, cached_tokens, output_tokens, cost_nanos, price_version, txn_id, hold_id,"
-        " ttft_ms, latency_ms, cache_status, client_ip, created_at, route_attempts) VALUES (:r, :o, :p, :k, :m,"
-        " :b, :e, :s, :it, :ct, :ot, :cost, :pv, :t, :h, :ttft, :lat, :cache, :ip, :now, :ra)"),
-        {"r": h.request_id, "o": h.org_id, "p": h.project_id, "k": h.key_id, "m": c.model_id,
-         "b": u.backend_id or h.backend_id, "e": h.endpoint, "ra": u.route_attempts, "s": u.status,
-         "it": u.input_tokens, "ct": u.cached_tokens,
-         "ot": u.output_tokens,
-         "cost": c.cost, "pv": c.price_version, "t": c.txn_id, "h": h.id, "ttft": u.ttft_ms,
-         "lat": u.latency_ms, "cache": u.cache_status, "ip": h.client_ip, "now": now})
+    return {"r": h.request_id, "o": h.org_id, "p": h.project_id, "k": h.key_id, "m": c.model_id,
+            "b": u.backend_id or h.backend_id, "e": h.endpoint, "ra": u.route_attempts, "s": u.status,
+            "it": u.input_tokens, "ct": u.cached_tokens, "ot": u.output_tokens,
+            "cost": c.cost, "pv": c.price_version, "t": c.txn_id, "h": h.id, "ttft": u.ttft_ms,
+            "lat": u.latency_ms, "cache": u.cache_status, "ip": h.client_ip, "now": now}
+
+
+async def _usage_record(conn: AsyncConnection, c: _Claimed, now: int) -> None:
+    await conn.execute(sql(USAGE_INSERT), usage_row(c, now))
+    await completed_event(conn, c, now)
+
+
+async def completed_event(conn: AsyncConnection, c: _Claimed, now: int) -> None:
+    """`request.completed` (opt-in: written only when an endpoint of the organization wants it)."""
+    h, u = c.hold, c.usage
     if h.endpoint in ("responses", "chat", "embeddings"):
         await record_event(conn, h.org_id, "request.completed", RequestCompleted(
             request_id=h.request_id, endpoint=h.endpoint,  # type: ignore[arg-type]

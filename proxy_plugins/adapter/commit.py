@@ -62,14 +62,33 @@ def _failed(status: int) -> bool:
     return status >= 500 or status in (429, 499)
 
 
-async def _commit_many(conn: AsyncConnection, items: list[_Item]) -> list[Headers | BaseException]:
+async def _commit_batch(conn: AsyncConnection, items: list[_Item]) -> list[Headers | BaseException]:
+    """The optimistic path: `ledger.settle_batch` (fewer statements per item); it raises when the
+    batch is not plain, and the group commit reruns each item alone with `_commit_one`."""
+    return await _commit_many(conn, items, batch=True)
+
+
+async def _commit_one(conn: AsyncConnection, item: _Item) -> Headers:
+    outcome = (await _commit_many(conn, [item]))[0]
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
+
+
+async def _commit_many(conn: AsyncConnection, items: list[_Item], *,
+                       batch: bool = False) -> list[Headers | BaseException]:
     """A batch's settlements in one `settle_many` (budgets and balances move once per scope and
-    organization, not once per request), then each answer's Idempotency-Key record. A refused
-    settlement (`hold_already_resolved`, ...) wrote nothing; that answer alone is withheld."""
+    organization, not once per request), or `settle_batch`, then each answer's Idempotency-Key
+    record. A refused settlement (`hold_already_resolved`, ...) wrote nothing; that answer alone
+    is withheld."""
     billed = [i for i, item in enumerate(items) if item.ctx.hold_price is not None]
-    # `late`: a hold that expired while its answer was being served is still charged (settle.py).
-    settled = await ledger.settle_many(conn, [(items[i].ctx.request_id, _usage(items[i])) for i in billed],
-                                       late=True)
+    charges = [(items[i].ctx.request_id, _usage(items[i])) for i in billed]
+    settled: list[ledger.Settlement] | list[ledger.Settlement | ledger.LedgerError]
+    if batch:
+        settled = await ledger.settle_batch(conn, charges)
+    else:
+        # `late`: a hold that expired while its answer was being served is still charged (settle.py).
+        settled = await ledger.settle_many(conn, charges, late=True)
     by_index = dict(zip(billed, settled, strict=True))
     outcomes: list[Headers | BaseException] = []
     for i, item in enumerate(items):
@@ -97,7 +116,7 @@ async def _commit_many(conn: AsyncConnection, items: list[_Item]) -> list[Header
 
 class Committer:
     def __init__(self, engine: AsyncEngine) -> None:
-        self.commits: GroupCommit[_Item, Headers] = GroupCommit(engine, work_many=_commit_many,
+        self.commits: GroupCommit[_Item, Headers] = GroupCommit(engine, _commit_one, work_many=_commit_batch,
                                                                 order=lambda i: i.ctx.org_id)
 
     async def __call__(self, ctx: RequestContext, status: int, body: bytes,
