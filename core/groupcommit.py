@@ -94,9 +94,7 @@ class GroupCommit(Generic[T, R]):
                 await self._runner
         if self._sqlite is not None:
             self._sqlite.close()
-        if self._pg is not None:
-            await self._pg.close()
-            self._pg = None
+        await self._discard_pg()
         if self._lock is not None:
             self._lock.close()
 
@@ -166,16 +164,36 @@ class GroupCommit(Generic[T, R]):
                 outcomes.append(exc)
         return outcomes
 
-    async def _run_on_asyncpg(self, items: list[T]) -> list[R | BaseException]:
-        if self._pg is None:
-            self._pg = await self.engine.connect()
-        conn = self._pg
-        try:
-            driver = (await conn.get_raw_connection()).driver_connection
+    async def _begin_on_asyncpg(self) -> tuple[Any, Any]:
+        """The kept connection and its begun transaction. BEGIN doubles as the pool's pre-ping: if
+        it fails (the server closed the connection since the last batch: restarted, or the
+        connection was terminated), nothing was written, so the batch starts again on a fresh one."""
+        for attempt in (1, 2):
+            if self._pg is None:
+                self._pg = await self.engine.connect()
+            driver = (await self._pg.get_raw_connection()).driver_connection
             assert driver is not None
+            try:
+                tx = driver.transaction()  # raises at once if asyncpg already saw it closed
+                await tx.start()
+                return driver, tx
+            except Exception:
+                await self._discard_pg()
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _discard_pg(self) -> None:
+        conn, self._pg = self._pg, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.invalidate()
+                await conn.close()
+
+    async def _run_on_asyncpg(self, items: list[T]) -> list[R | BaseException]:
+        driver, tx = await self._begin_on_asyncpg()
+        try:
             raw = cast(AsyncConnection, AsyncpgConnection(driver))
-            tx = driver.transaction()
-            await tx.start()
             try:
                 outcomes = await self._optimistic(raw, items)
                 if outcomes is None:
@@ -191,10 +209,7 @@ class GroupCommit(Generic[T, R]):
         except BaseException:
             # The connection may be broken (server restarted, network): the next batch takes a
             # fresh one from the pool instead of failing on this one again.
-            self._pg = None
-            with contextlib.suppress(Exception):
-                await conn.invalidate()
-                await conn.close()
+            await self._discard_pg()
             raise
 
     async def _run_on_sqlite(self, db: sqlite3.Connection, items: list[T]) -> list[R | BaseException]:
