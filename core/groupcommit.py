@@ -135,7 +135,8 @@ class GroupCommit(Generic[T, R]):
         if self.work_many is not None:
             try:
                 return await self.work_many(conn, items)
-            except Exception:
+            except Exception as exc:
+                log.debug("batch of %d not plain (%s): rerun item by item", len(items), exc)
                 return None
         outcomes: list[R | BaseException] = []
         for item in items:
