@@ -20,6 +20,7 @@ from typing import Any
 
 from litestar import Litestar, Request, Response, get
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from control_plane.api.auth import AuthController
 from control_plane.api.client_input import ClientRequest, guard_url, openai_errors
@@ -96,6 +97,18 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
+class MetricsController(PrometheusController):
+    """`GET /metrics` on the control plane's own port (the edge answers 404 for it: routes.yaml)."""
+
+    include_in_schema = False
+
+
+# Litestar's Prometheus middleware (prometheus-client): requests by method, route template (never
+# the raw path: ids would grow the series without bound) and status.
+PROMETHEUS = PrometheusConfig(app_name="control_plane", prefix="nx_control_plane", group_path=True,
+                              exclude_unhandled_paths=True, exclude=["/metrics", "/healthz"])
+
+
 def create_app(settings: Settings) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -115,10 +128,10 @@ def create_app(settings: Settings) -> Litestar:
 
     return Litestar(
         # The refusals run inside idempotent_answers, so a claimed Idempotency-Key stores them.
-        middleware=[idempotent_answers, guard_url, openai_errors, record_origin],
+        middleware=[PROMETHEUS.middleware, idempotent_answers, guard_url, openai_errors, record_origin],
         request_class=ClientRequest,
-        route_handlers=[healthz, LedgerController, ModelsController, KeysController, RoutingController,
-                        ModelAdminController,
+        route_handlers=[healthz, MetricsController, LedgerController, ModelsController, KeysController,
+                        RoutingController, ModelAdminController,
                         OrgsController, UsersController, WebhooksController, ResponsesController,
                         UsageController, ExportsController, AuthController, *CUSTOMER_API,
                         *reference_routes()],

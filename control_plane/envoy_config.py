@@ -86,10 +86,22 @@ def _common(settings: Settings) -> dict[str, Any]:
     return values
 
 
+def _tracing(settings: Settings) -> tuple[Any, list[Json]]:
+    """Envoy's OpenTelemetry tracer and the cluster of its OTLP receiver, or nothing (tracing off)."""
+    if not settings.otel_endpoint:
+        return OMIT, []
+    url = urlsplit(settings.otel_endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    tracing = render("tracing.yaml", {"otel_traces_url": settings.otel_endpoint.rstrip("/") + "/v1/traces",
+                                      "trace_sample_percent": settings.trace_sample_ratio * 100})
+    return tracing, [_cluster("otel_collector", url.hostname or "127.0.0.1", port, tls=url.scheme == "https")]
+
+
 def render_bootstrap(settings: Settings) -> Json:
     values = _common(settings)
     values["local_reply"] = render("local-reply.yaml", values)
     values["ended_log"] = render("ended-log.yaml", {**values, "ended_log_tag": ACCESS_LOG_TAG})
+    values["tracing"], values["otel_cluster"] = _tracing(settings)
     values["edge_listener"] = render("edge-listener.yaml", values)
     values["operator_listener"] = render("operator-listener.yaml", values)
     values["sidecar_cluster"] = _cluster("sidecar", settings.sidecar_host, settings.sidecar_ports)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import logging
-
 import uvicorn
 
 from control_plane.app import create_app
 from core.datadir import owner_only
 from core.migrations import exit_unless_current
 from core.settings import SettingsError, load_settings
+from core.telemetry import configure
 
 
 def main() -> None:
@@ -19,10 +18,9 @@ def main() -> None:
         raise SystemExit(f"nx control-plane: {exc}") from None
     owner_only()  # the database, its WAL and anything else it creates: owner-only
     exit_unless_current(settings.effective_database_url, "control-plane")  # not on a schema it was not built for
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s control-plane %(levelname)s %(name)s %(message)s")
+    configure("control-plane", settings)  # JSON logs, traces when NX_OTEL_ENDPOINT is set (core/telemetry)
     uvicorn.run(create_app(settings), host=settings.control_plane_host, port=settings.control_plane_port,
-                loop="uvloop", http="httptools", access_log=False, log_level="warning",
+                loop="uvloop", http="httptools", access_log=False, log_level="warning", log_config=None,
                 timeout_graceful_shutdown=15)
 
 

@@ -13,6 +13,8 @@ next tick. Current jobs:
   bound (core/embedding_cache.py).
 - `identity`: send queued mail over SMTP when configured; prune ended sessions and spent tokens
   (control_plane/identity/jobs.py).
+- `gauges`: open holds, pending webhooks, queued background responses for `/metrics`
+  (control_plane/worker_metrics.py); every job's runs are timed and its failures counted there.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from control_plane.domain.keys import bump_config_version
 from control_plane.envoy_config import write_dynamic
 from control_plane.identity.jobs import IdentityJob
 from control_plane.usage.rollups import RollupJob
+from control_plane.worker_metrics import GaugesJob, timed
 from core import idempotency, nonces
 from core.datadir import owner_only
 from core.db import checkpoint, make_engine, now_ms, write_tx
@@ -41,6 +44,7 @@ from core.ledger.jobs import ExpireHoldsJob
 from core.migrations import exit_unless_current
 from core.secrets import load_secrets
 from core.settings import Settings, SettingsError, load_settings
+from core.telemetry import configure, serve_metrics
 
 log = logging.getLogger("nx.worker")
 
@@ -151,8 +155,10 @@ async def run(settings: Settings) -> None:
     jobs.append(("usage_rollups", 30.0, RollupJob(engine)))
     jobs.append(("embedding_cache", 60.0, EvictJob(engine)))
     jobs.append(("identity", 5.0, IdentityJob(settings, engine)))
+    jobs.append(("gauges", 5.0, GaugesJob(engine)))
+    serve_metrics(settings.worker_metrics_host, settings.worker_metrics_port)
     try:
-        await asyncio.gather(*(_every(name, secs, job, stop) for name, secs, job in jobs))
+        await asyncio.gather(*(_every(name, secs, timed(name, job), stop) for name, secs, job in jobs))
     finally:
         await webhooks.aclose()  # let in-flight attempts finish and record, within the timeout
         await engine.dispose()
@@ -167,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(0 if healthy(settings) else 1)
     owner_only()  # the database, its WAL and anything else it creates: owner-only
     exit_unless_current(settings.effective_database_url, "worker")  # not on a schema it was not built for
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s worker %(levelname)s %(message)s")
+    configure("worker", settings)  # JSON logs, traces when NX_OTEL_ENDPOINT is set (core/telemetry)
     asyncio.run(run(settings))
 
 

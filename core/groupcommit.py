@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Generic, TypeVar, cast
 
@@ -34,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from core.db import WriteLock, sqlite_connection, write_lock_path
 from core.rawsql import AsyncpgConnection, SqliteConnection
+from core.telemetry.metrics import GROUP_LATENCY_SECONDS, groupcommit_name, observe_batch
 
 __all__ = ["GroupCommit"]
 
@@ -70,6 +72,8 @@ class GroupCommit(Generic[T, R]):
         self._runner: asyncio.Task[None] | None = None
         self.batches = 0
         self.items = 0
+        self.name = groupcommit_name(work or work_many)  # the metrics' label (core/telemetry)
+        self._latency = GROUP_LATENCY_SECONDS.labels(self.name)
 
     async def submit(self, item: T) -> R:
         """Run `work(conn, item)` in a shared transaction; return its result once committed."""
@@ -78,7 +82,8 @@ class GroupCommit(Generic[T, R]):
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
         self._wakeup.set()
-        return await future
+        with self._latency.time():  # wait for a batch + its transaction (core/telemetry)
+            return await future
 
     async def close(self, drain_seconds: float = 10.0) -> None:
         """Flush what is queued (shutdown: pending writes are committed, not dropped), then stop."""
@@ -110,6 +115,7 @@ class GroupCommit(Generic[T, R]):
         if self.order is not None:
             batch = sorted(batch, key=lambda pair: self.order(pair[0]))  # type: ignore[misc]
         items = [item for item, _ in batch]
+        started = time.perf_counter()
         try:
             if self._sqlite is not None:
                 outcomes = await self._run_on_sqlite(self._sqlite, items)
@@ -118,6 +124,7 @@ class GroupCommit(Generic[T, R]):
         except Exception as exc:
             log.exception("group commit of %d items failed", len(batch))
             outcomes = [exc] * len(batch)
+        observe_batch(self.name, len(batch), time.perf_counter() - started)
         self.batches += 1
         self.items += len(batch)
         for (_, future), outcome in zip(batch, outcomes, strict=True):

@@ -87,6 +87,21 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     journal_fsync_ms: Annotated[int, msgspec.Meta(ge=1, le=60000)] = 200
     """The served-output journal is written before the bytes go out, fsync'd at most this late."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "text"] = "json"
+    """JSON lines (request id, trace id, organization per line; docs/observability.md) or plain text."""
+    log_content: bool = False
+    """Log prompts and answers where the code offers to (debugging only: they are customers' data)."""
+    metrics_organization_label: bool = False
+    """Label request, token and spend metrics with the organization id. Off: the label is empty, so
+    the number of series does not grow with customers (each organization adds ~100 series)."""
+    worker_metrics_host: str = "127.0.0.1"
+    worker_metrics_port: Port = 9400
+    """The worker serves no HTTP of its own: its Prometheus `/metrics` listens here."""
+    otel_endpoint: str = ""
+    """OTLP/HTTP receiver for traces (`http://collector:4318`); empty: tracing off."""
+    trace_sample_ratio: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.1
+    """Share of traces started here that are kept; a request arriving with a sampled `traceparent`
+    (Envoy's tracer) follows the caller's decision."""
     public_base_url: str = ""
     """Base URL printed in examples; empty means http://<edge_host>:<edge_port>."""
     webhooks_allow_http: bool = False

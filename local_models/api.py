@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from local_models import EMBEDDING_MODEL_ID
+from local_models import EMBEDDING_MODEL_ID, metrics
 from local_models.asgi import JsonResponse, Request, Response, Route
 from local_models.chat import chat_completions, completions
 from local_models.embeddings import DIMENSIONS, MAX_SEQ_LENGTH
@@ -154,6 +154,7 @@ def routes(state: ServerState) -> list[Route]:
 
     return [
         Route("GET", "/health", bind(health)),
+        Route("GET", "/metrics", bind(metrics.endpoint)),
         Route("GET", "/v1/models", bind(list_models)),
         Route("GET", "/v1/models/", bind(get_model), prefix=True),
         Route("POST", "/v1/chat/completions", bind(chat_completions)),

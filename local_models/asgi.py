@@ -199,7 +199,9 @@ async def _watch_disconnect(receive: Receive, request: Request) -> None:
 
 
 async def _send_json(send: Send, response: JsonResponse) -> None:
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(response.body)).encode())]
+    headers = [(b"content-length", str(len(response.body)).encode())]
+    if not any(k == "content-type" for k, _ in response.headers):  # /metrics sets its own
+        headers.append((b"content-type", b"application/json"))
     headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     await send({"type": "http.response.body", "body": response.body})

@@ -120,6 +120,8 @@ class Platform:
     extra_env: dict[str, str] = field(default_factory=dict)
     names: tuple[str, ...] = ("sidecar", "control-plane", "adapter", "worker", "envoy")
     database: Callable[[Settings], Awaitable[None]] | None = None
+    log_dir: Path | None = None
+    """When set, each process's stderr (its log lines) goes to `<log_dir>/<name>.log`."""
     env: dict[str, str] = field(default_factory=dict)
     settings: Settings | None = None
     boot: BootstrapResult | None = None
@@ -192,7 +194,7 @@ class Platform:
             base = next((b for b in ("sidecar", "adapter") if child.name.startswith(b)), child.name)
             if base not in self.names:
                 continue
-            child.proc = await asyncio.create_subprocess_exec(*child.argv, env=self.env, cwd=str(ROOT))
+            child.proc = await self._spawn(child)
             self.started.append(child)
             await _wait_healthy(child, timeout=60)
 
@@ -223,8 +225,18 @@ class Platform:
         else:
             child.proc.terminate()
         await child.proc.wait()
-        child.proc = await asyncio.create_subprocess_exec(*child.argv, env=self.env, cwd=str(ROOT))
+        child.proc = await self._spawn(child)
         await _wait_healthy(child, timeout=60)
+
+    async def _spawn(self, child: Child) -> asyncio.subprocess.Process:
+        """Start `child`; with `log_dir`, its stderr is appended to `<log_dir>/<name>.log`."""
+        if self.log_dir is None:
+            return await asyncio.create_subprocess_exec(*child.argv, env=self.env, cwd=str(ROOT))
+        fd = os.open(self.log_dir / f"{child.name}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            return await asyncio.create_subprocess_exec(*child.argv, env=self.env, cwd=str(ROOT), stderr=fd)
+        finally:
+            os.close(fd)
 
 
 def python() -> str:

@@ -30,6 +30,7 @@ from core.events.schedule import Fairness, due_endpoints, heads
 from core.events.signing import signature_header, unseal
 from core.events.ssrf import UnsafeUrl, check_url, resolve
 from core.settings import Settings
+from core.telemetry.metrics import observe_webhook
 
 __all__ = ["Dispatcher"]
 
@@ -126,6 +127,7 @@ class Dispatcher:
             return
         secrets = [unseal(s, self.pepper) for s in sealed]
         outcome = await self._send(str(url), str(event_id), str(payload).encode(), secrets, now)
+        observe_webhook(outcome.status_code, attempt, outcome.latency_ms)  # core/telemetry
         await record_outcome(self.engine, delivery_id, attempt, outcome, self.clock(), self.rng)
 
     async def _send(self, url: str, event_id: str, body: bytes, secrets: list[str], now: int) -> Outcome:

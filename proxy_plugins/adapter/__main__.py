@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import logging
 
 import uvicorn
 
 from core.datadir import owner_only
 from core.migrations import exit_unless_current
 from core.settings import SettingsError, load_settings
+from core.telemetry import configure
 from proxy_plugins.adapter.app import Adapter
 
 
@@ -23,9 +23,9 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"nx adapter: {exc}") from None
     owner_only()  # the database, its WAL and anything else it creates: owner-only
     exit_unless_current(settings.effective_database_url, "adapter")  # not on a schema it was not built for
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s adapter %(levelname)s %(message)s")
+    configure("adapter", settings)  # JSON logs, traces when NX_OTEL_ENDPOINT is set (core/telemetry)
     uvicorn.run(Adapter(settings), host=settings.adapter_host, port=args.port or settings.adapter_port,
-                loop="uvloop", http="httptools", lifespan="on", access_log=False, log_level="warning",
+                loop="uvloop", http="httptools", lifespan="on", access_log=False, log_level="warning", log_config=None,
                 # Nothing here reads the client address: skip the X-Forwarded-For middleware.
                 proxy_headers=False,
                 timeout_graceful_shutdown=10)

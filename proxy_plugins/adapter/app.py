@@ -27,7 +27,8 @@ from core.routeplan import decode_plan
 from core.secrets import load_secrets
 from core.settings import Settings
 from core.snapshot import PriceRecord, Snapshot, current_version, load_snapshot
-from proxy_plugins.adapter import chat, embeddings, responses
+from core.telemetry import CONTENT_TYPE, exposition
+from proxy_plugins.adapter import chat, embeddings, responses, telemetry
 from proxy_plugins.adapter.attempts import Router
 from proxy_plugins.adapter.backends import Backends
 from proxy_plugins.adapter.balance import Balancer
@@ -142,6 +143,9 @@ class Adapter:
         if path == "/healthz":
             await _plain(send, 200, b'{"status":"ok"}')
             return
+        if path == "/metrics":  # Prometheus (core/telemetry); this port is never on the edge
+            await _metrics(send)
+            return
         # Raw bytes, decoded only for the few names read below: decoding every header Envoy
         # forwards was the largest single cost of the adapter's own request path.
         headers: dict[bytes, bytes] = dict(scope["headers"])
@@ -177,7 +181,8 @@ class Adapter:
                 return
             if ctx.hold_price is not None:
                 ctx.meter.journal = self.journal.entry(ctx, body)
-            await self._serve(handler, ctx, body, receive, send)
+            with telemetry.request(ctx, handler, headers):  # span, log fields (core/telemetry)
+                await self._serve(handler, ctx, body, receive, send)
             tokens = ctx.usage.total_tokens
         finally:
             self.finisher.report(request_id, _text(headers, _H_RATE_LIMIT), tokens)
@@ -232,7 +237,7 @@ class Adapter:
         leaves (which closes the upstream call: the backend stops generating for nobody). A
         second task for the handler and `asyncio.wait` over both cost more than the rest of this
         module's per-request work."""
-        exchange = Exchange(ctx, send, self.committer)
+        exchange = Exchange(ctx, send, telemetry.observed(self.committer, handler))
         current = asyncio.current_task()
         assert current is not None, "ASGI apps run in a task"
         watcher = asyncio.create_task(_watch(receive, exchange, current))
@@ -355,4 +360,11 @@ async def _plain(send: Send, status: int, body: bytes, extra: list[tuple[bytes, 
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                *(extra or [])]
     await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _metrics(send: Send) -> None:
+    body = exposition()
+    await send({"type": "http.response.start", "status": 200, "headers": [
+        (b"content-type", CONTENT_TYPE.encode()), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})

@@ -40,6 +40,7 @@ import msgspec
 from core.contract import Header
 from core.errors import ERRORS, ApiError
 from core.snapshot import BackendRecord
+from core.telemetry import tracing
 from proxy_plugins.adapter import http1
 
 __all__ = ["Backends", "SseEvent", "SseParser", "UpstreamFailure", "UpstreamReply", "map_status"]
@@ -210,6 +211,7 @@ class Backends:
                 headers["x-api-key"] = secret
             else:
                 headers["authorization"] = f"Bearer {secret}"
+        tracing.inject(headers)  # traceparent: the backend call joins the request's trace
         return headers
 
     async def post(self, backend: BackendRecord, path: str, payload: bytes, tenant: str = "") -> UpstreamReply:

@@ -4,9 +4,10 @@ Why bare ASGI and HTTP rather than gRPC or a framework: the measurements in
 `shared/reference/stack-measurements.md` put a grpc.aio check at ~610 us of CPU against ~70 us over
 HTTP, and a framework's routing and middleware would add to the hot path for three fixed routes.
 
-Routes: `/authz/<original path>` (Envoy ext_authz), `GET /healthz`, `POST /internal/invalidate`
-(control plane: keys revoked or configuration changed, apply now), `POST /internal/finish` and
-`POST /internal/renew` (adapter: requests ended; requests still running keep their slots). Beside
+Routes: `/authz/<original path>` (Envoy ext_authz), `GET /healthz`, `GET /metrics` (Prometheus),
+`POST /internal/invalidate` (control plane: keys revoked or configuration changed, apply now),
+`POST /internal/finish` and `POST /internal/renew` (adapter: requests ended; requests still running
+keep their slots). Beside
 it, on the log port, Envoy's access log of every request that ended (ended.py).
 """
 
@@ -34,6 +35,8 @@ from core.nonces import DatabaseNonces
 from core.secrets import load_secrets
 from core.settings import Settings, SettingsError, load_settings
 from core.snapshot import KeyCache, Snapshot, current_version, load_key, load_snapshot
+from core.telemetry import CONTENT_TYPE, configure, exposition
+from proxy_plugins.sidecar import telemetry
 from proxy_plugins.sidecar.authz import Checker, CheckRequest, Decision
 from proxy_plugins.sidecar.ended import Endings, LogListener
 from proxy_plugins.sidecar.events import RateLimitEvents
@@ -87,7 +90,6 @@ class Sidecar:
         self.internal_token = secrets.internal_token
         self.cache = KeyCache(settings.key_cache_ttl_seconds)
         self._snapshot: Snapshot | None = None
-        self.decisions: dict[int, int] = {}
         self.holds = Holds(self.engine, settings.hold_grace_seconds)
         self.limits: LimitStore = MemoryStore()
         if settings.redis_url:
@@ -101,6 +103,7 @@ class Sidecar:
         self.endings = Endings(self.limits, self.engine)
         self.access_log = LogListener(self.endings, settings.sidecar_host,
                                       settings.sidecar_log_port if log_port is None else log_port)
+        telemetry.COUNTERS.read = self.counters
 
     def snapshot(self) -> Snapshot:
         assert self._snapshot is not None, "snapshot is loaded at startup"
@@ -178,18 +181,18 @@ class Sidecar:
             if scope.get("query_string"):
                 original += "?" + scope["query_string"].decode("latin-1")
             get = wanted.get
+            begun = telemetry.begin(get("x-request-id", ""), scope["headers"], original)
             decision = await self.checker.check(CheckRequest(
                 request_id=get("x-request-id", ""), method=scope["method"], path=original,
                 authorization=get("authorization"), client_ip=get(Header.CLIENT_IP, ""),
                 project=get("openai-project"), body=body, idempotency_key=get("idempotency-key"),
                 signature=(get(Header.SIG_TIMESTAMP, ""), get(Header.SIG_NONCE, ""), get(Header.SIG_SIGNATURE, ""))))
-            self.decisions[decision.status] = self.decisions.get(decision.status, 0) + 1
+            telemetry.observe(original, decision, begun)
             if decision.status == 503:  # Envoy would take a 5xx for our failure (core/contract.py)
                 decision = Decision(status=SIDECAR_REFUSAL_503, headers=decision.headers, body=decision.body)
             await _respond(send, decision)
         elif path == "/metrics":
-            await _respond(send, Decision(status=200, headers=[("content-type", "text/plain; version=0.0.4")],
-                                          body=self.metrics().encode()))
+            await _respond(send, Decision(status=200, headers=[("content-type", CONTENT_TYPE)], body=exposition()))
         elif path == "/healthz":
             await _respond(send, Decision(status=200, headers=[("content-type", "application/json")],
                                           body=b'{"status":"ok"}'))
@@ -202,20 +205,10 @@ class Sidecar:
         else:
             await _respond(send, Decision(status=404, headers=[], body=b""))
 
-    def metrics(self) -> str:
-        """Prometheus text: decisions by status, rate-limit store failures (fail-open events),
-        and the hold group commit's batching."""
-        lines = ["# TYPE nx_sidecar_decisions_total counter"]
-        lines += [f'nx_sidecar_decisions_total{{status="{s}"}} {n}' for s, n in sorted(self.decisions.items())]
-        failures = self.limits.failures if isinstance(self.limits, RedisStore) else 0
-        lines += ["# TYPE nx_ratelimit_store_failures_total counter",
-                  f"nx_ratelimit_store_failures_total {failures}",
-                  "# TYPE nx_hold_batches_total counter", f"nx_hold_batches_total {self.holds.commits.batches}",
-                  "# TYPE nx_hold_items_total counter", f"nx_hold_items_total {self.holds.commits.items}",
-                  "# TYPE nx_ended_requests_total counter", f"nx_ended_requests_total {self.endings.seen}",
-                  "# TYPE nx_ended_holds_released_total counter",
-                  f"nx_ended_holds_released_total {self.endings.released_holds}"]
-        return "\n".join(lines) + "\n"
+    def counters(self) -> dict[str, int]:
+        """What /metrics reads from the sidecar's parts (telemetry.Counters)."""
+        return {"nx_ratelimit_store_failures": self.limits.failures if isinstance(self.limits, RedisStore) else 0,
+                "nx_ended_requests": self.endings.seen, "nx_ended_holds_released": self.endings.released_holds}
 
     def _internal(self, scope: Scope) -> bool:
         token = dict(scope["headers"]).get(_INTERNAL, b"")
@@ -291,10 +284,10 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"nx sidecar: {exc}") from None
     owner_only()  # the database, its WAL and anything else it creates: owner-only
     exit_unless_current(settings.effective_database_url, "sidecar")  # not on a schema it was not built for
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s sidecar %(levelname)s %(message)s")
+    configure("sidecar", settings)  # JSON logs, traces when NX_OTEL_ENDPOINT is set (core/telemetry)
     uvicorn.run(Sidecar(settings, args.log_port), host=settings.sidecar_host, port=args.port or settings.sidecar_port,
                 loop="uvloop", http="httptools", lifespan="on", access_log=False, proxy_headers=False,
-                log_level="warning", timeout_graceful_shutdown=10)
+                log_level="warning", log_config=None, timeout_graceful_shutdown=10)
 
 
 if __name__ == "__main__":

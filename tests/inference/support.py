@@ -269,10 +269,11 @@ def start_local_models(port: int, models: Path, log: Path) -> subprocess.Popen[b
     raise RuntimeError(f"local model server did not start: {log.read_text()[-2000:]}")
 
 
-async def start_sim_platform(*, local_models: bool = False, env: dict[str, str] | None = None) -> SimPlatform:
+async def start_sim_platform(*, local_models: bool = False, env: dict[str, str] | None = None,
+                             log_dir: Path | None = None) -> SimPlatform:
     """The simulator, then the platform; with `local_models`, the local model server too; `env`
-    adds settings (e.g. short hold leases for tests/faults). Whatever was started is stopped again
-    if a later step fails."""
+    adds settings (e.g. short hold leases for tests/faults); `log_dir` keeps each process's log
+    lines in a file there. Whatever was started is stopped again if a later step fails."""
     sim = SimulatorProcess().start()
     tmp = tempfile.TemporaryDirectory(prefix="nx-sim-catalog-")
     local_port = free_port()
@@ -280,7 +281,8 @@ async def start_sim_platform(*, local_models: bool = False, env: dict[str, str] 
     catalog.write_text(CATALOG.format(sim=sim.url, dead_port=free_port(), price=PRICE))
     platform = Platform(extra_env={
         "NX_CATALOG_PATH": str(catalog), "NX_TEST_SIM_KEY": sim.api_key,
-        "NX_TEST_SIM_ANT_KEY": sim.anthropic_key, "NX_LOCAL_MODELS_PORT": str(local_port), **(env or {})})
+        "NX_TEST_SIM_ANT_KEY": sim.anthropic_key, "NX_LOCAL_MODELS_PORT": str(local_port), **(env or {})},
+        log_dir=log_dir)
     running = SimPlatform(platform=platform, sim=sim, tmp=tmp, local_port=local_port)
     try:
         if local_models:
