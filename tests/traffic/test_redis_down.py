@@ -32,7 +32,7 @@ async def test_rate_limits_fail_open_and_are_counted(no_redis: Platform) -> None
     assert statuses == [200, 200, 200]  # over the limit, but the limiter cannot count: admitted
     async with httpx.AsyncClient() as c:
         metrics = (await c.get(f"{no_redis.s.sidecar_url}/metrics")).text
-    failures = next(int(line.split()[-1]) for line in metrics.splitlines()
+    failures = next(int(float(line.split()[-1])) for line in metrics.splitlines()
                     if line.startswith("nx_ratelimit_store_failures_total"))
     assert failures >= 3
 
