@@ -109,6 +109,7 @@ def render_bootstrap(settings: Settings) -> Json:
                                                settings.control_plane_port)
     values["adapter_cluster"] = _cluster("adapter", settings.adapter_host, settings.adapter_ports)
     values["sidecar_log_cluster"] = _cluster("sidecar_log", settings.sidecar_host, settings.sidecar_log_ports)
+    values["envoy_admin_cluster"] = _cluster("envoy_admin", "127.0.0.1", settings.envoy_admin_port)
     return render("bootstrap.yaml", values)  # type: ignore[no-any-return]
 
 

@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from core.db import WriteLock, sqlite_connection, write_lock_path
 from core.rawsql import AsyncpgConnection, SqliteConnection
-from core.telemetry.metrics import GROUP_LATENCY_SECONDS, groupcommit_name, observe_batch
+from core.telemetry.metrics import group_latency, groupcommit_name, observe_batch
 
 __all__ = ["GroupCommit"]
 
@@ -73,7 +73,7 @@ class GroupCommit(Generic[T, R]):
         self.batches = 0
         self.items = 0
         self.name = groupcommit_name(work or work_many)  # the metrics' label (core/telemetry)
-        self._latency = GROUP_LATENCY_SECONDS.labels(self.name)
+        self._latency = group_latency(self.name)
 
     async def submit(self, item: T) -> R:
         """Run `work(conn, item)` in a shared transaction; return its result once committed."""
@@ -82,7 +82,7 @@ class GroupCommit(Generic[T, R]):
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
         self._wakeup.set()
-        with self._latency.time():  # wait for a batch + its transaction (core/telemetry)
+        with self._latency():  # wait for a batch + its transaction (core/telemetry)
             return await future
 
     async def close(self, drain_seconds: float = 10.0) -> None:

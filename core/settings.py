@@ -91,6 +91,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     """JSON lines (request id, trace id, organization per line; docs/observability.md) or plain text."""
     log_content: bool = False
     """Log prompts and answers where the code offers to (debugging only: they are customers' data)."""
+    metrics_enabled: bool = True
+    """Count and time the hot path for /metrics. Off only to measure what metrics cost (bench/'s
+    observability lane): /metrics still answers, without the request metrics."""
     metrics_organization_label: bool = False
     """Label request, token and spend metrics with the organization id. Off: the label is empty, so
     the number of series does not grow with customers (each organization adds ~100 series)."""

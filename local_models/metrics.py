@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, disable_created_metrics, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -43,6 +43,7 @@ class _Queues(Collector):
         yield from (depth, waiting, tenants, ready)
 
 
+disable_created_metrics()  # type: ignore[no-untyped-call]
 _QUEUES = _Queues()
 REGISTRY.register(_QUEUES)
 

@@ -13,14 +13,24 @@ Each process calls `configure(process, settings)` once at start.
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest, start_http_server
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    disable_created_metrics,
+    generate_latest,
+    start_http_server,
+)
 
 from core.settings import Settings
 from core.telemetry import logs, tracing
+from core.telemetry.metrics import Switch
 
-__all__ = ["CONTENT_TYPE", "configure", "exposition", "org", "serve_metrics"]
+__all__ = ["CONTENT_TYPE", "configure", "exposition", "metrics_on", "org", "serve_metrics"]
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+# No `*_created` series: Prometheus does not need them, and they would double the counters' series.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 _org_label = False
 
@@ -29,8 +39,13 @@ def configure(process: str, settings: Settings) -> None:
     """Logs, traces and the organization label for `process` (sidecar, adapter, ...)."""
     global _org_label
     _org_label = settings.metrics_organization_label
+    Switch.on = settings.metrics_enabled
     logs.setup(process, settings.log_level, json_lines=settings.log_format == "json", content=settings.log_content)
     tracing.setup(process, settings)
+
+
+def metrics_on() -> bool:
+    return Switch.on
 
 
 def org(org_id: str) -> str:

@@ -17,6 +17,11 @@ it is always "" so the series count does not grow with customers.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
@@ -114,7 +119,25 @@ def groupcommit_name(work: object) -> str:
     return {"commit": "settlement"}.get(module, module)
 
 
+class Switch:
+    """NX_METRICS_ENABLED, set by telemetry.configure before a process builds its parts."""
+
+    on = True
+
+
+_NULL = contextlib.nullcontext()
+
+
+def group_latency(name: str) -> Callable[[], AbstractContextManager[Any]]:
+    """What a group commit times each item's wait and commit with (nothing when metrics are off)."""
+    if not Switch.on:
+        return lambda: _NULL
+    return GROUP_LATENCY_SECONDS.labels(name).time
+
+
 def observe_batch(name: str, size: int, seconds: float) -> None:
+    if not Switch.on:
+        return
     GROUP_BATCH.labels(name).observe(size)
     GROUP_COMMIT_SECONDS.labels(name).observe(seconds)
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from opentelemetry.trace import Span, SpanKind
 
-from core.telemetry import logs, org, tracing
+from core.telemetry import logs, metrics_on, org, tracing
 from core.telemetry.metrics import (
     REQUEST_SECONDS,
     REQUESTS,
@@ -95,6 +95,8 @@ def _series(endpoint: str, ctx: RequestContext) -> _Series:
 
 
 def observed(commit: Commit, handler: Handler) -> Commit:
+    if not metrics_on() and not tracing.enabled():
+        return commit
     endpoint = endpoint_of(handler)
 
     async def settle(ctx: RequestContext, status: int, body: bytes,

@@ -19,7 +19,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
 from core.contract import Header
-from core.telemetry import logs, org, tracing
+from core.telemetry import logs, metrics_on, org, tracing
 from core.telemetry.metrics import CHECK_SECONDS, DECISIONS
 from proxy_plugins.sidecar.authz import Decision, classify
 
@@ -70,10 +70,13 @@ def begin(request_id: str, headers: Iterable[tuple[bytes, bytes]], path: str) ->
 
 def observe(path: str, decision: Decision, begun: tuple[float, Span | None]) -> None:
     started, span = begun
+    if not metrics_on() and span is None:
+        return
     endpoint, status, code = _endpoint(path), str(decision.status), _code(decision)
     organization = org(_header(decision, Header.ORG)) if code == "ok" else ""
-    DECISIONS.labels(endpoint, status, code, organization).inc()
-    CHECK_SECONDS.labels(endpoint, status).observe(time.perf_counter() - started)
+    if metrics_on():
+        DECISIONS.labels(endpoint, status, code, organization).inc()
+        CHECK_SECONDS.labels(endpoint, status).observe(time.perf_counter() - started)
     if log.isEnabledFor(logging.DEBUG):  # one line per check at debug: never the key or the body
         log.debug("check %s %s: %s %s", endpoint, path.split("?", 1)[0], status, code)
     if span is not None:

@@ -21,6 +21,8 @@ from tests.harness import ROOT
 
 ALL = "0.0.0.0"  # noqa: S104 - containers bind every interface of their own network namespace
 SERVICES = {"envoy", "sidecar", "adapter", "control-plane", "worker", "local-models", "postgres", "redis"}
+OBSERVABILITY = {"prometheus", "grafana", "otel-collector"}
+"""The `observability` profile's services (docs/observability.md)."""
 SECRETS = {"NX_INTERNAL_TOKEN", "NX_ADMIN_TOKEN"}  # read by bootstrap.load_secrets, not Settings
 # DATABASE_URL and REDIS_URL go by their conventional names (NX_DATABASE_URL works too).
 SETTING_VARS = {"DATABASE_URL", "REDIS_URL"} | {
@@ -65,7 +67,9 @@ def _ports(compose: dict[str, Any], service: str) -> set[int]:
 
 
 def test_services(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == SERVICES
+    assert set(compose["services"]) == SERVICES | OBSERVABILITY
+    for name in OBSERVABILITY:
+        assert compose["services"][name].get("profiles") == ["observability"], name
     app_services = SERVICES - {"postgres", "redis"}
     for name in app_services:
         spec = compose["services"][name]
@@ -75,8 +79,25 @@ def test_services(compose: dict[str, Any]) -> None:
     assert (ROOT / "Dockerfile").exists()
     for name, spec in compose["services"].items():
         for dep in spec.get("depends_on", {}):
-            assert dep in SERVICES, (name, dep)
+            assert dep in SERVICES | OBSERVABILITY, (name, dep)
 
+
+def test_observability_profile_scrapes_every_process(compose: dict[str, Any], tmp_path: Path) -> None:
+    """Prometheus's targets are the services' metrics ports; its files are the repository's."""
+    prometheus = yaml.safe_load((ROOT / "deploy" / "observability" / "prometheus.yml").read_text())
+    targets = {job["job_name"]: job["static_configs"][0]["targets"][0] for job in prometheus["scrape_configs"]}
+    assert set(targets) == {f"nx-{name}" for name in SERVICES - {"postgres", "redis"}}
+    for job, target in targets.items():
+        host, port = target.rsplit(":", 1)
+        assert host == job.removeprefix("nx-") and int(port) in _ports(compose, host), job
+    worker = _settings(compose, "worker", tmp_path)
+    assert worker.worker_metrics_host == ALL and targets["nx-worker"].endswith(f":{worker.worker_metrics_port}")
+    envoy = _settings(compose, "envoy", tmp_path)
+    assert targets["nx-envoy"].endswith(f":{envoy.operator_port}")  # /stats/prometheus on the operator listener
+    for service in OBSERVABILITY:
+        for volume in compose["services"][service].get("volumes", []):
+            if volume.startswith("./"):
+                assert (ROOT / volume.split(":", 1)[0]).exists(), volume
 
 def test_every_nx_variable_is_a_setting(compose: dict[str, Any], tmp_path: Path,
                                        monkeypatch: pytest.MonkeyPatch) -> None:

@@ -21,7 +21,7 @@ class Observed:
     logs: Path
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 async def observed() -> AsyncIterator[Observed]:
     receiver = Receiver().start()
     logs = tempfile.TemporaryDirectory(prefix="nx-logs-")

@@ -9,17 +9,21 @@ from prometheus_client.parser import text_string_to_metric_families
 
 __all__ = ["Exposition", "sample", "scrape"]
 
+_SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "summary": ("_count", "_sum")}
+
 
 @dataclass(frozen=True)
 class Exposition:
     text: str
 
     def names(self) -> set[str]:
-        """Every metric family and sample name exposed (`x`, `x_total`, `x_bucket`, ...)."""
+        """Every name a query may use: families and their samples (`x_total`, `x_bucket`, ...),
+        also for a labelled family that has no samples yet."""
         out: set[str] = set()
         for family in text_string_to_metric_families(self.text):
             out.add(family.name)
             out.update(s.name for s in family.samples)
+            out.update(family.name + suffix for suffix in _SUFFIXES.get(family.type, ()))
         return out
 
 

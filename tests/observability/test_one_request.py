@@ -58,7 +58,7 @@ async def test_every_process_exposes_its_metrics(observed: Observed) -> None:
 
     await eventually(gauges_ran, "the worker's /metrics shows its gauges job", timeout=20)
     assert "nx_holds_open " in (await scrape(worker)).text
-    assert sample(await scrape(f"http://127.0.0.1:{p.s.envoy_admin_port}", "/stats/prometheus"),
+    assert sample(await scrape(p.operator, "/stats/prometheus"),  # Envoy's, on the operator listener
                   "envoy_http_downstream_rq_total", envoy_http_conn_manager_prefix="edge") >= 1
 
 
