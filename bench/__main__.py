@@ -1,4 +1,5 @@
-"""`python -m bench run [--lane overhead|streaming|peers|embeddings|memory|usage|profile|fairness] [--quick]`
+"""`python -m bench run [--lane overhead|streaming|peers|embeddings|memory|usage|profile|fairness|observability]
+[--quick]`
 
 Lanes run one after another, never in parallel (the machine's cores are shared by everything).
 Each lane writes bench/results/<date>-<lane>.json; docs/benchmarks.md summarises them. The platform
@@ -22,7 +23,7 @@ from bench.tools import write_result
 from tests.harness import use_postgres
 from tests.throwaway import servers
 
-LANES = ("overhead", "streaming", "peers", "embeddings", "memory", "usage", "profile", "fairness")
+LANES = ("overhead", "streaming", "peers", "embeddings", "memory", "usage", "profile", "fairness", "observability")
 
 
 async def _lane(name: str, quick: bool) -> dict[str, Any]:

@@ -228,13 +228,26 @@ def _intro(found: dict[str, dict[str, Any]]) -> list[str]:
         *_runs(found)]
 
 
+def _observability(d: dict[str, Any]) -> list[str]:
+    goal = d["goal"]
+    rows = [f"Goal: under {goal['throughput_loss_pct_max']} % of throughput and {goal['added_p50_ms_max']} ms at p50 "
+            f"(means of {len(d['rounds'])} rounds, alternating order; {d['spans_received']:,} spans received).", "",
+            "| configuration | p50 c=1 (ms) | added p50 | added p99 | max req/s (c=64) | throughput change "
+            "| platform CPU us/request | CPU change |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, s in d["summary"].items():
+        rows.append(f"| {name} | {_f(s['p50_ms'], 3)} | {_f(s['added_p50_ms'], 3)} | {_f(s['added_p99_ms'], 3)} | "
+                    f"{_f(s['rate'], 0)} | {_f(s['throughput_change_pct'])} % | {_f(s.get('cpu_us_per_request'), 0)} "
+                    f"| {_f(s.get('cpu_change_pct'))} % |")
+    return rows
+
+
 Renderer = Callable[[dict[str, Any]], list[str]]
 SECTIONS: tuple[tuple[str, str, Renderer], ...] = (
     ("overhead", "Overhead", _overhead), ("overhead-postgresql", "Overhead on PostgreSQL", _overhead),
     ("streaming", "Streaming", _streaming), ("peers", "Peers", _peers), ("embeddings", "Embeddings", _embeddings),
     ("memory", "Memory", _memory), ("usage", "Usage", _usage), ("profile", "Profile", _profile),
-    ("fairness", "Local model fairness", _fairness))
-OPTIONAL = {"overhead-postgresql"}
+    ("fairness", "Local model fairness", _fairness), ("observability", "Observability", _observability))
+OPTIONAL = {"overhead-postgresql", "observability"}
 """Sections left out when their lane has no result; the others say "not measured"."""
 
 

@@ -25,6 +25,7 @@ from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from control_plane.api.auth import AuthController
 from control_plane.api.client_input import ClientRequest, guard_url, openai_errors
 from control_plane.api.exports import ExportsController
+from control_plane.api.health import HealthController
 from control_plane.api.idempotent import idempotent_answers
 from control_plane.api.keys import KeysController
 from control_plane.api.ledger import LedgerController
@@ -131,7 +132,7 @@ def create_app(settings: Settings) -> Litestar:
         middleware=[PROMETHEUS.middleware, idempotent_answers, guard_url, openai_errors, record_origin],
         request_class=ClientRequest,
         route_handlers=[healthz, MetricsController, LedgerController, ModelsController, KeysController,
-                        RoutingController, ModelAdminController,
+                        RoutingController, ModelAdminController, HealthController,
                         OrgsController, UsersController, WebhooksController, ResponsesController,
                         UsageController, ExportsController, AuthController, *CUSTOMER_API,
                         *reference_routes()],

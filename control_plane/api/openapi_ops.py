@@ -179,6 +179,9 @@ OPERATIONS: dict[str, Op] = {
     "PUT /api/orgs/{org_id}/ledger/alerts": Op("setLowBalanceAlert", "Set the low-balance alert"),
     "GET /api/orgs/{org_id}/ledger/statement": Op("listStatement", "Account statement",
                                                   "`since`/`until` are Unix milliseconds."),
+    "GET /api/health": Op("platformHealth", "Platform health",
+                          "Which processes answer their /metrics, and the numbers the alert rules watch "
+                          "(docs/observability.md); `status` is `degraded` with its reasons."),
     "GET /api/ledger/reconcile": Op("reconcileLedger", "Reconcile the ledger",
                                     "Recomputes every balance from the journal; `ok` is false on any drift."),
     "GET /api/orgs/{org_id}/exports/usage": Op(

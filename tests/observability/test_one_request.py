@@ -119,3 +119,17 @@ async def test_one_requests_trace_links_envoy_sidecar_adapter_and_backend(observ
     [record] = observed.sp.sim.requests(text)
     assert record["headers"]["traceparent"] == f"00-{trace_id}-{request.span_id}-01"  # the backend call
 
+
+
+async def test_operator_health_reads_the_same_metrics(observed: Observed) -> None:
+    p = observed.sp.platform
+    await _chat(observed, marker())
+    async with p.admin() as admin:
+        health = (await admin.get("/api/health")).json()
+    assert {proc["name"]: proc["up"] for proc in health["processes"]} == {
+        "sidecar-1": True, "adapter-1": True, "worker": True}, health
+    assert health["requests_total"] >= 1 and health["status"] in ("ok", "degraded")
+    assert set(health) >= {"holds_open", "holds_overdue", "webhook_lag_seconds", "refusals_by_code",
+                           "settlement_failures_total", "background_responses_queued"}
+    async with httpx.AsyncClient() as c:
+        assert (await c.get(f"{p.operator}/api/health")).status_code == 401  # the admin token is required
