@@ -240,6 +240,7 @@ async def operator_api(call: Call, api: httpx.AsyncClient) -> None:
     await call(api, "PUT", "/api/orgs/{org_id}/ledger/alerts", 200, o, json={"low_balance_nanos": 10**9})
     await call(api, "GET", "/api/orgs/{org_id}/ledger/statement", 200, o)
     await call(api, "GET", "/api/ledger/reconcile", 200, params={"org_id": org})
+    await call(api, "GET", "/api/health", 200)  # docs/observability.md
     period = {"from": "0"}
     await call(api, "GET", "/api/orgs/{org_id}/exports/usage", 200, o, params=period)
     await call(api, "GET", "/api/orgs/{org_id}/exports/usage/totals", 200, o, params=period)
