@@ -27,7 +27,6 @@ from prometheus_client import Counter, Gauge, Histogram
 __all__ = [
     "BACKGROUND_QUEUED",
     "CHECK_SECONDS",
-    "CIRCUIT_STATE",
     "DECISIONS",
     "GROUP_BATCH",
     "GROUP_COMMIT_SECONDS",
@@ -82,10 +81,9 @@ TOKENS = Counter("gen_ai_client_token_usage_total", "Tokens billed, by type (Gen
                  [*_REQ, "gen_ai_token_type", "organization"])
 SPEND = Counter("nx_spend_nanodollars_total", "Money charged by settlement, in nano-dollars (1 USD = 1e9).",
                 [*_REQ, "organization"])
-ROUTING_ATTEMPTS = Counter("nx_routing_attempts_total", "Backend attempts by outcome (routing with fallbacks).",
-                           ["model", "backend", "outcome"])
-CIRCUIT_STATE = Gauge("nx_routing_circuit_state", "A backend target's circuit: 0 closed, 1 half-open, 2 open.",
-                      ["backend"])
+ROUTING_ATTEMPTS = Counter("nx_routing_attempts_total", "Backend attempts of routed requests by target (a "
+                           "catalog model), backend and outcome: `answered`, or the error code that moved the "
+                           "request on to its next target.", ["model", "backend", "outcome"])
 
 # --- group commit (sidecar holds, adapter settlements) -----------------------------------------
 GROUP_BATCH = Histogram("nx_groupcommit_batch_size", "Items sharing one group-commit transaction.", ["name"],

@@ -95,6 +95,7 @@ class Adapter:
         # Route groups: target health (shared through Redis when configured) and balancing.
         self.health = Health(settings.route_eject_after, settings.route_eject_seconds, redis=_redis(settings))
         self.router = Router(Balancer(self.health))
+        telemetry.CIRCUITS.read = self.health.view  # nx_routing_circuit_state (core/telemetry)
 
     def snapshot(self) -> Snapshot:
         assert self._snapshot is not None, "snapshot is loaded at startup"

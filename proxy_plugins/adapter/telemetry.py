@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any
 
 from opentelemetry.trace import Span, SpanKind
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import REGISTRY, Collector
 
 from core.telemetry import logs, metrics_on, org, tracing
 from core.telemetry.metrics import (
     REQUEST_SECONDS,
     REQUESTS,
+    ROUTING_ATTEMPTS,
     SETTLE_FAILURES,
     SETTLE_SECONDS,
     SPEND,
@@ -30,9 +33,10 @@ from core.telemetry.metrics import (
 )
 from proxy_plugins.adapter.context import RequestContext
 from proxy_plugins.adapter.exchange import Commit
+from proxy_plugins.adapter.health import TargetHealth
 from proxy_plugins.adapter.services import Handler
 
-__all__ = ["endpoint_of", "observed", "request"]
+__all__ = ["CIRCUITS", "Circuits", "endpoint_of", "observed", "request"]
 
 log = logging.getLogger("nx.adapter.requests")
 
@@ -117,6 +121,8 @@ def observed(commit: Commit, handler: Handler) -> Commit:
         series.total.observe((done - ctx.received_ns) / 1e9)
         if ctx.first_byte_ns is not None:
             series.ttft.observe((ctx.first_byte_ns - ctx.received_ns) / 1e9)
+        for attempt in ctx.attempts:  # route groups: every backend call, answered or moved on from
+            ROUTING_ATTEMPTS.labels(attempt.target, attempt.backend, attempt.error or "answered").inc()
         usage = ctx.usage
         if ctx.charged is not None:  # billed: count what settlement charged for
             series.input.inc(usage.input_tokens)
@@ -133,3 +139,26 @@ def observed(commit: Commit, handler: Handler) -> Commit:
         return out
 
     return settle
+
+
+class Circuits(Collector):
+    """Route targets' circuits (health.py's passive outlier detection), read at scrape time:
+    `nx_routing_circuit_state` 0 closed, 1 half-open (cool-down over, on trial), 2 open (ejected)."""
+
+    def __init__(self) -> None:
+        self.read: Callable[[], list[TargetHealth]] | None = None
+
+    def collect(self) -> Iterator[Any]:
+        state = GaugeMetricFamily("nx_routing_circuit_state", "A route target's circuit: 0 closed, 1 half-open, "
+                                  "2 open (ejected).", labels=["target"])
+        failures = GaugeMetricFamily("nx_routing_target_failures", "A route target's consecutive failures.",
+                                     labels=["target"])
+        now = time.time()
+        for h in self.read() if self.read is not None else []:
+            state.add_metric([h.target], 2 if h.ejected_until > now else 1 if h.ejections else 0)
+            failures.add_metric([h.target], h.failures)
+        yield from (state, failures)
+
+
+CIRCUITS = Circuits()
+REGISTRY.register(CIRCUITS)
