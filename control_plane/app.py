@@ -143,4 +143,6 @@ def create_app(settings: Settings) -> Litestar:
         # Published at /openapi.json with a reference page at /docs (control_plane/api/openapi.py).
         openapi_config=openapi_config(importlib.metadata.version("nx-platform")),
         debug=False,
+        # Logging is core/telemetry's (JSON lines, keys masked): Litestar must not replace the handlers.
+        logging_config=None,
     )

@@ -85,6 +85,10 @@ async def test_one_requests_log_lines_carry_its_id_and_no_key(observed: Observed
             assert {"ts", "level", "process", "logger", "message"} <= set(line), line
             assert line["process"] == name
         assert any(line.get("trace_id") for line in mine), mine  # tracing is on: logs join traces
+    for name in ("sidecar", "adapter", "control-plane", "worker"):  # every line of every Python process
+        path = observed.logs / f"{name}.log"
+        for line in (path.read_text() if path.exists() else "").splitlines():
+            assert isinstance(json.loads(line), dict), (name, line)
     for path in observed.logs.glob("*.log"):
         text = path.read_text()
         assert p.key not in text and wrong not in text, path.name
