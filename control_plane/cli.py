@@ -27,7 +27,11 @@ __all__ = ["main"]
 
 def _welcome(settings: Settings, result: BootstrapResult) -> str:
     edge = settings.edge_url
-    operator = f"nx: the operator API (/api/..., admin token) listens on {settings.operator_url}\n"
+    operator = (f"nx: the operator API (/api/..., admin token) listens on {settings.operator_url}\n"
+                f"nx: Prometheus metrics: {settings.operator_url}/stats/prometheus (Envoy), /metrics on "
+                f"{settings.sidecar_url}, http://{settings.adapter_host}:{settings.adapter_port}, "
+                f"{settings.control_plane_url}, http://{settings.worker_metrics_host}:{settings.worker_metrics_port} "
+                "(docs/observability.md)\n")
     if result.secret:
         return (
             f"nx: the platform is up; the edge listens on {edge}\n" + operator +

@@ -22,7 +22,7 @@ import pytest
 
 from core.secrets import load_secrets
 from core.settings import load_settings
-from tests.harness import ROOT, create_pg_database, drop_pg_database, ephemeral_ports, use_postgres
+from tests.harness import ROOT, create_pg_database, drop_pg_database, ephemeral_ports, eventually, use_postgres
 
 
 class Up:
@@ -127,6 +127,18 @@ async def test_first_start_prints_a_working_curl_then_stops_cleanly(
         admin = {"authorization": f"Bearer {load_secrets(load_settings(env)).admin_token}"}
         assert (await c.get(operator.group(1) + "/api/orgs", headers=admin)).status_code == 200
         assert (await c.get(curl.group(1).replace("/v1/models", "/api/orgs"), headers=admin)).status_code == 404
+        # Issue 19: `nx up` exposes every process's metrics at the addresses its banner names.
+        metrics = re.search(r"Prometheus metrics: (\S+) \(Envoy\), /metrics on (.*) \(docs/observability.md\)", banner)
+        assert metrics, banner
+        assert "envoy_http_downstream_rq_total" in (await c.get(metrics.group(1))).text
+        for base in metrics.group(2).split(", "):
+            async def answers(url: str = base + "/metrics") -> bool:  # the worker may still be importing
+                try:
+                    return (await c.get(url)).status_code == 200
+                except httpx.ConnectError:
+                    return False
+
+            await eventually(answers, f"{base}/metrics answers")
     assert up.proc is not None
     up.proc.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(up.proc.wait(), 40) == 0
