@@ -100,7 +100,8 @@ TXN_INSERT = (
 
 async def post(conn: AsyncConnection, org_id: str, legs: Sequence[Leg], meta: TxnMeta,
                idempotency_key: str, txn_id: str | None = None, *, first_use: bool = False,
-               sealing: list[dict[str, object]] | None = None) -> TransactionView:
+               sealing: list[dict[str, object]] | None = None,
+               legs_out: list[dict[str, object]] | None = None) -> TransactionView:
     """Write one balanced transaction in the caller's database transaction; see the module doc.
 
     Raises `insufficient_quota` when a customer account would go below its held amount; the caller
@@ -108,6 +109,10 @@ async def post(conn: AsyncConnection, org_id: str, legs: Sequence[Leg], meta: Tx
     `sealing`: the transaction row is not inserted but appended here, for the caller to insert
     with others in one statement (`TXN_INSERT`, settle_batch.py) before it commits; a reused key
     then fails that statement instead of answering `KeyInUse`.
+    `legs_out` (PostgreSQL): each leg's account move and entry are not run but appended here as
+    arguments of `nx_ledger_leg` (schema.sql), for the caller to run every leg of a batch in one
+    pipelined statement; a leg that cannot be paid then fails that statement. The returned view
+    has no entries.
     """
     if sum(leg.amount for leg in legs) != 0 or sum(1 for leg in legs if leg.amount) < 2:
         raise ValueError("a ledger transaction needs at least two non-zero legs summing to zero")
@@ -129,6 +134,10 @@ async def post(conn: AsyncConnection, org_id: str, legs: Sequence[Leg], meta: Tx
     for seq, leg in enumerate(sorted(legs, key=lambda g: KIND_ORDER[g.kind])):
         if leg.amount == 0:
             await release_held(conn, org_id, leg.kind, leg.release)
+            continue
+        if legs_out is not None:
+            legs_out.append({"t": txn_id, "s": seq, "o": org_id, "k": leg.kind, "a": leg.amount,
+                             "r": leg.release, "g": leg.kind in CUSTOMER_KINDS and leg.amount < 0, "now": now})
             continue
         applied = await _apply(conn, org_id, leg)
         if applied is None and (leg.kind not in CUSTOMER_KINDS or not await _has_accounts(conn, org_id)):
