@@ -21,6 +21,10 @@ Row = tuple[str, bool | None]
 """The measured text and whether the goal is met (None: not measured)."""
 
 RATE_GOAL, MOONSHOT = 1_500, 3_000
+PG_P50_GAP_MS = 0.5
+"""Issue 17: PostgreSQL's added p50 at c=1 within this of SQLite's."""
+FRONTIER_BOTH = 1_000
+"""Issue 17: the frontier on each database."""
 LITELLM_FACTOR = 15
 ADDED_P50_MS, ADDED_P99_MS = 1.0, 3.0
 TTFT_P50_MS = 1.0
@@ -109,6 +113,30 @@ def _frontier(r: Results, note: Note) -> Row:
     return f"{_n(f['rate'])} req/s{why}{note('overhead')}", f["rate"] >= RATE_GOAL
 
 
+def _pg_rate(r: Results, note: Note) -> Row:
+    pg = dig(r.get("overhead-postgresql"), "targets", "pipeline", "max_rate", "rate")
+    if pg is None:
+        return MISSING, None
+    return f"{_n(pg)} req/s{note('overhead-postgresql')}", pg >= RATE_GOAL
+
+
+def _pg_p50_gap(r: Results, note: Note) -> Row:
+    lite, pg = _added(r.get("overhead"), "p50"), _added(r.get("overhead-postgresql"), "p50")
+    if lite is None or pg is None:
+        return MISSING, None
+    return (f"PostgreSQL +{_n(pg, 2)} ms{note('overhead-postgresql')} against SQLite +{_n(lite, 2)} ms"
+            f"{note('overhead')}: {pg - lite:+.2f} ms"), pg - lite <= PG_P50_GAP_MS
+
+
+def _frontier_both(r: Results, note: Note) -> Row:
+    rates = {name: dig(r.get(lane), "frontier", "rate")
+             for name, lane in (("SQLite", "overhead"), ("PostgreSQL", "overhead-postgresql"))}
+    if None in rates.values():
+        return MISSING, None
+    text = "; ".join(f"{name} {_n(v)} req/s" for name, v in rates.items())
+    return f"{text}{note('overhead-postgresql')}", all(v >= FRONTIER_BOTH for v in rates.values())
+
+
 def _ttft(r: Results, note: Note) -> Row:
     v = dig(r.get("streaming"), "summary", "pipeline", "1", "added_ttft_p50_ms")
     if v is None:
@@ -171,6 +199,9 @@ GOALS: tuple[tuple[str, Callable[[Results, Note], Row]], ...] = (
     (f"added p50 <= {ADDED_P50_MS:g} ms at c=1", _added_row("p50", ADDED_P50_MS)),
     (f"added p99 <= {ADDED_P99_MS:g} ms at c=1", _added_row("p99", ADDED_P99_MS)),
     (f"frontier (highest open-loop rate with added p99 <= 10 ms) >= {RATE_GOAL:,} req/s", _frontier),
+    (f"PostgreSQL full pipeline max rate >= {RATE_GOAL:,} req/s (issue 17)", _pg_rate),
+    (f"PostgreSQL added p50 at c=1 within {PG_P50_GAP_MS:g} ms of SQLite's (issue 17)", _pg_p50_gap),
+    (f"both databases: frontier >= {FRONTIER_BOTH:,} req/s (issue 17)", _frontier_both),
     (f"streaming: added TTFT p50 <= {TTFT_P50_MS:g} ms at 1 stream", _ttft),
     ("streaming: no stalls at 256 streams (gap > 10x the simulator's pace)", _stalls),
     (f"sidecar and control-plane RSS under load < {RSS_LIMIT_MB} MB", _rss),

@@ -163,7 +163,7 @@ BUILDERS: dict[str, Callable[..., dict[str, Any]]] = {"overhead": _overhead, "pe
 def test_every_goal_met_at_its_threshold(results: Path) -> None:
     _save(results, _good())
     goals = _goals(render())
-    assert len(goals) == 11
+    assert len(goals) == 14
     for prefix in ROWS:
         assert _met(goals, prefix) == "yes", prefix
     assert _met(goals, "moonshot") == "no"  # 1,500 req/s is not 3,000
@@ -185,6 +185,22 @@ def test_each_goal_not_met_past_its_threshold(results: Path, prefix: str) -> Non
     assert all(_met(goals, p) == "yes" for p in others)
 
 
+def test_postgresql_goals_of_issue_17(results: Path) -> None:
+    lanes = _good()
+    lanes["overhead-postgresql"] = _overhead(pipeline_rate=1_500.0, p50=6.5, frontier=1_000.0)
+    lanes["overhead-postgresql"].update(lane="overhead-postgresql", database="postgresql")
+    _save(results, lanes)
+    goals = _goals(render())
+    assert [_met(goals, p) for p in ("PostgreSQL full pipeline", "PostgreSQL added p50", "both databases: frontier")] \
+        == ["yes", "yes", "yes"]
+    lanes["overhead-postgresql"] = _overhead(pipeline_rate=1_499.0, p50=6.51, frontier=999.0)
+    lanes["overhead-postgresql"].update(lane="overhead-postgresql", database="postgresql")
+    _save(results, lanes)
+    goals = _goals(render())
+    assert [_met(goals, p) for p in ("PostgreSQL full pipeline", "PostgreSQL added p50", "both databases: frontier")] \
+        == ["no", "no", "no"]
+
+
 def test_moonshot_met_at_3000(results: Path) -> None:
     lanes = _good()
     lanes["overhead"] = _overhead(pipeline_rate=3_000.0)
@@ -204,6 +220,8 @@ def test_missing_lanes_are_not_measured(results: Path) -> None:
         assert _met(goals, prefix) == "not measured", prefix
     assert _met(goals, "full pipeline max rate") == "yes"
     assert "PostgreSQL" not in goals[next(g for g in goals if g.startswith("full pipeline"))][0]
+    for prefix in ("PostgreSQL full pipeline", "PostgreSQL added p50", "both databases: frontier"):
+        assert _met(goals, prefix) == "not measured", prefix
     assert "## Peers\n" in text and "Not measured: no result" in text
     assert "## Overhead on PostgreSQL" not in text
 
