@@ -1,5 +1,5 @@
-"""`python -m bench run [--lane overhead|streaming|peers|embeddings|memory|usage|profile|fairness|observability]
-[--quick]`
+"""`python -m bench run [--lane overhead|streaming|peers|embeddings|memory|usage|profile|fairness|observability
+|failover] [--quick]`
 
 Lanes run one after another, never in parallel (the machine's cores are shared by everything).
 Each lane writes bench/results/<date>-<lane>.json; docs/benchmarks.md summarises them. The platform
@@ -23,7 +23,8 @@ from bench.tools import write_result
 from tests.harness import use_postgres
 from tests.throwaway import servers
 
-LANES = ("overhead", "streaming", "peers", "embeddings", "memory", "usage", "profile", "fairness", "observability")
+LANES = ("overhead", "streaming", "peers", "embeddings", "memory", "usage", "profile", "fairness", "observability",
+         "failover")
 
 
 async def _lane(name: str, quick: bool) -> dict[str, Any]:
