@@ -15,6 +15,7 @@ import statistics
 from typing import Any
 
 from bench.lane_overhead import measure_target, targets
+from bench.observability_hooks import measure
 from bench.stack import start_stack
 from tests.observability.otlp import Receiver
 
@@ -74,6 +75,9 @@ async def run(quick: bool) -> dict[str, Any]:
         print(f"  {c:15s} p50 {s['p50_ms']:.3f} ms (added {s['added_p50_ms']:+.3f}) | {s['rate']:.0f} req/s "
               f"({s['throughput_change_pct']:+.1f} %) | {s['cpu_us_per_request']:.0f} us CPU/request "
               f"({s['cpu_change_pct']:+.1f} %)", flush=True)
+    hooks = measure()  # the hooks' own CPU, in process (bench/observability_hooks.py)
+    for c, parts in hooks.items():
+        print(f"  hooks {c:20s} {parts['total']:.1f} us CPU/request {parts}", flush=True)
     return {"duration_s": duration, "rounds": [list(r) for r in rounds], "targets": measured,
-            "summary": summary, "spans_received": spans,
+            "summary": summary, "spans_received": spans, "hooks_cpu_us": hooks,
             "goal": {"throughput_loss_pct_max": 5.0, "added_p50_ms_max": 0.2}}

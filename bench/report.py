@@ -238,6 +238,13 @@ def _observability(d: dict[str, Any]) -> list[str]:
         rows.append(f"| {name} | {_f(s['p50_ms'], 3)} | {_f(s['added_p50_ms'], 3)} | {_f(s['added_p99_ms'], 3)} | "
                     f"{_f(s['rate'], 0)} | {_f(s['throughput_change_pct'])} % | {_f(s.get('cpu_us_per_request'), 0)} "
                     f"| {_f(s.get('cpu_change_pct'))} % |")
+    hooks = d.get("hooks_cpu_us")
+    if hooks:
+        rows += ["", "The hooks' own CPU per request, in process (bench/observability_hooks.py):", "",
+                 "| configuration | sidecar (us) | adapter (us) | group commit (us) | total (us) |",
+                 "| --- | --- | --- | --- | --- |"]
+        rows += [f"| {name} | {_f(p['sidecar'])} | {_f(p['adapter'])} | {_f(p['groupcommit'])} | {_f(p['total'])} |"
+                 for name, p in hooks.items()]
     return rows
 
 

@@ -12,6 +12,7 @@ pays one attribute read per call site (measured in bench/, docs/observability.md
 from __future__ import annotations
 
 import contextlib
+import random
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -21,9 +22,10 @@ from opentelemetry.trace import Span, SpanKind
 
 from core.settings import Settings
 
-__all__ = ["enabled", "extract", "inject", "set_attributes", "setup", "shutdown", "span", "start"]
+__all__ = ["child", "enabled", "extract", "inject", "set_attributes", "setup", "shutdown", "span", "start"]
 
 _tracer: trace.Tracer | None = None
+_ratio = 1.0
 _provider: Any = None
 _NOOP = contextlib.nullcontext(None)
 
@@ -33,9 +35,10 @@ def enabled() -> bool:
 
 
 def setup(process: str, settings: Settings) -> None:
-    global _tracer, _provider
+    global _tracer, _provider, _ratio
     if not settings.otel_endpoint:
         return
+    _ratio = settings.trace_sample_ratio
     # Imported only when tracing is on: the SDK and the exporter are not loaded otherwise.
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
@@ -59,18 +62,34 @@ def shutdown() -> None:
         _provider.shutdown()
 
 
-def extract(headers: Iterable[tuple[bytes, bytes]]) -> otel_context.Context | None:
-    """The caller's trace context from raw ASGI headers (`traceparent`, `tracestate`), if any."""
+def extract(headers: Iterable[tuple[bytes, bytes]]) -> otel_context.Context | bool | None:
+    """The caller's trace context from raw ASGI headers (`traceparent`, `tracestate`); None when
+    there is none (a new trace, kept at NX_TRACE_SAMPLE_RATIO); False when the request is not to be
+    traced: its `traceparent` says not sampled, or it starts a trace the ratio leaves out. Decided
+    from the header's flags before the SDK is asked, because even an unsampled span costs tens of
+    microseconds to create (bench/observability_hooks.py)."""
     if _tracer is None:
-        return None
-    carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers if k in (b"traceparent", b"tracestate")}
-    return propagate.extract(carrier) if carrier else None
+        return False
+    carrier: dict[str, str] = {}
+    for k, v in headers:
+        if k == b"traceparent" or k == b"tracestate":
+            carrier[k.decode("latin-1")] = v.decode("latin-1")
+    parent = carrier.get("traceparent")
+    if parent is None:
+        return None if random.random() < _ratio else False
+    try:
+        if not int(parent[-2:], 16) & 1:  # the W3C flags' sampled bit
+            return False
+    except ValueError:
+        return None  # malformed: the SDK ignores it, so this starts a trace of its own
+    return propagate.extract(carrier)
 
 
-def span(name: str, parent: otel_context.Context | None = None, attributes: Mapping[str, Any] | None = None,
+def span(name: str, parent: otel_context.Context | bool | None = None, attributes: Mapping[str, Any] | None = None,
          kind: SpanKind = SpanKind.SERVER) -> contextlib.AbstractContextManager[Span | None]:
-    """A span made current for the block (so logs carry its trace id and `inject` propagates it)."""
-    if _tracer is None:
+    """A span made current for the block (so logs carry its trace id and `inject` propagates it);
+    nothing when tracing is off or `parent` is extract's False (not traced)."""
+    if _tracer is None or parent is False or parent is True:
         return _NOOP
     return _tracer.start_as_current_span(name, context=parent, kind=kind, attributes=attributes)
 
@@ -88,9 +107,16 @@ def set_attributes(attributes: Mapping[str, Any]) -> None:
             current.set_attributes({k: v for k, v in attributes.items() if v is not None})
 
 
-def start(name: str, parent: otel_context.Context | None = None, attributes: Mapping[str, Any] | None = None,
+def start(name: str, parent: otel_context.Context | bool | None = None, attributes: Mapping[str, Any] | None = None,
           kind: SpanKind = SpanKind.SERVER) -> Span | None:
     """A span the caller ends itself, not made current (for a check timed across two call sites)."""
-    if _tracer is None:
+    if _tracer is None or parent is False or parent is True:
         return None
     return _tracer.start_span(name, context=parent, kind=kind, attributes=attributes)
+
+
+def child(name: str) -> contextlib.AbstractContextManager[Span | None]:
+    """A span under the current one, only when that one is recorded (never a trace of its own)."""
+    if _tracer is None or not trace.get_current_span().is_recording():
+        return _NOOP
+    return _tracer.start_as_current_span(name, kind=SpanKind.INTERNAL)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any
 
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace import Span
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
@@ -53,10 +53,11 @@ def endpoint_of(handler: Handler) -> str:
 
 def request(ctx: RequestContext, handler: Handler, headers: dict[bytes, bytes]) -> AbstractContextManager[Span | None]:
     logs.bind(ctx.request_id, ctx.org_id)
-    if not tracing.enabled():
-        return tracing.span("")  # the shared no-op
+    parent = tracing.extract(headers.items())
+    if parent is False:  # tracing off, or this request is not sampled
+        return tracing.span("", False)  # the shared no-op
     operation = endpoint_of(handler)
-    return tracing.span(f"{operation} {ctx.requested_model}", tracing.extract(headers.items()), {
+    return tracing.span(f"{operation} {ctx.requested_model}", parent, {
         "gen_ai.operation.name": operation, "gen_ai.request.model": ctx.requested_model,
         "gen_ai.provider.name": ctx.backend.protocol, "server.address": ctx.backend.id,
         "nx.request_id": ctx.request_id, "nx.organization": ctx.org_id, "nx.project": ctx.project_id,
@@ -108,7 +109,7 @@ def observed(commit: Commit, handler: Handler) -> Commit:
         series = _series(endpoint, ctx)
         upstream_done = time.monotonic_ns()
         try:
-            with tracing.span("nx.adapter.settle", kind=SpanKind.INTERNAL):
+            with tracing.child("nx.adapter.settle"):
                 out = await commit(ctx, status, body, headers)
         except BaseException:
             SETTLE_FAILURES.labels(endpoint).inc()

@@ -61,8 +61,8 @@ def _code(decision: Decision) -> str:
 
 def begin(request_id: str, headers: Iterable[tuple[bytes, bytes]], path: str) -> tuple[float, Span | None]:
     span = None
-    if tracing.enabled():
-        span = tracing.start("nx.sidecar.check", tracing.extract(headers),
+    if tracing.enabled() and (parent := tracing.extract(headers)) is not False:
+        span = tracing.start("nx.sidecar.check", parent,
                              {"http.request.method": "POST", "url.path": path, "nx.request_id": request_id})
     logs.bind(request_id, span=span)
     return time.perf_counter(), span

@@ -29,6 +29,7 @@ TARGETS = {
     "r/mc": ("sim", "route-mc", CHEAP), "r/md": ("sim", "route-md", DEAR),
     "r/q1": ("sim", "route-q1", CHEAP), "r/q2": ("sim", "route-q2", CHEAP), "r/q3": ("sim", "route-q3", DEAR),
     "r/s1": ("sim", "route-s1", CHEAP), "r/s2": ("sim", "route-s2", CHEAP),
+    "r/m1": ("sim", "route-m1", CHEAP), "r/m2": ("sim", "route-m2", CHEAP),
 }
 
 
