@@ -30,7 +30,10 @@ TARGETS = {
     "r/q1": ("sim", "route-q1", CHEAP), "r/q2": ("sim", "route-q2", CHEAP), "r/q3": ("sim", "route-q3", DEAR),
     "r/s1": ("sim", "route-s1", CHEAP), "r/s2": ("sim", "route-s2", CHEAP),
     "r/m1": ("sim", "route-m1", CHEAP), "r/m2": ("sim", "route-m2", CHEAP),
+    "r/w1": ("sim", "route-w1", CHEAP), "r/w2": ("sim", "route-w2", CHEAP), "r/wide": ("sim", "route-wide", DEAR),
 }
+WIDE = {"r/wide": 100_000}
+"""Context windows other than 8192."""
 
 
 async def put_route(sp: SimPlatform, alias: str, **body: Any) -> dict[str, Any]:
@@ -48,7 +51,7 @@ async def rp() -> AsyncIterator[SimPlatform]:
             for model_id, (backend, upstream, price) in TARGETS.items():
                 r = await a.post("/api/models", json={
                     "id": model_id, "display_name": model_id, "backend": backend, "upstream_name": upstream,
-                    "kind": "text", "context_window": 8192, "max_output_tokens": 256,
+                    "kind": "text", "context_window": WIDE.get(model_id, 8192), "max_output_tokens": 256,
                     "capabilities": {"streaming": True}, "price": price})
                 assert r.status_code == 201, r.text
         yield running

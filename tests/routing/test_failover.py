@@ -193,3 +193,18 @@ async def test_stream_cut_after_first_byte_is_not_replayed(rp: SimPlatform) -> N
     [(status, ot, cost)] = await _db(rp, "SELECT status, output_tokens, cost_nanos FROM usage_records"
                                      " WHERE request_id = :r", r=rid)
     assert status == 502 and ot >= 1 and cost > 0, "billed for what it produced"
+
+
+async def test_context_length_refusal_moves_to_a_larger_window_only_when_asked(rp: SimPlatform) -> None:
+    too_long = "[[sim model=route-w1 status=400 message=maximum_context_length_exceeded]]" \
+               " [[sim model=route-w2 status=400 message=maximum_context_length_exceeded]]"
+    await put_route(rp, "ctx-strict", targets=[{"model": "r/w1"}, {"model": "r/wide", "priority": 1}])
+    await put_route(rp, "ctx-wide", targets=[{"model": "r/w1"}, {"model": "r/w2", "priority": 1},
+                                             {"model": "r/wide", "priority": 2}], context_fallback=True)
+    async with rp.platform.client() as c:
+        r = await c.post("/v1/chat/completions", json=chat_body(f"{marker()} {too_long}", "ctx-strict"))
+        assert r.status_code == 400 and len(_attempts(r)) == 1, r.text
+        r = await c.post("/v1/chat/completions", json=chat_body(f"{marker()} {too_long}", "ctx-wide"))
+    assert r.status_code == 200, r.text
+    # r/w2's window is no larger than r/w1's: skipped, not called.
+    assert [a["target"] for a in _attempts(r)] == ["r/w1", "r/wide"]
