@@ -105,15 +105,22 @@ def plan(name: str, extra: Sequence[str], aliases: Mapping[str, str], routes: Ma
     return tiers
 
 
-def encode_plan(tiers: list[list[str]]) -> str:
-    return ";".join(",".join(t) for t in tiers)
+def encode_plan(tiers: list[list[str]], version: int = 0) -> str:
+    """`<config version>:<tiers>`: the adapter reloads a snapshot older than the sidecar's, so
+    both follow the same route policy (fallbacks, budget) right after a change."""
+    return f"{version}:" + ";".join(",".join(t) for t in tiers)
 
 
-def decode_plan(value: str) -> tuple[list[list[str]], bool]:
-    """(tiers, whether to order by latency)."""
+def decode_plan(value: str) -> tuple[list[list[str]], bool, int]:
+    """(tiers, whether to order by latency, the config version it was planned at)."""
     latency = value.endswith(LATENCY_SUFFIX)
     value = value.removesuffix(LATENCY_SUFFIX)
-    return [[m for m in tier.split(",") if m] for tier in value.split(";") if tier], latency
+    # A model id has no ':' before its '/', so the first ':' ends the version when there is one.
+    head, _, rest = value.partition(":")
+    version = 0
+    if head.isdigit():
+        version, value = int(head), rest
+    return [[m for m in tier.split(",") if m] for tier in value.split(";") if tier], latency, version
 
 
 def check_graph(name: str, policy: RoutePolicy, routes: Mapping[str, RoutePolicy]) -> str | None:

@@ -208,8 +208,10 @@ class Adapter:
         model_id, backend_id = _text(headers, _H_MODEL) or "", _text(headers, _H_BACKEND) or ""
         snap = self.snapshot()
         routed = _plan(_text(headers, _H_PLAN))
-        if model_id not in snap.models or backend_id not in snap.backends or (
-                routed and any(m not in snap.models for tier in routed["plan"] for m in tier)):
+        planned_at = routed.pop("version", 0)
+        # A plan made on a newer configuration than this process's (a route just changed; this
+        # process polls every second) would run under a stale route policy.
+        if model_id not in snap.models or backend_id not in snap.backends or planned_at > snap.version:
             # The sidecar may have seen a configuration change a moment before this process.
             self._snapshot = snap = await load_snapshot(self.svc.engine)
         model, backend = snap.models.get(model_id), snap.backends.get(backend_id)
@@ -301,8 +303,8 @@ def _text(headers: dict[bytes, bytes], name: bytes) -> str | None:
 def _plan(value: str | None) -> dict[str, Any]:
     if not value:
         return {}
-    tiers, latency = decode_plan(value)
-    return {"plan": tiers, "plan_by_latency": latency}
+    tiers, latency, version = decode_plan(value)
+    return {"plan": tiers, "plan_by_latency": latency, "version": version}
 
 
 def _redis(settings: Settings) -> Any:

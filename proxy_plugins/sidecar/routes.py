@@ -82,4 +82,4 @@ def route_plan(key: KeyRecord, snap: Snapshot, name: str, model: ModelRecord, fi
     if len(ids) <= 1 and (not ids or ids[0] == model.id):
         return None
     cover = max(_worst(snap.models[m], fields, body_bytes, endpoint) for m in ids)
-    return Routed(encode_plan(tiers) + (preferences.LATENCY_SUFFIX if latency else ""), cover)
+    return Routed(encode_plan(tiers, snap.version) + (preferences.LATENCY_SUFFIX if latency else ""), cover)

@@ -63,7 +63,8 @@ def test_plan_tiers_fallbacks_and_request_models() -> None:
         "h": RoutePolicy(targets=(Target(model="m/c"), Target(model="m/a"))),
     }
     assert _plan("g", routes, ("m/d", "m/a")) == [["m/a"], ["m/b"], ["m/c"], ["m/d"]]
-    assert decode_plan(encode_plan([["m/a", "m/b"], ["m/c"]])) == ([["m/a", "m/b"], ["m/c"]], False)
+    assert decode_plan(encode_plan([["m/a", "m/b"], ["m/c:8b"]], 7)) == ([["m/a", "m/b"], ["m/c:8b"]], False, 7)
+    assert decode_plan("m/a:1;m/b@latency") == ([["m/a:1"], ["m/b"]], True, 0)
 
 
 def test_graph_check() -> None:
