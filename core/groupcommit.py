@@ -67,6 +67,8 @@ class GroupCommit(Generic[T, R]):
         self._pg: AsyncConnection | None = None
         """PostgreSQL: the connection this group commit keeps checked out (one batch at a time),
         so a batch pays no pool checkout and no pre-ping round trip."""
+        self._facts: dict[tuple[Any, ...], Any] = {}
+        """Rows that never change once written, kept across batches (`rawsql.facts_of`)."""
         self._queue: list[tuple[T, asyncio.Future[R]]] = []
         self._wakeup = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
@@ -201,7 +203,7 @@ class GroupCommit(Generic[T, R]):
     async def _run_on_asyncpg(self, items: list[T]) -> list[R | BaseException]:
         driver, tx = await self._begin_on_asyncpg()
         try:
-            raw = cast(AsyncConnection, AsyncpgConnection(driver))
+            raw = cast(AsyncConnection, AsyncpgConnection(driver, self._facts))
             try:
                 outcomes = await self._optimistic(raw, items)
                 if outcomes is None:
@@ -233,7 +235,7 @@ class GroupCommit(Generic[T, R]):
                 waiting.add_done_callback(lambda _: lock.release())
                 raise
         try:
-            raw = cast(AsyncConnection, SqliteConnection(db))
+            raw = cast(AsyncConnection, SqliteConnection(db, self._facts))
             db.execute("BEGIN IMMEDIATE")
             try:
                 outcomes = _complete(self._optimistic(raw, items))

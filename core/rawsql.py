@@ -26,7 +26,7 @@ from typing import Any
 
 from sqlalchemy import TextClause, text
 
-__all__ = ["AsyncpgConnection", "RawResult", "SqliteConnection", "execute_many", "memo_of", "sql"]
+__all__ = ["AsyncpgConnection", "RawResult", "SqliteConnection", "execute_many", "facts_of", "memo_of", "sql"]
 
 _BIND = re.compile(r"(?<![:\w]):(\w+)")
 
@@ -94,11 +94,12 @@ class SqliteConnection:
     """Statements on a `sqlite3` connection whose transaction the caller has begun. Its coroutines
     never suspend: a whole batch runs to completion inside the worker thread that owns it."""
 
-    def __init__(self, dbapi: sqlite3.Connection) -> None:
+    def __init__(self, dbapi: sqlite3.Connection, facts: dict[tuple[Any, ...], Any] | None = None) -> None:
         self._db = dbapi
         self.dialect = _Dialect("sqlite")
         self._savepoints = 0
         self.memo: dict[tuple[Any, ...], Any] = {}
+        self.facts = facts
 
     async def run(self, sql: str) -> None:
         self._db.execute(sql)
@@ -122,11 +123,12 @@ class AsyncpgConnection:
 
     _positional: dict[str, tuple[str, tuple[str, ...], bool]] = {}
 
-    def __init__(self, driver: Any) -> None:
+    def __init__(self, driver: Any, facts: dict[tuple[Any, ...], Any] | None = None) -> None:
         self._pg = driver
         self.dialect = _Dialect("postgresql")
         self._savepoints = 0
         self.memo: dict[tuple[Any, ...], Any] = {}
+        self.facts = facts
 
     async def run(self, sql: str) -> None:
         await self._pg.execute(sql)
@@ -177,6 +179,14 @@ async def execute_many(conn: object, statement: str, rows: Sequence[dict[str, An
         await conn.execute_many(statement, rows)
     else:  # a SQLAlchemy connection (callers outside a group commit): its executemany
         await conn.execute(sql(statement), list(rows))  # type: ignore[attr-defined]
+
+
+def facts_of(conn: object) -> dict[tuple[Any, ...], Any] | None:
+    """A group commit's memo of rows that never change once written (a price card by model and
+    version: price cards are append-only), kept across its batches; None for any other connection.
+    On PostgreSQL each read it saves is a round trip on the hot path."""
+    facts = getattr(conn, "facts", None)
+    return facts if isinstance(facts, dict) else None
 
 
 def memo_of(conn: object) -> dict[tuple[Any, ...], Any] | None:

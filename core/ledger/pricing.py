@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.ledger.errors import NotPriced
 from core.money import request_cost
-from core.rawsql import memo_of, sql
+from core.rawsql import facts_of, memo_of, sql
 from core.rows import columns, row_as
 
 __all__ = ["PriceCard", "card_in_force", "card_version", "charge_for", "max_cost"]
@@ -50,7 +50,11 @@ async def card_in_force(conn: AsyncConnection, model_id: str, at_ms: int) -> Pri
 
 
 async def card_version(conn: AsyncConnection, model_id: str, version: int) -> PriceCard:
-    memo = memo_of(conn)
+    # A card's version never changes once written (append-only): a group commit keeps it.
+    memo = facts_of(conn)
+    if memo is not None and len(memo) > 10_000:
+        memo.clear()
+    memo = memo if memo is not None else memo_of(conn)
     found = memo.get(("card_version", model_id, version)) if memo is not None else None
     if isinstance(found, PriceCard):
         return found
