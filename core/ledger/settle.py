@@ -182,14 +182,22 @@ async def _post_org(conn: AsyncConnection, org_id: str, group: list[_Claimed], n
                        first_use=True)
             charged, last_txn = charged + covered, c.txn_id
         await _usage_record(conn, c, now)
-    if last_txn is not None:
-        w = row_as(_Wallet, (await conn.execute(sql(
-            "SELECT SUM(balance), MAX(CASE WHEN kind = 'wallet' THEN low_balance_nanos END),"
-            " MAX(CASE WHEN kind = 'wallet' THEN id END) FROM ledger_accounts"
-            " WHERE org_id = :o AND kind IN ('wallet', 'promo')"), {"o": org_id})).one())
-        await budgets.record_wallet_crossing(conn, org_id, w.wallet_id, budgets.period_of(now),
-                                             w.balance + charged, w.balance, w.low_balance_nanos, last_txn, now)
+    await wallet_crossing(conn, org_id, charged, last_txn, now)
     return owed
+
+
+async def wallet_crossing(conn: AsyncConnection, org_id: str, charged: int, last_txn: str | None,
+                          now: int) -> None:
+    """After an organization's charges of one batch (`charged` in all, the last `last_txn`): record
+    a low-balance crossing if the wallet went below its threshold (budgets.record_wallet_crossing)."""
+    if last_txn is None:
+        return
+    w = row_as(_Wallet, (await conn.execute(sql(
+        "SELECT SUM(balance), MAX(CASE WHEN kind = 'wallet' THEN low_balance_nanos END),"
+        " MAX(CASE WHEN kind = 'wallet' THEN id END) FROM ledger_accounts"
+        " WHERE org_id = :o AND kind IN ('wallet', 'promo')"), {"o": org_id})).one())
+    await budgets.record_wallet_crossing(conn, org_id, w.wallet_id, budgets.period_of(now),
+                                         w.balance + charged, w.balance, w.low_balance_nanos, last_txn, now)
 
 
 async def _late_legs(conn: AsyncConnection, org_id: str, cost: int) -> list[Leg]:

@@ -25,15 +25,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.db import now_ms
 from core.ids import new_id
-from core.ledger import budgets
 from core.ledger.core import TXN_INSERT, TxnMeta, is_postgres, post, release_held
 from core.ledger.errors import LedgerError
 from core.ledger.holds import HOLD_COLUMNS, hold_from_row
 from core.ledger.model import Hold, Leg, Settlement, Usage
 from core.ledger.pricing import card_version, charge_for
-from core.ledger.settle import USAGE_INSERT, _budgets, _Claimed, _Wallet, completed_event, usage_row
+from core.ledger.settle import USAGE_INSERT, _budgets, _Claimed, completed_event, usage_row, wallet_crossing
 from core.rawsql import execute_many, sql
-from core.rows import row_as
 
 __all__ = ["NotPlain", "settle_batch"]
 
@@ -80,7 +78,7 @@ async def settle_batch(conn: AsyncConnection, items: Sequence[tuple[str, Usage]]
     if legs:
         await execute_many(conn, "SELECT nx_ledger_leg(:t, :s, :o, :k, :a, :r, :g, :now)", legs)
     for org_id, (charged, last_txn) in zip(orgs, posted, strict=True):
-        await _wallet_crossing(conn, org_id, charged, last_txn, now)
+        await wallet_crossing(conn, org_id, charged, last_txn, now)
     await execute_many(conn, TXN_INSERT, sealing)
     await execute_many(conn, USAGE_INSERT, [usage_row(c, now) for c in claimed])
     for c in claimed:
@@ -134,13 +132,3 @@ async def _post_org(conn: AsyncConnection, org_id: str, group: list[_Claimed], s
         charged, last_txn = charged + covered, c.txn_id
     return charged, last_txn
 
-
-async def _wallet_crossing(conn: AsyncConnection, org_id: str, charged: int, last_txn: str | None,
-                           now: int) -> None:
-    if last_txn is not None:
-        w = row_as(_Wallet, (await conn.execute(sql(
-            "SELECT SUM(balance), MAX(CASE WHEN kind = 'wallet' THEN low_balance_nanos END),"
-            " MAX(CASE WHEN kind = 'wallet' THEN id END) FROM ledger_accounts"
-            " WHERE org_id = :o AND kind IN ('wallet', 'promo')"), {"o": org_id})).one())
-        await budgets.record_wallet_crossing(conn, org_id, w.wallet_id, budgets.period_of(now),
-                                             w.balance + charged, w.balance, w.low_balance_nanos, last_txn, now)
