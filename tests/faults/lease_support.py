@@ -11,10 +11,11 @@ import signal
 from sqlalchemy import text
 
 from control_plane.supervisor import _wait_healthy
-from core.db import make_engine
+from core.contract import ORPHAN_GRACE_MS
+from core.db import make_engine, now_ms
 from tests.harness import ROOT, Platform
 
-__all__ = ["kill", "limited_key", "open_holds", "revive"]
+__all__ = ["kill", "limited_key", "open_holds", "revive", "unshortened_holds"]
 
 
 async def kill(p: Platform, name: str) -> None:
@@ -44,5 +45,18 @@ async def open_holds(p: Platform, org: str) -> int:
         async with engine.connect() as conn:
             return int((await conn.execute(text(
                 "SELECT COUNT(*) FROM ledger_holds WHERE org_id = :o AND status = 'open'"), {"o": org})).scalar_one())
+    finally:
+        await engine.dispose()
+
+
+async def unshortened_holds(p: Platform, org: str) -> int:
+    """Open holds of `org` that Envoy's access log has not yet cut to the orphan grace (or released):
+    zero once the sidecar has read the log entry of every request of `org` that ended."""
+    engine = make_engine(p.s)
+    try:
+        async with engine.connect() as conn:
+            return int((await conn.execute(text(
+                "SELECT COUNT(*) FROM ledger_holds WHERE org_id = :o AND status = 'open' AND expires_at > :t"),
+                {"o": org, "t": now_ms() + ORPHAN_GRACE_MS + 1_000})).scalar_one())
     finally:
         await engine.dispose()

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from tests.faults.lease_support import kill, limited_key, open_holds, revive
+from tests.faults.lease_support import kill, limited_key, open_holds, revive, unshortened_holds
 from tests.faults.metering_support import assert_books, eventually, tenant
 from tests.inference.helpers import chat_body, marker
 from tests.inference.support import SimPlatform, start_sim_platform
@@ -74,6 +74,12 @@ async def test_an_adapter_outage_leaves_no_concurrency_slot_behind(sp: SimPlatfo
         for _ in range(5):
             await eventually(refused_by_envoy, "the slots of ended requests are released", timeout=5)
         if "REDIS_URL" in sp.platform.extra_env:
+            # Killed, the sidecar loses the log entries in its socket (ended.py): their holds would
+            # live out their full expiry. Wait until it has read every one of this organization's.
+            async def log_read() -> bool:
+                return await unshortened_holds(sp.platform, org) == 0
+
+            await eventually(log_read, "the sidecar has read the log entry of every ended request", timeout=10)
             await kill(sp.platform, "sidecar")  # slots in Redis outlive the sidecar
             await revive(sp.platform, "sidecar")
         await revive(sp.platform, "adapter")

@@ -7,6 +7,7 @@ import os
 import secrets
 import time
 
+import httpx
 import msgspec
 import redis.asyncio as aioredis
 
@@ -20,8 +21,9 @@ KEY = "nx:route-health"
 
 
 async def test_adapters_share_target_health_through_redis() -> None:
+    adapter_port = free_port_run(2)
     sp = await start_sim_platform(env={"REDIS_URL": REDIS_URL, "NX_ADAPTER_PROCESSES": "2",
-                                       "NX_ADAPTER_PORT": str(free_port_run(2)), "NX_ROUTE_EJECT_AFTER": "1"})
+                                       "NX_ADAPTER_PORT": str(adapter_port), "NX_ROUTE_EJECT_AFTER": "1"})
     tag = secrets.token_hex(4)  # the hash outlives the run: this run's targets are its own
     bad, good = f"rd/bad-{tag}", f"rd/good-{tag}"
     redis = aioredis.from_url(REDIS_URL)
@@ -45,14 +47,24 @@ async def test_adapters_share_target_health_through_redis() -> None:
             await redis.hset(KEY, bad, msgspec.json.encode({"target": bad, "ejections": 1,
                                                             "ejected_until": time.time() + 60}))
 
+            tried: list[list[str]] = []
+
             async def everyone_skips() -> bool:
-                tried = []
+                tried.clear()
                 for _ in range(8):  # Envoy spreads them over both adapters
                     r = await c.post("/v1/chat/completions", json=chat_body("hi", f"shared-{tag}"))
                     tried.append([x["target"] for x in json.loads(r.headers["x-route-attempts"])])
                 return all(t == [good] for t in tried)
 
-            await eventually(everyone_skips, "both adapters skip the target ejected in Redis", timeout=10)
+            try:
+                await eventually(everyone_skips, "both adapters skip the target ejected in Redis", timeout=20)
+            except AssertionError as e:  # say what each adapter saw, for a failure on a busy machine
+                views = []
+                async with httpx.AsyncClient(timeout=5) as h:
+                    for port in (adapter_port, adapter_port + 1):
+                        views.append((await h.get(f"http://127.0.0.1:{port}/internal/route-health")).text)
+                stored = await redis.hget(KEY, bad)
+                raise AssertionError(f"{e}; last attempts {tried}; in Redis {stored!r}; adapters {views}") from None
     finally:
         await redis.hdel(KEY, bad, good)
         await redis.aclose()
