@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from core.ipnet import Network, canonical_address, canonical_network
 from core.routeplan import RoutePolicy, plan
@@ -120,9 +120,9 @@ class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
         return plan(name, extra, self.aliases, self.routes, fits)
 
 
-async def current_version(engine: AsyncEngine) -> int:
-    async with engine.connect() as conn:
-        row = (await conn.execute(text("SELECT version FROM config_version WHERE id = 1"))).first()
+async def current_version(conn: AsyncConnection) -> int:
+    """The configuration's version (polled every second, on a kept connection: core/kept.py)."""
+    row = (await conn.execute(text("SELECT version FROM config_version WHERE id = 1"))).first()
     return int(row[0]) if row else 0
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "TERMINAL_EVENTS",
     "append_events",
     "claim",
+    "due",
     "enqueue",
     "events_after",
     "hand_back",
@@ -46,16 +47,26 @@ async def enqueue(conn: AsyncConnection, response_id: str, events: list[dict[str
     )
 
 
+_DUE = "(state = 'queued' OR (state = 'running' AND lease_until < :now))"
+
+
+async def due(conn: AsyncConnection) -> bool:
+    """Whether any job is claimable now: a read, so the claim's write transaction (on SQLite the
+    write lock every group commit also queues on) is taken only when there is something to claim.
+    Only a hint: `claim` checks again under its own lock."""
+    return (await conn.execute(text(f"SELECT 1 FROM response_jobs WHERE {_DUE} LIMIT 1"),
+                               {"now": now_ms()})).first() is not None
+
+
 async def claim(conn: AsyncConnection, owner: str, lease_ms: int) -> tuple[str, int] | None:
     """Take the oldest queued job, or one whose worker's lease expired: (response id, base_seq)."""
     now = now_ms()
-    due = "(state = 'queued' OR (state = 'running' AND lease_until < :now))"
     row = (
         await conn.execute(
             text(
                 f"UPDATE response_jobs SET state = 'running', lease_owner = :owner, lease_until = :until,"
                 f" attempts = attempts + 1, updated_at = :now WHERE response_id = (SELECT response_id FROM"
-                f" response_jobs WHERE {due} ORDER BY created_at LIMIT 1) AND {due}"
+                f" response_jobs WHERE {_DUE} ORDER BY created_at LIMIT 1) AND {_DUE}"
                 " RETURNING response_id, base_seq"
             ),
             {"owner": owner, "until": now + lease_ms, "now": now},

@@ -23,6 +23,7 @@ from core.contract import Header, parse_hold_price
 from core.db import make_engine, write_tx
 from core.errors import ApiError, error_json
 from core.jsonbody import decode, too_deep
+from core.kept import KeptReader
 from core.routeplan import decode_plan
 from core.secrets import load_secrets
 from core.settings import Settings
@@ -89,8 +90,11 @@ class Adapter:
         self._poller: asyncio.Task[None] | None = None
         # Background responses are inference too: every adapter process claims queued ones under
         # a lease (responses_worker.py), so they run where the backends and the metering live.
+        # The version poll and the background jobs' probe share one kept connection (core/kept.py).
+        self.reader = KeptReader(self.svc.engine)
         self.background = BackgroundResponses(self.svc.engine, tenant_backends=settings.local_backend_ids,
-                                              hold_grace_ms=int(settings.hold_grace_seconds * 1000))
+                                              hold_grace_ms=int(settings.hold_grace_seconds * 1000),
+                                              reader=self.reader)
         self._background: asyncio.Task[None] | None = None
         # Route groups: target health (shared through Redis when configured) and balancing.
         self.health = Health(settings.route_eject_after, settings.route_eject_seconds, redis=_redis(settings))
@@ -125,13 +129,14 @@ class Adapter:
         await self.svc.backends.aclose()
         await self.finisher.aclose()
         await self.committer.close()
+        await self.reader.close()
         await self.svc.engine.dispose()
 
     async def _poll(self) -> None:
         while True:
             await asyncio.sleep(1.0)
             try:
-                if await current_version(self.svc.engine) != self.snapshot().version:
+                if await self.reader.read(current_version) != self.snapshot().version:
                     self._snapshot = await load_snapshot(self.svc.engine)
             except Exception:  # keep serving from the last snapshot through a database hiccup
                 log.exception("snapshot refresh failed")

@@ -41,6 +41,7 @@ from core.events.catalog import (
     ResponseFailed,
     ResponseUsage,
 )
+from core.kept import KeptReader
 from core.responses import jobs as jobs
 from core.responses import store as store
 from core.snapshot import BackendRecord, ModelRecord, load_snapshot
@@ -72,8 +73,11 @@ class BackgroundResponses:
     def __init__(
         self, engine: AsyncEngine, concurrency: int = 8, lease_ms: int = 15_000, watch_s: float = 1.0,
         tenant_backends: frozenset[str] = frozenset(), hold_grace_ms: int = HOLD_MARGIN_MS,
+        reader: KeptReader | None = None,
     ) -> None:
         self.engine, self.concurrency, self.lease_ms, self.watch_s = engine, concurrency, lease_ms, watch_s
+        self._own_reader = reader is None
+        self.reader = KeptReader(engine) if reader is None else reader
         self.hold_grace_ms = hold_grace_ms
         """`hold_grace_seconds`: the run's hold lives this long past its backend's timeout; a run that
         outlives it is still charged, late (`_settle`)."""
@@ -83,6 +87,9 @@ class BackgroundResponses:
 
     async def __call__(self) -> None:
         while len(self.tasks) < self.concurrency:
+            # Nearly every tick finds nothing queued: a read says so without the write transaction.
+            if not await self.reader.read(jobs.due):
+                return
             async with write_tx(self.engine) as conn:
                 claimed = await jobs.claim(conn, self.owner, self.lease_ms)
             if claimed is None:
@@ -99,6 +106,8 @@ class BackgroundResponses:
         with contextlib.suppress(Exception):
             async with write_tx(self.engine) as conn:
                 await jobs.hand_back(conn, self.owner)
+        if self._own_reader:
+            await self.reader.close()
         await self.backends.aclose()
 
     async def _guarded(self, response_id: str, base_seq: int) -> None:

@@ -30,6 +30,7 @@ from core.datadir import owner_only
 from core.db import make_engine
 from core.errors import ApiError, error_json
 from core.jsonbody import decode
+from core.kept import KeptReader
 from core.migrations import exit_unless_current
 from core.nonces import DatabaseNonces
 from core.secrets import load_secrets
@@ -91,6 +92,7 @@ class Sidecar:
         self.cache = KeyCache(settings.key_cache_ttl_seconds)
         self._snapshot: Snapshot | None = None
         self.holds = Holds(self.engine, settings.hold_grace_seconds)
+        self.reader = KeptReader(self.engine)  # the version poll's connection
         self.limits: LimitStore = MemoryStore()
         if settings.redis_url:
             self.limits = RedisStore(settings.redis_url)
@@ -150,6 +152,7 @@ class Sidecar:
                     await task
         await self.holds.close()
         await self.nonces.close()
+        await self.reader.close()
         if isinstance(self.limits, RedisStore):
             await self.limits.close()
         await self.engine.dispose()
@@ -158,7 +161,7 @@ class Sidecar:
         while True:
             await asyncio.sleep(1.0)
             try:
-                if await current_version(self.engine) != self.snapshot().version:
+                if await self.reader.read(current_version) != self.snapshot().version:
                     self._snapshot = await load_snapshot(self.engine)
                     self.cache.clear()
             except Exception:  # a database hiccup must not kill the sidecar; keep the last snapshot
