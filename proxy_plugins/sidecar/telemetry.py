@@ -37,6 +37,10 @@ class _ErrorBody(msgspec.Struct):
 log = logging.getLogger("nx.sidecar.checks")
 _decode_error = msgspec.json.Decoder(_ErrorBody).decode
 _ENDPOINTS: dict[str, str] = {}
+_SERIES: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
+"""The metric children of each (endpoint, status, code, organization), looked up once: `labels()`
+locks, checks and hashes its values on every call, half of what counting a check cost (5 of 10 us).
+The registry keeps every child anyway, so this holds nothing it does not."""
 
 
 def _endpoint(path: str) -> str:
@@ -75,8 +79,12 @@ def observe(path: str, decision: Decision, begun: tuple[float, Span | None]) -> 
     endpoint, status, code = _endpoint(path), str(decision.status), _code(decision)
     organization = org(_header(decision, Header.ORG)) if code == "ok" else ""
     if metrics_on():
-        DECISIONS.labels(endpoint, status, code, organization).inc()
-        CHECK_SECONDS.labels(endpoint, status).observe(time.perf_counter() - started)
+        series = _SERIES.get((endpoint, status, code, organization))
+        if series is None:
+            series = _SERIES[endpoint, status, code, organization] = (
+                DECISIONS.labels(endpoint, status, code, organization), CHECK_SECONDS.labels(endpoint, status))
+        series[0].inc()
+        series[1].observe(time.perf_counter() - started)
     if log.isEnabledFor(logging.DEBUG):  # one line per check at debug: never the key or the body
         log.debug("check %s %s: %s %s", endpoint, path.split("?", 1)[0], status, code)
     if span is not None:
