@@ -115,6 +115,7 @@ def create_app(settings: Settings) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         app.state.settings = settings
         app.state.secrets = load_secrets(settings)
+        app.state.trusted_proxies = settings.trusted_proxy_networks  # guards.client_address
         app.state.engine = make_engine(settings)
         app.state.notifier = Notifier(settings, app.state.secrets.internal_token)
         app.state.model_cache = ModelCache()

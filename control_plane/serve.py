@@ -19,9 +19,12 @@ def main() -> None:
     owner_only()  # the database, its WAL and anything else it creates: owner-only
     exit_unless_current(settings.effective_database_url, "control-plane")  # not on a schema it was not built for
     configure("control-plane", settings)  # JSON logs, traces when NX_OTEL_ENDPOINT is set (core/telemetry)
+    # proxy_headers=False: the ASGI client is the socket peer, never an X-Forwarded-For entry that
+    # uvicorn would believe from loopback; the edge's word on the client is x-nx-client-ip, which
+    # api/guards.py believes from NX_TRUSTED_PROXIES only.
     uvicorn.run(create_app(settings), host=settings.control_plane_host, port=settings.control_plane_port,
                 loop="uvloop", http="httptools", access_log=False, log_level="warning", log_config=None,
-                timeout_graceful_shutdown=15)
+                timeout_graceful_shutdown=15, proxy_headers=False)
 
 
 if __name__ == "__main__":

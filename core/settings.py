@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from core.ipnet import Network, canonical_network
+
 __all__ = ["Settings", "SettingsError", "load_settings"]
 
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
@@ -68,6 +70,11 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     printed key can make paid calls at once; 0 grants nothing."""
     key_pepper: str = ""
     """HMAC pepper for API-key hashes. Empty: generated once into `<data_dir>/secrets.toml`."""
+    trusted_proxies: str = "127.0.0.0/8,::1/128"
+    """Comma-separated CIDR ranges whose connections to the control plane may name the client in
+    `x-nx-client-ip` (Envoy stamps it from the socket). Any other caller is known by its own socket
+    address, so one that reaches the control plane's port directly cannot pick a fresh address per
+    attempt to dodge the sign-in and admin-token throttles. compose.yaml sets its private network."""
     xff_trusted_hops: Annotated[int, msgspec.Meta(ge=0, le=10)] = 0
     """How many proxies in front of Envoy append to X-Forwarded-For; 0 trusts only the socket peer."""
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024, le=64 * 1024 * 1024)] = 8 * 1024 * 1024
@@ -142,6 +149,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     """The Auth.js app's secret, verifying the HS256 JWTs it issues (`authjs` provider)."""
     authjs_issuer: str = ""
     """When set, an Auth.js JWT's `iss` must equal it."""
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[Network, ...]:
+        return tuple(canonical_network(part.strip()) for part in self.trusted_proxies.split(",") if part.strip())
 
     @property
     def data_path(self) -> Path:
@@ -275,5 +286,9 @@ def _check_urls(settings: Settings) -> None:
     if settings.identity_provider == "clerk" and not settings.clerk_issuer.startswith("https://"):
         raise SettingsError("NX_CLERK_ISSUER: the clerk identity provider needs the instance's Frontend API URL "
                             "(https://...), the session tokens' issuer")
+    try:
+        settings.trusted_proxy_networks  # noqa: B018 (parsed here to refuse a bad range at start)
+    except ValueError as exc:
+        raise SettingsError(f"NX_TRUSTED_PROXIES: expected comma-separated CIDR ranges: {exc}") from exc
     if settings.session_idle_seconds > settings.session_absolute_seconds:
         raise SettingsError("NX_SESSION_IDLE_SECONDS: cannot exceed NX_SESSION_ABSOLUTE_SECONDS")

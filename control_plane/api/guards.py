@@ -16,19 +16,33 @@ from litestar.handlers.base import BaseRouteHandler
 from core.auth_attempts import FailureThrottle, same_secret
 from core.contract import Header
 from core.errors import ApiError
-from core.ipnet import canonical_address
+from core.ipnet import Network, canonical_address
 
 __all__ = ["admin_guard", "client_address", "edge_guard"]
 
 
 def client_address(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
-    """The client as the edge saw it: Envoy overwrites `x-nx-client-ip` on every request (a client
-    cannot set it); a caller that reaches this port directly is known by its socket address."""
-    text = connection.headers.get(Header.CLIENT_IP) or (connection.client.host if connection.client else "")
+    """The client as the edge saw it. Envoy overwrites `x-nx-client-ip` on every request (a client
+    cannot set it through the edge), so the header is believed only from a peer inside
+    `NX_TRUSTED_PROXIES` (the edge's own address); any other caller of this port is known by its
+    socket address, whatever it sends."""
+    peer = connection.client.host if connection.client else ""
+    text = peer
+    stated = connection.headers.get(Header.CLIENT_IP)
+    if stated and _trusted(peer, connection.app.state.trusted_proxies):
+        text = stated
     try:
         return str(canonical_address(text))
     except ValueError:
         return text[:64]
+
+
+def _trusted(peer: str, proxies: tuple[Network, ...]) -> bool:
+    try:
+        address = canonical_address(peer)
+    except ValueError:  # no socket address (an in-process caller): nothing to vouch for it
+        return False
+    return any(address.version == n.version and address in n for n in proxies)
 
 
 def _checked(connection: ASGIConnection[Any, Any, Any, Any], throttle: FailureThrottle, ok: bool,

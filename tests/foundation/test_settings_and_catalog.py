@@ -28,6 +28,7 @@ GOOD = (ROOT / "config" / "catalog.toml").read_text()
     ({"DATABASE_URL": "mysql://db/nx"}, "DATABASE_URL"),
     ({"DATABASE_URL": "postgresql://u@h/db", "NX_DATABASE_URL": "oracle://x"}, "DATABASE_URL"),
     ({"REDIS_URL": "http://cache:6379"}, "REDIS_URL"),
+    ({"NX_TRUSTED_PROXIES": "127.0.0.0/8,envoy"}, "NX_TRUSTED_PROXIES"),
 ])
 def test_bad_setting_is_named(env: dict[str, str], named: str) -> None:
     with pytest.raises(SettingsError, match=named):
