@@ -20,7 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from control_plane.domain.orgs import keep_an_owner
-from control_plane.identity.policy import Role
+from control_plane.identity.policy import Role, gains
 from control_plane.identity.principal import Principal, member_projects
 from control_plane.identity.sessions import revoke_all
 from core.audit import audit
@@ -124,6 +124,8 @@ async def update_user(conn: AsyncConnection, who: Principal, user_id: str, patch
         await conn.execute(text("UPDATE memberships SET role = :r WHERE org_id = :o AND user_id = :u"),
                            {"r": patch.role, "o": who.org_id, "u": user_id})
         changed.update(role=patch.role, was=current.role)
+        if gains(patch.role, current.role):  # the member signs in again: a new token (policy.gains)
+            changed.update(sessions_ended=await revoke_all(conn, user_id))
     if patch.projects is not msgspec.UNSET:
         if patch.projects is not None and not patch.projects:
             raise ApiError("invalid_request_error", "projects: name at least one project, or null for every one",

@@ -16,7 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from control_plane.domain.projects import ProjectCreate, create_project
-from control_plane.identity.policy import Role
+from control_plane.identity.policy import Role, gains
 from control_plane.identity.sessions import revoke_all
 from core.audit import audit
 from core.db import now_ms
@@ -230,7 +230,9 @@ async def update_member(conn: AsyncConnection, org_id: str, user_id: str, patch:
         await keep_an_owner(conn, org_id, user_id)
     await conn.execute(text("UPDATE memberships SET role = :r WHERE org_id = :o AND user_id = :u"),
                        {"r": role, "o": org_id, "u": user_id})
-    await audit(conn, org_id, actor, "member.updated", user_id, {"role": role, "was": current.role})
+    ended = await revoke_all(conn, user_id) if gains(role, current.role) else 0  # signs in again (policy.gains)
+    await audit(conn, org_id, actor, "member.updated", user_id, {"role": role, "was": current.role,
+                                                                 "sessions_ended": ended})
     return await get_member(conn, org_id, user_id)
 
 

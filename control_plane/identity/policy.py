@@ -20,7 +20,7 @@ from typing import Literal
 
 from core.errors import ApiError
 
-__all__ = ["GRANTS", "ROLES", "Permission", "Role", "allows", "require"]
+__all__ = ["GRANTS", "ROLES", "Permission", "Role", "allows", "gains", "require"]
 
 Role = Literal["owner", "admin", "developer", "billing", "reader"]
 ROLES: tuple[Role, ...] = ("owner", "admin", "developer", "billing", "reader")
@@ -52,3 +52,12 @@ def allows(role: Role, permission: Permission) -> bool:
 def require(role: Role, permission: Permission) -> None:
     if not allows(role, permission):
         raise ApiError("permission_denied", f"The role {role!r} may not do this ({permission}).")
+
+
+def gains(new: Role, old: str) -> bool:
+    """Whether moving from `old` to `new` grants anything `old` lacked (an owner also rules owners).
+    Such a change ends the member's sessions, so the raised role is only ever used with a token
+    issued after it (a planted or stolen older token does not gain it); a loss takes effect at once
+    anyway, since every request reads the role afresh."""
+    had = GRANTS.get(old, frozenset())  # type: ignore[call-overload]  # a stored role: a str
+    return not GRANTS[new] <= had or (new == "owner" and old != "owner")

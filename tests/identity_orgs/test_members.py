@@ -127,3 +127,28 @@ async def test_the_operators_removal_ends_sessions_too(sp: SimPlatform) -> None:
     async with org_client(p, **headers) as rd:
         r = await rd.get("/v1/organization/projects")
         assert r.status_code == 401 and error_code(r) == "missing_api_key", r.text
+
+
+async def test_a_raised_role_ends_the_members_sessions_a_lowered_one_does_not(sp: SimPlatform) -> None:
+    """A privilege gain is used only with a token issued after it (identity/policy.gains): the
+    member's sessions end and they sign in again; a loss applies at once to the same session."""
+    p = sp.platform
+    org = await new_org(p, roles=("reader", "developer"))
+    reader, dev = org.members["reader"], org.members["developer"]
+    before, dev_session = await session_headers(p, reader, org.id), await session_headers(p, dev, org.id)
+    async with org_client(p, **await session_headers(p, org.members["owner"], org.id)) as o:
+        r = await o.post(f"/v1/organization/users/{reader}", json={"role": "developer"})
+        assert r.status_code == 200 and r.json()["role"] == "developer", r.text
+        r = await o.post(f"/v1/organization/users/{dev}", json={"role": "reader"})
+        assert r.status_code == 200 and r.json()["role"] == "reader", r.text
+        log = (await o.get("/v1/organization/audit_logs", params={"type": "member.updated"})).json()["data"]
+        assert {e["target"]: e["details"].get("sessions_ended") for e in log} == {reader: 1, dev: None}, log
+    async with org_client(p, **before) as old:
+        r = await old.get("/v1/organization/projects")
+        assert r.status_code == 401 and error_code(r) == "missing_api_key", r.text
+    async with org_client(p, **await session_headers(p, reader, org.id)) as again:  # signed in anew
+        r = await again.post(f"/v1/organization/projects/{org.project_id}/api_keys", json={"name": "mine now"})
+        assert r.status_code == 201, r.text
+    async with org_client(p, **dev_session) as lowered:  # same session, the lower role at once
+        r = await lowered.post(f"/v1/organization/projects/{org.project_id}/api_keys", json={"name": "no more"})
+        assert r.status_code == 403 and error_code(r) == "permission_denied", r.text
