@@ -251,10 +251,11 @@ def _observability(d: dict[str, Any]) -> list[str]:
 Renderer = Callable[[dict[str, Any]], list[str]]
 SECTIONS: tuple[tuple[str, str, Renderer], ...] = (
     ("overhead", "Overhead", _overhead), ("overhead-postgresql", "Overhead on PostgreSQL", _overhead),
-    ("streaming", "Streaming", _streaming), ("peers", "Peers", _peers), ("embeddings", "Embeddings", _embeddings),
+    ("streaming", "Streaming", _streaming), ("streaming-postgresql", "Streaming on PostgreSQL", _streaming),
+    ("peers", "Peers", _peers), ("peers-postgresql", "Peers on PostgreSQL", _peers), ("embeddings", "Embeddings", _embeddings),
     ("memory", "Memory", _memory), ("usage", "Usage", _usage), ("profile", "Profile", _profile),
     ("fairness", "Local model fairness", _fairness), ("observability", "Observability", _observability))
-OPTIONAL = {"overhead-postgresql", "observability"}
+OPTIONAL = {"overhead-postgresql", "streaming-postgresql", "peers-postgresql", "observability"}
 """Sections left out when their lane has no result; the others say "not measured"."""
 
 

@@ -201,6 +201,22 @@ def test_postgresql_goals_of_issue_17(results: Path) -> None:
         == ["no", "no", "no"]
 
 
+def test_streaming_on_postgresql_sits_beside_sqlite(results: Path) -> None:
+    lanes = _good()
+    lanes["streaming-postgresql"] = _streaming(ttft=1.0)
+    lanes["streaming-postgresql"].update(lane="streaming-postgresql", database="postgresql")
+    _save(results, lanes)
+    text = render()
+    goals = _goals(text)
+    row = next(g for g in goals if g.startswith("streaming: added TTFT"))
+    assert "SQLite +1.00 ms" in goals[row][0] and "PostgreSQL +1.00 ms" in goals[row][0]
+    assert _met(goals, "streaming: added TTFT") == "yes" and "## Streaming on PostgreSQL\n" in text
+    lanes["streaming-postgresql"] = _streaming(ttft=1.01)  # within on SQLite, over on PostgreSQL: not met
+    lanes["streaming-postgresql"].update(lane="streaming-postgresql", database="postgresql")
+    _save(results, lanes)
+    assert _met(_goals(render()), "streaming: added TTFT") == "no"
+
+
 def test_moonshot_met_at_3000(results: Path) -> None:
     lanes = _good()
     lanes["overhead"] = _overhead(pipeline_rate=3_000.0)
