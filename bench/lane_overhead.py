@@ -9,9 +9,10 @@ from typing import Any
 
 from bench.gate import Meter, wait_quiet
 from bench.stack import MODEL, Stack, start_stack
+from bench.stages import breakdown, scrape
 from bench.tools import chat_body, loadgen, wrk
 
-__all__ = ["UPSTREAM_MS", "measure_target", "run", "targets"]
+__all__ = ["UPSTREAM_MS", "measure_target", "metrics_urls", "run", "stages", "targets"]
 
 UPSTREAM_MS = 5
 """The simulator's fixed time to answer (first_byte_ms): the same for every target."""
@@ -31,13 +32,34 @@ def targets(stack: Stack) -> dict[str, tuple[str, dict[str, str]]]:
     return out
 
 
+def metrics_urls(stack: Stack) -> list[str]:
+    """The Prometheus endpoints of the platform's sidecars and adapters."""
+    assert stack.platform is not None and stack.platform.settings is not None
+    s = stack.platform.settings
+    return ([f"http://127.0.0.1:{p}/metrics" for p in s.sidecar_ports]
+            + [f"http://127.0.0.1:{p}/metrics" for p in s.adapter_ports])
+
+
+def stages(results: dict[str, Any], name: str = "pipeline") -> dict[str, Any] | None:
+    """The c=1 stage breakdown of `name` (bench/stages.py), against the direct target's p50."""
+    scraped = results[name]["c1"].pop("scrape", None)
+    if scraped is None:
+        return None
+    return breakdown(scraped["before"], scraped["after"], added(results, name)["p50_ms"],
+                     results["direct"]["c1"]["p50"])
+
+
 def measure_target(name: str, url: str, headers: dict[str, str], pids: dict[str, int],
-                   duration: float) -> dict[str, Any]:
-    """c=1 latency and the closed-loop maximum rate of one target, with CPU per request."""
+                   duration: float, metrics: list[str] | None = None) -> dict[str, Any]:
+    """c=1 latency and the closed-loop maximum rate of one target, with CPU per request; given the
+    platform's `metrics` endpoints, also their stage timings over the c=1 run (bench/stages.py)."""
     body = chat_body(MODEL, first_byte_ms=UPSTREAM_MS)
     wrk(url, body, headers, connections=4, duration=1)  # warm connections and caches
     gate1 = wait_quiet()
+    before = scrape(metrics) if metrics else None
     c1 = wrk(url, body, headers, connections=1, duration=duration)
+    if metrics and before is not None:
+        c1["scrape"] = {"before": before, "after": scrape(metrics)}
     gate2 = wait_quiet()
     with Meter(pids) as meter:
         top = wrk(url, body, headers, connections=MAX_RATE_CONNECTIONS, duration=duration)
@@ -86,7 +108,10 @@ async def run(quick: bool) -> dict[str, Any]:
         pids = stack.pids()
         results: dict[str, Any] = {}
         for name, (url, headers) in targets(stack).items():
-            results[name] = measure_target(name, url, headers, pids, duration)
+            metrics = metrics_urls(stack) if name == "pipeline" else None
+            results[name] = measure_target(name, url, headers, pids, duration, metrics)
+        stage_ms = stages(results)
+        print(f"  stages at c=1 (ms): {stage_ms}", flush=True)
         # The frontier's baseline: the simulator's own p99 at a low fixed rate, same generator.
         url, headers = targets(stack)["direct"]
         base = loadgen(url, chat_body(MODEL, first_byte_ms=UPSTREAM_MS), headers, duration=duration, rate=50)
@@ -96,7 +121,7 @@ async def run(quick: bool) -> dict[str, Any]:
         summary = {
             "added_plain_envoy": added(results, "plain_envoy"), "added_pipeline": added(results, "pipeline"),
             "max_rate": {n: results[n]["max_rate"]["rate"] for n in results},
-            "frontier_rate": front["rate"],
+            "frontier_rate": front["rate"], "stages_c1": stage_ms,
         }
         return {"upstream_ms": UPSTREAM_MS, "duration_s": duration, "targets": results,
                 "frontier": front, "frontier_baseline": base, "summary": summary, "pids": pids}

@@ -273,7 +273,10 @@ async def _run(args: argparse.Namespace) -> dict[str, object]:
     elapsed = _now() - t0
     if args.trace:
         with open(args.trace, "w") as out:
-            out.writelines(f"{x.due - t0:.4f} {x.status} {(x.done - x.due) * 1000:.3f}\n" for x in runner.results)
+            # Streams add every event's arrival (ms after the due time): where in a stream a stall is.
+            out.writelines(f"{x.due - t0:.4f} {x.status} {(x.done - x.due) * 1000:.3f}"
+                           + "".join(f" {(e - x.due) * 1000:.1f}" for e in x.events) + "\n"
+                           for x in runner.results)
     return summarise(runner, elapsed)
 
 

@@ -57,7 +57,20 @@ def _overhead(d: dict[str, Any]) -> list[str]:
                  "| --- | --- | --- | --- | --- | --- |"]
         rows += [f"| {s['rate']} | {_f(s['achieved'], 0)} | {_f(s['p50'])} | {_f(s['p99'])} | {_f(s['added_p99'])} | "
                  f"{s['statuses']} |" for s in f["steps"]]
-    return rows
+    return rows + _stages(d.get("summary", {}).get("stages_c1"))
+
+
+def _stages(st: dict[str, Any] | None) -> list[str]:
+    """The c=1 stage breakdown (bench/stages.py): where the pipeline's added p50 goes."""
+    if not st:
+        return []
+    return ["", "Where the added p50 at c=1 goes (means over the c=1 run, from the platform's own histograms; "
+            "bench/stages.py):", "",
+            "| added p50 | sidecar check | of it, the hold's commit | adapter to the backend's last byte, "
+            "less the backend | settlement commit | Envoy, hops and wake-ups (the rest) |",
+            "| --- | --- | --- | --- | --- | --- |",
+            f"| {_f(st['added_p50_ms'])} | {_f(st['check_ms'])} | {_f(st['hold_ms'])} | "
+            f"{_f(st['adapter_before_settle_ms'])} | {_f(st['settlement_ms'])} | {_f(st['edge_and_hops_ms'])} |"]
 
 
 _USED = {
@@ -170,6 +183,19 @@ def _usage(d: dict[str, Any]) -> list[str]:
     return rows
 
 
+def _failover(d: dict[str, Any]) -> list[str]:
+    rows = [f"{d['rate_per_s']} req/s open loop for {d['duration_s']} s per scenario; upstream "
+            f"{d['upstream_ms']} ms. Added: a scenario's p50/p99 minus the same system's in `healthy`.", "",
+            "| system | scenario | success | p50 (ms) | p99 (ms) | added p50 | added p99 | statuses |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for system, scenarios in d["results"].items():
+        for name, r in scenarios.items():
+            rows.append(f"| {system} | {name} | {r['success_rate'] * 100:.1f}% | {_f(r.get('p50_ms'))} | "
+                        f"{_f(r.get('p99_ms'))} | {_f(r.get('added_p50_ms'))} | {_f(r.get('added_p99_ms'))} | "
+                        f"{r['statuses']} |")
+    return rows
+
+
 def _about(lane: str) -> str:
     """The first sentence of bench/lane_<lane>.py's docstring: the lane says itself what it measures."""
     path = BENCH / f"lane_{lane.removesuffix('-postgresql')}.py"
@@ -249,13 +275,18 @@ def _observability(d: dict[str, Any]) -> list[str]:
 
 
 Renderer = Callable[[dict[str, Any]], list[str]]
-SECTIONS: tuple[tuple[str, str, Renderer], ...] = (
-    ("overhead", "Overhead", _overhead), ("overhead-postgresql", "Overhead on PostgreSQL", _overhead),
-    ("streaming", "Streaming", _streaming), ("streaming-postgresql", "Streaming on PostgreSQL", _streaming),
-    ("peers", "Peers", _peers), ("peers-postgresql", "Peers on PostgreSQL", _peers), ("embeddings", "Embeddings", _embeddings),
-    ("memory", "Memory", _memory), ("usage", "Usage", _usage), ("profile", "Profile", _profile),
-    ("fairness", "Local model fairness", _fairness), ("observability", "Observability", _observability))
-OPTIONAL = {"overhead-postgresql", "streaming-postgresql", "peers-postgresql", "observability"}
+_LANES: tuple[tuple[str, str, Renderer], ...] = (
+    ("overhead", "Overhead", _overhead), ("streaming", "Streaming", _streaming), ("peers", "Peers", _peers),
+    ("embeddings", "Embeddings", _embeddings), ("memory", "Memory", _memory), ("usage", "Usage", _usage),
+    ("profile", "Profile", _profile), ("fairness", "Local model fairness", _fairness),
+    ("observability", "Observability", _observability), ("failover", "Failover", _failover))
+SECTIONS: tuple[tuple[str, str, Renderer], ...] = tuple(
+    section for lane, title, fn in _LANES
+    # The usage lane measures both databases in one result; every other lane runs the platform on
+    # one, so a PostgreSQL run (NX_TEST_DATABASE=postgresql) gets its own section beside SQLite's.
+    for section in ((lane, title, fn),)
+    + (() if lane == "usage" else ((f"{lane}-postgresql", f"{title} on PostgreSQL", fn),)))
+OPTIONAL = {"observability", "failover"} | {lane for lane, _, _ in SECTIONS if lane.endswith("-postgresql")}
 """Sections left out when their lane has no result; the others say "not measured"."""
 
 

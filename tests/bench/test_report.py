@@ -330,3 +330,56 @@ def test_cli(results: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     doc.write_text(MARKER + "\nkept\n")
     main(["report", "--write"])
     assert doc.read_text() == render() + "\n" + MARKER + "\nkept\n"
+
+
+def test_every_lane_has_a_postgresql_section_beside_sqlite(results: Path) -> None:
+    lanes = _good()
+    for lane in ("embeddings", "profile", "memory"):
+        pg = copy.deepcopy(lanes[lane])
+        pg.update(lane=f"{lane}-postgresql", database="postgresql")
+        lanes[f"{lane}-postgresql"] = pg
+    _save(results, lanes)
+    text = render()
+    for title in ("Embeddings", "Profile", "Memory"):
+        assert text.index(f"\n## {title}\n") < text.index(f"\n## {title} on PostgreSQL\n")
+    assert "\n## Usage on PostgreSQL\n" not in text  # the usage lane measures both databases in one run
+    assert "\n## Failover" not in text  # optional: no result, no section
+
+
+STAGE_PAGE = """# HELP nx_sidecar_check_duration_seconds Time the sidecar spent on one check, hold included.
+nx_sidecar_check_duration_seconds_bucket{endpoint="chat",status="200",le="0.001"} 3.0
+nx_sidecar_check_duration_seconds_sum{endpoint="chat",status="200"} %(check)s
+nx_sidecar_check_duration_seconds_count{endpoint="chat",status="200"} %(n)s
+nx_groupcommit_latency_seconds_sum{name="hold"} %(hold)s
+nx_groupcommit_latency_seconds_count{name="hold"} %(n)s
+nx_groupcommit_latency_seconds_sum{name="settlement"} 99.0
+nx_groupcommit_latency_seconds_count{name="settlement"} 1.0
+nx_upstream_duration_seconds_sum{endpoint="chat",model="m",status="200"} %(up)s
+nx_upstream_duration_seconds_count{endpoint="chat",model="m",status="200"} %(n)s
+nx_settlement_duration_seconds_sum{endpoint="chat"} %(settle)s
+nx_settlement_duration_seconds_count{endpoint="chat"} %(n)s
+"""
+
+
+def test_stages_are_means_over_the_run_and_the_rest_is_the_edge() -> None:
+    from bench.stages import breakdown, parse
+
+    before = parse(STAGE_PAGE % {"check": 1.0, "hold": 0.5, "up": 10.0, "settle": 2.0, "n": 100})
+    # 1,000 more requests: check 1.5 ms each (hold 0.7), upstream 6 ms, settlement 1.2 ms.
+    after = parse(STAGE_PAGE % {"check": 2.5, "hold": 1.2, "up": 16.0, "settle": 3.2, "n": 1100})
+    st = breakdown(before, after, added_p50_ms=4.0, backend_ms=5.5)
+    assert st == {"added_p50_ms": 4.0, "check_ms": 1.5, "hold_ms": 0.7, "adapter_before_settle_ms": 0.5,
+                  "settlement_ms": 1.2, "edge_and_hops_ms": 0.8}
+    assert breakdown(after, after, 4.0, 5.5)["edge_and_hops_ms"] is None  # no request in between
+
+
+def test_overhead_section_shows_the_stages(results: Path) -> None:
+    lanes = _good()
+    lanes["overhead"]["summary"] = {"stages_c1": {"added_p50_ms": 4.0, "check_ms": 1.5, "hold_ms": 0.7,
+                                                  "adapter_before_settle_ms": 0.5, "settlement_ms": 1.2,
+                                                  "edge_and_hops_ms": 0.8}}
+    _save(results, lanes)
+    text = render()
+    overhead = text.split("\n## Overhead\n", 1)[1].split("\n## ", 1)[0]
+    assert "| 4.00 | 1.50 | 0.70 | 0.50 | 1.20 | 0.80 |" in overhead
+    assert "Where the added p50 at c=1 goes" not in text.split("\n## Overhead on PostgreSQL\n", 1)[1]
