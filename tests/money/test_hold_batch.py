@@ -11,12 +11,12 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from core import ledger
-from core.db import now_ms, read_tx
+from core.db import now_ms, read_tx, write_tx
 from core.groupcommit import GroupCommit
 from core.ids import new_id
 from core.ledger import Hold, LedgerError
 from core.money import request_cost
-from tests.money.conftest import MODEL, PRICE, UNPRICED, Tenant, make_tenant
+from tests.money.conftest import MODEL, PRICE, UNPRICED, Tenant, add_price, make_tenant
 from tests.money.helpers import assert_books_balance, balance, grant
 
 HOLD_IN, HOLD_OUT = 1000, 500
@@ -116,3 +116,48 @@ async def test_an_unpriced_model_refuses_only_its_own_item(engine: AsyncEngine, 
     assert isinstance(results[1], LedgerError) and results[1].code == "model_not_priced"
     assert isinstance(results[2], LedgerError)
     assert (await balance(engine, tenant)).held_nanos == HOLD_AMOUNT
+
+
+async def test_a_plain_batch_is_placed_without_a_rerun(engine: AsyncEngine, tenant: Tenant) -> None:
+    # Called directly, a batch that fits must not raise: raising is what sends a batch to the
+    # hold-by-hold rerun, which would give the same rows and hide a broken fast path (on PostgreSQL
+    # the single call of nx_place_holds, elsewhere the set-based statements).
+    await grant(engine, tenant, HOLD_AMOUNT + HOLD_AMOUNT // 3, promo=True)
+    await grant(engine, tenant, 10 * HOLD_AMOUNT)
+    rs = [_request(tenant, new_id("req")) for _ in range(3)]
+    async with write_tx(engine) as conn:
+        placed = await ledger.place_holds(conn, rs)
+    assert [h.promo_part for h in placed if isinstance(h, Hold)] == [HOLD_AMOUNT, HOLD_AMOUNT // 3, 0]
+    async with read_tx(engine) as conn:
+        stored = [await ledger.load_hold(conn, r.request_id) for r in rs]
+    assert stored == placed
+    assert (await balance(engine, tenant)).held_nanos == 3 * HOLD_AMOUNT
+    await assert_books_balance(engine, tenant.org_id)
+
+
+async def test_a_card_taking_effect_between_batches_prices_the_next_batch(engine: AsyncEngine,
+                                                                         tenant: Tenant) -> None:
+    # The group commit remembers the card in force across batches (no read per batch on
+    # PostgreSQL); a newer card must still price every hold placed after it took effect.
+    await grant(engine, tenant, 10 * HOLD_AMOUNT)
+    model = new_id("model")  # its own model: the session's other tests price MODEL at version 1
+    async with write_tx(engine) as conn:
+        await conn.execute(text(
+            "INSERT INTO models (id, display_name, backend_id, upstream_name, kind, context_window,"
+            " max_output_tokens, created_at, updated_at) VALUES (:m, :m, 'be_test', :m, 'text', 8192, 4096,"
+            " 0, 0)"), {"m": model})
+        await add_price(conn, model, 1, PRICE, effective_at=0)
+    commits = _commits(engine)
+    try:
+        first = await commits.submit(_request(tenant, new_id("req"), model))
+        async with write_tx(engine) as conn:
+            await add_price(conn, model, 2, (PRICE[0] * 2, PRICE[1] * 2, PRICE[2] * 2), effective_at=now_ms() - 1)
+        second = await commits.submit(_request(tenant, new_id("req"), model))
+        third = await commits.submit(_request(tenant, new_id("req"), model))
+    finally:
+        await commits.close()
+    assert first.price_version == 1 and first.amount == HOLD_AMOUNT
+    assert second.price_version == 2 and second.amount == 2 * HOLD_AMOUNT
+    assert third.price_version == 2
+    assert (await balance(engine, tenant)).held_nanos == 5 * HOLD_AMOUNT
+    await assert_books_balance(engine, tenant.org_id)
