@@ -110,9 +110,10 @@ async def post(conn: AsyncConnection, org_id: str, legs: Sequence[Leg], meta: Tx
     with others in one statement (`TXN_INSERT`, settle_batch.py) before it commits; a reused key
     then fails that statement instead of answering `KeyInUse`.
     `legs_out` (PostgreSQL): each leg's account move and entry are not run but appended here as
-    arguments of `nx_ledger_leg` (schema.sql), for the caller to run every leg of a batch in one
-    pipelined statement; a leg that cannot be paid then fails that statement. The returned view
-    has no entries.
+    arguments of `nx_ledger_leg` (schema.sql), and a leg that only gives back a reservation (amount
+    0) as such an item with `a` 0, for the caller to run every leg of a batch in one call
+    (`nx_settle_batch`); a leg that cannot be paid then fails that call. The returned view has no
+    entries.
     """
     if sum(leg.amount for leg in legs) != 0 or sum(1 for leg in legs if leg.amount) < 2:
         raise ValueError("a ledger transaction needs at least two non-zero legs summing to zero")
@@ -133,7 +134,11 @@ async def post(conn: AsyncConnection, org_id: str, legs: Sequence[Leg], meta: Tx
     entries: list[EntryView] = []
     for seq, leg in enumerate(sorted(legs, key=lambda g: KIND_ORDER[g.kind])):
         if leg.amount == 0:
-            await release_held(conn, org_id, leg.kind, leg.release)
+            if legs_out is None:
+                await release_held(conn, org_id, leg.kind, leg.release)
+            elif leg.release:  # a release only: the caller's batch gives it back in leg order
+                legs_out.append({"t": txn_id, "s": seq, "o": org_id, "k": leg.kind, "a": 0, "r": leg.release,
+                                 "g": False, "now": now})
             continue
         if legs_out is not None:
             legs_out.append({"t": txn_id, "s": seq, "o": org_id, "k": leg.kind, "a": leg.amount,

@@ -2,13 +2,13 @@
 
 `settle_many` (settle.py) runs about eleven statements per settlement; on PostgreSQL each is a
 network round trip. `settle_batch` produces the same rows with the statements whose results nobody
-needs taken out of the per-item loop: the batch's holds are read (and on PostgreSQL locked) in one
-statement, claimed in one pipelined UPDATE, and their ledger transaction rows and usage records
-inserted in one pipelined INSERT each. Each leg's account UPDATE and its entry must run one after
-the other (schema.sql: an entry records the account's state right after its own move, and an
-account's `entry_seq` moves by one per entry): on SQLite they stay two statements per leg (local
-calls); on PostgreSQL they are one call of `nx_ledger_leg` per leg, every leg of the batch in one
-pipelined statement, so a batch costs about a dozen round trips whatever its size.
+needs taken out of the per-item loop. The batch's holds are read (and on PostgreSQL locked) in one
+statement; then, on SQLite, claimed in one UPDATE, the budget counters moved, each leg's account
+UPDATE and entry run one after the other (schema.sql: an entry records the account's state right
+after its own move, and an account's `entry_seq` moves by one per entry), and the transaction rows
+and usage records inserted in one `executemany` each (local calls). On PostgreSQL all of those
+writes are one call of `nx_settle_batch` (settle_call.py), so a batch costs about five round trips
+(BEGIN, the locked read, the call, the event subscription check, COMMIT) whatever its size.
 
 It is the optimistic path: a batch that is not plain raises (a hold not found, not open or named
 twice, a hold id instead of a request id, a customer account that cannot pay), and the group commit
@@ -31,6 +31,7 @@ from core.ledger.holds import HOLD_COLUMNS, hold_from_row
 from core.ledger.model import Hold, Leg, Settlement, Usage
 from core.ledger.pricing import card_version, charge_for
 from core.ledger.settle import USAGE_INSERT, _budgets, _Claimed, completed_event, usage_row, wallet_crossing
+from core.ledger.settle_call import apply_in_one_call
 from core.rawsql import execute_many, sql
 
 __all__ = ["NotPlain", "settle_batch"]
@@ -61,26 +62,11 @@ async def settle_batch(conn: AsyncConnection, items: Sequence[tuple[str, Usage]]
                                           else (hold.model_id, hold.price_version)))
         cost = charge_for(card, usage.input_tokens, usage.cached_tokens, usage.output_tokens)
         claimed.append(_Claimed(index, hold, usage, cost, new_id("txn") if cost else None, card.id))
-    # Locked and open (PostgreSQL: FOR UPDATE; SQLite: the one writer), so every claim wins.
-    await execute_many(conn, (
-        "UPDATE ledger_holds SET status = 'settled', charged = :c, txn_id = :t, resolved_at = :now"
-        " WHERE id = :id AND status = 'open'"),
-        [{"c": min(c.cost, c.hold.amount), "t": c.txn_id, "now": now, "id": c.hold.id} for c in claimed])
-    await _budgets(conn, claimed, now)
-    sealing: list[dict[str, object]] = []
-    # PostgreSQL: every leg of the batch in one pipelined statement (`nx_ledger_leg`: the account's
-    # move and its entry, one leg after the other, in the order SQLite runs them one by one).
-    legs: list[dict[str, object]] | None = [] if is_postgres(conn) else None
+    if is_postgres(conn):
+        await _settle_in_one_call(conn, claimed, now)
+    else:
+        await _settle_statements(conn, claimed, now)
     results: list[Settlement | None] = [None] * len(items)
-    orgs = sorted({c.hold.org_id for c in claimed})
-    posted = [await _post_org(conn, org_id, [c for c in claimed if c.hold.org_id == org_id], sealing, legs)
-              for org_id in orgs]
-    if legs:
-        await execute_many(conn, "SELECT nx_ledger_leg(:t, :s, :o, :k, :a, :r, :g, :now)", legs)
-    for org_id, (charged, last_txn) in zip(orgs, posted, strict=True):
-        await wallet_crossing(conn, org_id, charged, last_txn, now)
-    await execute_many(conn, TXN_INSERT, sealing)
-    await execute_many(conn, USAGE_INSERT, [usage_row(c, now) for c in claimed])
     for c in claimed:
         await completed_event(conn, c, now)
         covered = min(c.cost, c.hold.amount)
@@ -88,6 +74,37 @@ async def settle_batch(conn: AsyncConnection, items: Sequence[tuple[str, Usage]]
                                       released=c.hold.amount - covered, receivable=c.cost - covered,
                                       txn_id=c.txn_id, model_id=c.model_id, price_version=c.price_version)
     return [r for r in results if r is not None]
+
+
+async def _settle_in_one_call(conn: AsyncConnection, claimed: list[_Claimed], now: int) -> None:
+    """PostgreSQL: every leg and transaction row prepared here (`post` with `sealing` and
+    `legs_out`), then all of the batch's writes in one call (settle_call.py)."""
+    sealing: list[dict[str, object]] = []
+    legs: list[dict[str, object]] = []
+    charged: dict[str, tuple[int, str]] = {}
+    for org_id in sorted({c.hold.org_id for c in claimed}):
+        paid, last_txn = await _post_org(conn, org_id, [c for c in claimed if c.hold.org_id == org_id], sealing, legs)
+        if last_txn is not None:
+            charged[org_id] = (paid, last_txn)
+    await apply_in_one_call(conn, claimed, legs, sealing, charged, now)
+
+
+async def _settle_statements(conn: AsyncConnection, claimed: list[_Claimed], now: int) -> None:
+    """SQLite: the same writes as statements on the connection (each a local call)."""
+    # Locked and open (SQLite: the one writer), so every claim wins.
+    await execute_many(conn, (
+        "UPDATE ledger_holds SET status = 'settled', charged = :c, txn_id = :t, resolved_at = :now"
+        " WHERE id = :id AND status = 'open'"),
+        [{"c": min(c.cost, c.hold.amount), "t": c.txn_id, "now": now, "id": c.hold.id} for c in claimed])
+    await _budgets(conn, claimed, now)
+    sealing: list[dict[str, object]] = []
+    orgs = sorted({c.hold.org_id for c in claimed})
+    posted = [await _post_org(conn, org_id, [c for c in claimed if c.hold.org_id == org_id], sealing, None)
+              for org_id in orgs]
+    for org_id, (charged, last_txn) in zip(orgs, posted, strict=True):
+        await wallet_crossing(conn, org_id, charged, last_txn, now)
+    await execute_many(conn, TXN_INSERT, sealing)
+    await execute_many(conn, USAGE_INSERT, [usage_row(c, now) for c in claimed])
 
 
 async def _lock_holds(conn: AsyncConnection, refs: list[str]) -> dict[str, Hold]:
@@ -118,7 +135,11 @@ async def _post_org(conn: AsyncConnection, org_id: str, group: list[_Claimed], s
                                                                h.amount - h.promo_part)]
         if c.txn_id is None:
             for leg in legs:
-                await release_held(conn, org_id, leg.kind, leg.release)
+                if legs_out is None:
+                    await release_held(conn, org_id, leg.kind, leg.release)
+                elif leg.release:  # in the batch's call, after the budget counters (lock order)
+                    legs_out.append({"t": "", "s": 0, "o": org_id, "k": leg.kind, "a": 0, "r": leg.release,
+                                     "g": False, "now": now_ms()})
             continue
         meta = TxnMeta(kind="charge", actor="system", request_id=h.request_id, project_id=h.project_id,
                        key_id=h.key_id, period=h.period, model_id=c.model_id, price_version=c.price_version)

@@ -88,3 +88,40 @@ async def test_a_batch_that_is_not_plain_reruns_item_by_item(engine: AsyncEngine
     assert all(isinstance(r, Settlement) for i, r in enumerate(results) if i != 1)
     assert (await balance(engine, t)).held_nanos == 0
     await assert_books_balance(engine, t.org_id)
+
+
+async def _crossed(engine: AsyncEngine, t: Tenant) -> tuple[list[tuple[str, str, int, int]], int]:
+    async with read_tx(engine) as conn:
+        rows = [(str(r[0]), str(r[1]), int(r[2]), int(r[3])) for r in await conn.execute(text(
+            "SELECT scope_kind, threshold, value_nanos, limit_nanos FROM threshold_crossings WHERE org_id = :o"
+            " ORDER BY scope_kind, threshold"), {"o": t.org_id})]
+        events = (await conn.execute(text(
+            "SELECT COUNT(*) FROM events WHERE org_id = :o AND type = 'usage.threshold_reached'"),
+            {"o": t.org_id})).scalar_one()
+    return rows, int(events)
+
+
+async def test_settle_batch_records_the_crossings_settle_many_records(engine: AsyncEngine) -> None:
+    # One batch passes the key budget's 50 % and 80 % marks, the project's 50 %, and the wallet's
+    # low-balance mark; on PostgreSQL the writes are one call and the crossings are found from
+    # what it returns, so they must match settle_many's, mark for mark.
+    async def tenant() -> tuple[Tenant, list[str]]:
+        t = await make_tenant(engine, key_budget=4 * HOLD_AMOUNT, project_budget=6 * HOLD_AMOUNT)
+        await grant(engine, t, 5 * HOLD_AMOUNT)
+        async with write_tx(engine) as conn:
+            await ledger.set_low_balance(conn, t.org_id, 3 * HOLD_AMOUNT)
+        return t, [(await hold(engine, t, HOLD_IN, HOLD_OUT)).request_id for _ in range(4)]
+
+    full = Usage(input_tokens=HOLD_IN, output_tokens=HOLD_OUT, latency_ms=5)
+    one, one_ids = await tenant()
+    two, two_ids = await tenant()
+    async with write_tx(engine) as conn:
+        await ledger.settle_many(conn, [(r, full) for r in one_ids])
+    async with write_tx(engine) as conn:
+        await ledger.settle_batch(conn, [(r, full) for r in two_ids])  # plain: must not raise
+    crossed, events = await _crossed(engine, two)
+    assert [(kind, mark) for kind, mark, _, _ in crossed] == [
+        ("key", "100pct"), ("key", "50pct"), ("key", "80pct"), ("project", "50pct"), ("wallet", "low_balance")]
+    assert (crossed, events) == await _crossed(engine, one) and events == 5
+    assert await _state(engine, one) == await _state(engine, two)
+    await assert_books_balance(engine, two.org_id)
