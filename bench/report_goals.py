@@ -21,6 +21,12 @@ Row = tuple[str, bool | None]
 """The measured text and whether the goal is met (None: not measured)."""
 
 RATE_GOAL, MOONSHOT = 1_500, 3_000
+SQLITE_RATE = 2_500
+"""Issue 17: the SQLite pipeline's maximum rate."""
+PORTKEY_FACTOR = 2
+"""Issue 17: at least this many times Portkey's maximum rate in the same run."""
+TTFT_256_OVER_ENVOY_MS = 5.0
+"""Issue 17: added time to first token at 256 streams at most plain Envoy's plus this."""
 PG_P50_GAP_MS = 0.5
 """Issue 17: PostgreSQL's added p50 at c=1 within this of SQLite's."""
 FRONTIER_BOTH = 1_000
@@ -82,6 +88,48 @@ def _litellm(r: Results, note: Note) -> Row:
     theirs = dig(d, "targets", "litellm", "max_rate", "rate")
     rates = "" if ours is None or theirs is None else f" ({_n(ours)} vs {_n(theirs)} req/s)"
     return f"{_n(ratio, 2)}x{rates}{note('peers')}", ratio >= LITELLM_FACTOR
+
+
+def _sqlite_rate(r: Results, note: Note) -> Row:
+    rate = dig(r.get("overhead"), "targets", "pipeline", "max_rate", "rate")
+    if rate is None:
+        return MISSING, None
+    peers = dig(r.get("peers"), "targets", "pipeline", "max_rate", "rate")
+    also = "" if peers is None else f" (the peers lane's run: {_n(peers)} req/s{note('peers')})"
+    return f"{_n(rate)} req/s{note('overhead')}{also}", rate >= SQLITE_RATE
+
+
+def _portkey(r: Results, note: Note) -> Row:
+    parts: list[str] = []
+    met: list[bool] = []
+    for name, lane in (("SQLite", "peers"), ("PostgreSQL", "peers-postgresql")):
+        d = r.get(lane)
+        ratio = dig(d, "ratios", "portkey", "max_rate_ours_over_theirs")
+        if ratio is None:
+            continue
+        ours = dig(d, "targets", "pipeline", "max_rate", "rate")
+        theirs = dig(d, "targets", "portkey", "max_rate", "rate")
+        rates = "" if ours is None or theirs is None else f" ({_n(ours)} vs {_n(theirs)} req/s)"
+        parts.append(f"{name} {_n(ratio, 2)}x{rates}{note(lane)}")
+        met.append(ratio >= PORTKEY_FACTOR)
+    if not parts:
+        return MISSING, None
+    return "; ".join(parts), all(met)
+
+
+def _ttft_256(r: Results, note: Note) -> Row:
+    parts: list[str] = []
+    met: list[bool] = []
+    for name, lane in (("SQLite", "streaming"), ("PostgreSQL", "streaming-postgresql")):
+        ours = dig(r.get(lane), "summary", "pipeline", "256", "added_ttft_p50_ms")
+        envoy = dig(r.get(lane), "summary", "plain_envoy", "256", "added_ttft_p50_ms")
+        if ours is None or envoy is None:
+            continue
+        parts.append(f"{name} +{_n(ours, 2)} ms against plain Envoy's +{_n(envoy, 2)} ms{note(lane)}")
+        met.append(ours <= envoy + TTFT_256_OVER_ENVOY_MS)
+    if not parts:
+        return MISSING, None
+    return "; ".join(parts), all(met)
 
 
 def _added(d: dict[str, Any] | None, q: str) -> float | None:
@@ -199,7 +247,9 @@ def _usage(r: Results, note: Note) -> Row:
 GOALS: tuple[tuple[str, Callable[[Results, Note], Row]], ...] = (
     (f"full pipeline max rate, non-streaming (wrk c=64) >= {RATE_GOAL:,} req/s", _pipeline_rate),
     (f"moonshot: full pipeline >= {MOONSHOT:,} req/s", _moonshot),
+    (f"SQLite full pipeline max rate >= {SQLITE_RATE:,} req/s (issue 17)", _sqlite_rate),
     (f">= {LITELLM_FACTOR}x LiteLLM's max rate, same run", _litellm),
+    (f">= {PORTKEY_FACTOR}x Portkey's max rate, same run (issue 17)", _portkey),
     (f"added p50 <= {ADDED_P50_MS:g} ms at c=1", _added_row("p50", ADDED_P50_MS)),
     (f"added p99 <= {ADDED_P99_MS:g} ms at c=1", _added_row("p99", ADDED_P99_MS)),
     (f"frontier (highest open-loop rate with added p99 <= 10 ms) >= {RATE_GOAL:,} req/s", _frontier),
@@ -207,6 +257,8 @@ GOALS: tuple[tuple[str, Callable[[Results, Note], Row]], ...] = (
     (f"PostgreSQL added p50 at c=1 within {PG_P50_GAP_MS:g} ms of SQLite's (issue 17)", _pg_p50_gap),
     (f"both databases: frontier >= {FRONTIER_BOTH:,} req/s (issue 17)", _frontier_both),
     (f"streaming: added TTFT p50 <= {TTFT_P50_MS:g} ms at 1 stream", _ttft),
+    (f"streaming: added TTFT p50 at 256 streams <= plain Envoy's + {TTFT_256_OVER_ENVOY_MS:g} ms (issue 17)",
+     _ttft_256),
     ("streaming: no stalls at 256 streams (gap > 10x the simulator's pace)", _stalls),
     (f"sidecar and control-plane RSS under load < {RSS_LIMIT_MB} MB", _rss),
     (f"no RSS growth after load (second round vs first, within {RSS_GROWTH_MB:g} MB)", _growth),

@@ -39,7 +39,7 @@ def _wrk(p50: float, p99: float, rate: float, other: float = 0.05) -> dict[str, 
     return {"c1": c1, "max_rate": top, "gates": [{"waited_s": 1.0, "busy_cores_before": 0.1, "quiet": True}]}
 
 
-def _overhead(pipeline_rate: float = 1_500.0, plain_rate: float = 6_000.0, p50: float = 6.0, p99: float = 9.0,
+def _overhead(pipeline_rate: float = 2_500.0, plain_rate: float = 6_000.0, p50: float = 6.0, p99: float = 9.0,
               frontier: float = 1_500.0, **head: Any) -> dict[str, Any]:
     steps = [{"rate": 1500, "achieved": 1500.0, "p50": 6.0, "p99": 12.0, "added_p99": 5.0, "errors": 0,
               "statuses": {"200": 9000}, "within": True},
@@ -51,13 +51,16 @@ def _overhead(pipeline_rate: float = 1_500.0, plain_rate: float = 6_000.0, p50: 
             "frontier": {"limit_added_p99_ms": 10.0, "baseline_p99_ms": 7.0, "rate": frontier, "steps": steps}}
 
 
-def _peers(ratio: float = 15.0) -> dict[str, Any]:
+def _peers(ratio: float = 15.0, portkey: float = 2.0) -> dict[str, Any]:
     return {**_head("peers"), "duration_s": 10.0,
             "targets": {"direct": _wrk(5.0, 6.0, 8_000.0), "pipeline": _wrk(6.0, 9.0, 1_500.0),
-                        "litellm": _wrk(18.0, 100.0, 100.0)},
+                        "litellm": _wrk(18.0, 100.0, 100.0), "portkey": _wrk(6.0, 9.0, 750.0)},
             "ratios": {"litellm": {"max_rate_ours_over_theirs": ratio, "added_p50_theirs_over_ours": 13.0,
-                                   "p99_c1_theirs_over_ours": 10.0}},
-            "features": {"pipeline": "everything", "litellm": "master key"}, "versions": {"litellm": "1.108.7"}}
+                                   "p99_c1_theirs_over_ours": 10.0},
+                       "portkey": {"max_rate_ours_over_theirs": portkey, "added_p50_theirs_over_ours": 1.0,
+                                   "p99_c1_theirs_over_ours": 1.0}},
+            "features": {"pipeline": "everything", "litellm": "master key", "portkey": "routing"},
+            "versions": {"litellm": "1.108.7", "portkey": "1.0.0"}}
 
 
 def _streams(stalls: int, failed: int = 0) -> dict[str, Any]:
@@ -68,14 +71,17 @@ def _streams(stalls: int, failed: int = 0) -> dict[str, Any]:
             "cpu": {"machine_cores": 0.2, "loadgen_cores": 0.01, "process_cores": {}, "other_cores": 1.2}}
 
 
-def _streaming(ttft: float = 1.0, stalls: int = 0) -> dict[str, Any]:
+def _streaming(ttft: float = 1.0, stalls: int = 0, ttft_256: float = 15.0) -> dict[str, Any]:
     levels = ("1", "64", "256")
     return {**_head("streaming"), "first_byte_ms": 5, "chunk_ms": 25, "chunks": 16, "stall_threshold_ms": 250,
             "duration_s": 10.0,
             "targets": {"direct": {c: _streams(0) for c in levels},
                         "pipeline": {"1": _streams(0), "64": _streams(0), "256": _streams(stalls)}},
-            "summary": {"pipeline": {c: {"added_ttft_p50_ms": ttft if c == "1" else 50.0, "stalls": 0}
-                                     for c in levels}}}
+            "summary": {"pipeline": {c: {"added_ttft_p50_ms": {"1": ttft, "256": ttft_256}.get(c, 50.0), "stalls": 0}
+                                     for c in levels},
+                        # Plain Envoy's added TTFT at 256 streams is 10 ms: the pipeline may add 5 more.
+                        "plain_envoy": {c: {"added_ttft_p50_ms": 10.0 if c == "256" else 0.5, "stalls": 0}
+                                        for c in levels}}}
 
 
 def _memory(peak: float = 299.9, growth: float = 10.0) -> dict[str, Any]:
@@ -146,11 +152,14 @@ def _met(goals: dict[str, tuple[str, str]], prefix: str) -> str:
 # goal prefix -> (lane, builder arguments putting the figure just past the threshold)
 ROWS: dict[str, tuple[str, dict[str, Any]]] = {
     "full pipeline max rate": ("overhead", {"pipeline_rate": 1_499.9}),
+    "SQLite full pipeline max rate": ("overhead", {"pipeline_rate": 2_499.9}),
+    ">= 2x Portkey": ("peers", {"portkey": 1.99}),
+    "streaming: added TTFT p50 at 256": ("streaming", {"ttft_256": 15.01}),
     ">= 15x LiteLLM": ("peers", {"ratio": 14.9}),
     "added p50": ("overhead", {"p50": 6.01}),
     "added p99": ("overhead", {"p99": 9.01}),
     "frontier": ("overhead", {"frontier": 1_250.0}),
-    "streaming: added TTFT": ("streaming", {"ttft": 1.01}),
+    "streaming: added TTFT p50 <=": ("streaming", {"ttft": 1.01}),
     "streaming: no stalls": ("streaming", {"stalls": 1}),
     "sidecar and control-plane RSS": ("memory", {"peak": 300.0}),
     "no RSS growth": ("memory", {"growth": 10.1}),
@@ -163,12 +172,12 @@ BUILDERS: dict[str, Callable[..., dict[str, Any]]] = {"overhead": _overhead, "pe
 def test_every_goal_met_at_its_threshold(results: Path) -> None:
     _save(results, _good())
     goals = _goals(render())
-    assert len(goals) == 14
+    assert len(goals) == 17
     for prefix in ROWS:
         assert _met(goals, prefix) == "yes", prefix
-    assert _met(goals, "moonshot") == "no"  # 1,500 req/s is not 3,000
+    assert _met(goals, "moonshot") == "no"  # 2,500 req/s is not 3,000
     measured = goals[next(g for g in goals if g.startswith("full pipeline"))][0]
-    assert "SQLite 1,500 req/s" in measured and "PostgreSQL 88 req/s" in measured
+    assert "SQLite 2,500 req/s" in measured and "PostgreSQL 88 req/s" in measured
     assert "plain Envoy (listener + router only) 6,000 req/s" in _goals(render())[
         next(g for g in goals if g.startswith("moonshot"))][0]
 
@@ -208,13 +217,13 @@ def test_streaming_on_postgresql_sits_beside_sqlite(results: Path) -> None:
     _save(results, lanes)
     text = render()
     goals = _goals(text)
-    row = next(g for g in goals if g.startswith("streaming: added TTFT"))
+    row = next(g for g in goals if g.startswith("streaming: added TTFT p50 <="))
     assert "SQLite +1.00 ms" in goals[row][0] and "PostgreSQL +1.00 ms" in goals[row][0]
-    assert _met(goals, "streaming: added TTFT") == "yes" and "## Streaming on PostgreSQL\n" in text
+    assert _met(goals, "streaming: added TTFT p50 <=") == "yes" and "## Streaming on PostgreSQL\n" in text
     lanes["streaming-postgresql"] = _streaming(ttft=1.01)  # within on SQLite, over on PostgreSQL: not met
     lanes["streaming-postgresql"].update(lane="streaming-postgresql", database="postgresql")
     _save(results, lanes)
-    assert _met(_goals(render()), "streaming: added TTFT") == "no"
+    assert _met(_goals(render()), "streaming: added TTFT p50 <=") == "no"
 
 
 def test_moonshot_met_at_3000(results: Path) -> None:
@@ -231,7 +240,7 @@ def test_missing_lanes_are_not_measured(results: Path) -> None:
     _save(results, lanes)
     text = render()
     goals = _goals(text)
-    for prefix in (">= 15x LiteLLM", "streaming: added TTFT", "streaming: no stalls", "sidecar and control-plane",
+    for prefix in (">= 15x LiteLLM", "streaming: added TTFT p50 <=", "streaming: no stalls", "sidecar and control-plane",
                    "no RSS growth"):
         assert _met(goals, prefix) == "not measured", prefix
     assert _met(goals, "full pipeline max rate") == "yes"
@@ -263,7 +272,7 @@ def test_old_results_are_flagged(results: Path) -> None:
     _save(results, lanes)
     goals = _goals(render())
     litellm = goals[next(g for g in goals if g.startswith(">= 15x"))][0]
-    ttft = goals[next(g for g in goals if g.startswith("streaming: added"))][0]
+    ttft = goals[next(g for g in goals if g.startswith("streaming: added TTFT p50 <="))][0]
     assert "measured 2026-11-30" in litellm
     assert "measured" not in ttft
 
