@@ -99,37 +99,44 @@ def _sqlite_rate(r: Results, note: Note) -> Row:
     return f"{_n(rate)} req/s{note('overhead')}{also}", rate >= SQLITE_RATE
 
 
-def _portkey(r: Results, note: Note) -> Row:
+def _per_database(r: Results, note: Note, lanes: tuple[str, str],
+                  one: Callable[[dict[str, Any] | None], tuple[str, bool] | None]) -> Row:
+    """A goal measured in a lane and in its PostgreSQL twin: each database's text, met if both are."""
     parts: list[str] = []
     met: list[bool] = []
-    for name, lane in (("SQLite", "peers"), ("PostgreSQL", "peers-postgresql")):
-        d = r.get(lane)
-        ratio = dig(d, "ratios", "portkey", "max_rate_ours_over_theirs")
-        if ratio is None:
-            continue
-        ours = dig(d, "targets", "pipeline", "max_rate", "rate")
-        theirs = dig(d, "targets", "portkey", "max_rate", "rate")
-        rates = "" if ours is None or theirs is None else f" ({_n(ours)} vs {_n(theirs)} req/s)"
-        parts.append(f"{name} {_n(ratio, 2)}x{rates}{note(lane)}")
-        met.append(ratio >= PORTKEY_FACTOR)
+    for name, lane in zip(("SQLite", "PostgreSQL"), lanes, strict=True):
+        found = one(r.get(lane))
+        if found is not None:
+            parts.append(f"{name} {found[0]}{note(lane)}")
+            met.append(found[1])
     if not parts:
         return MISSING, None
     return "; ".join(parts), all(met)
+
+
+def _portkey_one(d: dict[str, Any] | None) -> tuple[str, bool] | None:
+    ratio = dig(d, "ratios", "portkey", "max_rate_ours_over_theirs")
+    if ratio is None:
+        return None
+    ours, theirs = dig(d, "targets", "pipeline", "max_rate", "rate"), dig(d, "targets", "portkey", "max_rate", "rate")
+    rates = "" if ours is None or theirs is None else f" ({_n(ours)} vs {_n(theirs)} req/s)"
+    return f"{_n(ratio, 2)}x{rates}", ratio >= PORTKEY_FACTOR
+
+
+def _ttft_256_one(d: dict[str, Any] | None) -> tuple[str, bool] | None:
+    ours = dig(d, "summary", "pipeline", "256", "added_ttft_p50_ms")
+    envoy = dig(d, "summary", "plain_envoy", "256", "added_ttft_p50_ms")
+    if ours is None or envoy is None:
+        return None
+    return f"+{_n(ours, 2)} ms against plain Envoy's +{_n(envoy, 2)} ms", ours <= envoy + TTFT_256_OVER_ENVOY_MS
+
+
+def _portkey(r: Results, note: Note) -> Row:
+    return _per_database(r, note, ("peers", "peers-postgresql"), _portkey_one)
 
 
 def _ttft_256(r: Results, note: Note) -> Row:
-    parts: list[str] = []
-    met: list[bool] = []
-    for name, lane in (("SQLite", "streaming"), ("PostgreSQL", "streaming-postgresql")):
-        ours = dig(r.get(lane), "summary", "pipeline", "256", "added_ttft_p50_ms")
-        envoy = dig(r.get(lane), "summary", "plain_envoy", "256", "added_ttft_p50_ms")
-        if ours is None or envoy is None:
-            continue
-        parts.append(f"{name} +{_n(ours, 2)} ms against plain Envoy's +{_n(envoy, 2)} ms{note(lane)}")
-        met.append(ours <= envoy + TTFT_256_OVER_ENVOY_MS)
-    if not parts:
-        return MISSING, None
-    return "; ".join(parts), all(met)
+    return _per_database(r, note, ("streaming", "streaming-postgresql"), _ttft_256_one)
 
 
 def _added(d: dict[str, Any] | None, q: str) -> float | None:

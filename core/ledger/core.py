@@ -27,7 +27,8 @@ from core.ledger.model import CUSTOMER_KINDS, KIND_ORDER, EntryView, Leg, Transa
 from core.rawsql import sql
 from core.rows import columns, row_as, rows_as
 
-__all__ = ["TXN_INSERT", "TxnMeta", "ensure_accounts", "get_transaction", "is_postgres", "post", "release_held"]
+__all__ = ["TXN_INSERT", "TxnMeta", "ensure_accounts", "get_transaction", "is_postgres", "post", "release_held",
+           "release_out"]
 
 
 def is_postgres(conn: AsyncConnection) -> bool:
@@ -71,6 +72,11 @@ async def release_held(conn: AsyncConnection, org_id: str, kind: str, amount: in
         await conn.execute(sql(
             "UPDATE ledger_accounts SET held = held - :a WHERE org_id = :o AND kind = :k"),
             {"a": amount, "o": org_id, "k": kind})
+
+
+def release_out(org_id: str, kind: str, amount: int) -> dict[str, object]:
+    """`release_held` as an item of a `legs_out` list: amount 0, only `r` given back."""
+    return {"t": "", "s": 0, "o": org_id, "k": kind, "a": 0, "r": amount, "g": False, "now": 0}
 
 
 class _Applied(msgspec.Struct, frozen=True):
@@ -137,8 +143,7 @@ async def post(conn: AsyncConnection, org_id: str, legs: Sequence[Leg], meta: Tx
             if legs_out is None:
                 await release_held(conn, org_id, leg.kind, leg.release)
             elif leg.release:  # a release only: the caller's batch gives it back in leg order
-                legs_out.append({"t": txn_id, "s": seq, "o": org_id, "k": leg.kind, "a": 0, "r": leg.release,
-                                 "g": False, "now": now})
+                legs_out.append(release_out(org_id, leg.kind, leg.release))
             continue
         if legs_out is not None:
             legs_out.append({"t": txn_id, "s": seq, "o": org_id, "k": leg.kind, "a": leg.amount,

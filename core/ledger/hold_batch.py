@@ -144,10 +144,9 @@ async def _place_in_one_call(conn: AsyncConnection, outcomes: list[Hold | Ledger
              "period": period, "now": now})
         promo = list(result.scalar_one())
     except Exception:
-        facts = facts_of(conn)
+        facts = facts_of(conn) or {}
         for h in holds:  # a card that moved is read afresh by the next batch
-            if facts is not None:
-                facts.pop(("card_in_force_hint", h.model_id), None)
+            facts.pop(("card_in_force_hint", h.model_id), None)
         raise
     placed = {h.id: msgspec.structs.replace(h, promo_part=int(part)) for h, part in zip(holds, promo, strict=True)}
     return [placed[o.id] if isinstance(o, Hold) else o for o in outcomes]

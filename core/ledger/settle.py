@@ -138,19 +138,32 @@ async def _claim(conn: AsyncConnection, index: int, ref: str, usage: Usage,
     return _Claimed(index, hold, usage, cost, txn_id, cards[card_key].id, expired)
 
 
-async def _budgets(conn: AsyncConnection, claimed: list[_Claimed], now: int) -> None:
+def budget_shares(claimed: list[_Claimed]) -> list[tuple[tuple[str, str], list[_Claimed]]]:
+    """Each (key or project, period) with the settlements that move its counter, in scope order
+    (the global lock order of budget rows)."""
     scopes: dict[tuple[str, str], list[_Claimed]] = {}
     for c in claimed:
         for scope in (c.hold.key_id, c.hold.project_id):
             scopes.setdefault((scope, c.hold.period), []).append(c)
-    for (scope, period), group in sorted(scopes.items(), key=lambda kv: kv[0]):
-        spent = sum(c.cost for c in group)
-        after, limit = await budgets.consume(conn, scope, period, spent, sum(c.reserved for c in group))
-        last = max((c for c in group if c.txn_id), key=lambda c: c.hold.id, default=None)
-        if last is not None and last.txn_id is not None:
-            kind: budgets.ScopeKind = "key" if scope == last.hold.key_id else "project"
-            await budgets.record_budget_crossings(conn, last.hold.org_id, kind, scope, period, after - spent,
-                                                  after, limit, last.txn_id, last.hold.project_id, now)
+    return sorted(scopes.items(), key=lambda kv: kv[0])
+
+
+async def budget_crossings(conn: AsyncConnection, scope: str, period: str, group: list[_Claimed], after: int,
+                           limit: int | None, now: int) -> None:
+    """The budget percentages `group`'s charges moved the counter across (spend `after` them)."""
+    last = max((c for c in group if c.txn_id), key=lambda c: c.hold.id, default=None)
+    if last is not None and last.txn_id is not None:
+        kind: budgets.ScopeKind = "key" if scope == last.hold.key_id else "project"
+        await budgets.record_budget_crossings(conn, last.hold.org_id, kind, scope, period,
+                                              after - sum(c.cost for c in group), after, limit, last.txn_id,
+                                              last.hold.project_id, now)
+
+
+async def _budgets(conn: AsyncConnection, claimed: list[_Claimed], now: int) -> None:
+    for (scope, period), group in budget_shares(claimed):
+        after, limit = await budgets.consume(conn, scope, period, sum(c.cost for c in group),
+                                             sum(c.reserved for c in group))
+        await budget_crossings(conn, scope, period, group, after, limit, now)
 
 
 async def _post_org(conn: AsyncConnection, org_id: str, group: list[_Claimed], now: int) -> dict[str, int]:
@@ -192,10 +205,16 @@ async def wallet_crossing(conn: AsyncConnection, org_id: str, charged: int, last
     a low-balance crossing if the wallet went below its threshold (budgets.record_wallet_crossing)."""
     if last_txn is None:
         return
-    w = row_as(_Wallet, (await conn.execute(sql(
+    w = row_as(Wallet, (await conn.execute(sql(
         "SELECT SUM(balance), MAX(CASE WHEN kind = 'wallet' THEN low_balance_nanos END),"
         " MAX(CASE WHEN kind = 'wallet' THEN id END) FROM ledger_accounts"
         " WHERE org_id = :o AND kind IN ('wallet', 'promo')"), {"o": org_id})).one())
+    await low_balance_crossing(conn, org_id, w, charged, last_txn, now)
+
+
+async def low_balance_crossing(conn: AsyncConnection, org_id: str, w: Wallet, charged: int, last_txn: str,
+                               now: int) -> None:
+    """The low-balance crossing, if any, of charges of `charged` that left the wallet at `w`."""
     await budgets.record_wallet_crossing(conn, org_id, w.wallet_id, budgets.period_of(now),
                                          w.balance + charged, w.balance, w.low_balance_nanos, last_txn, now)
 
@@ -212,7 +231,7 @@ async def _late_legs(conn: AsyncConnection, org_id: str, cost: int) -> list[Leg]
     return [Leg("promo", -promo), Leg("wallet", -wallet)]
 
 
-class _Wallet(msgspec.Struct, frozen=True):
+class Wallet(msgspec.Struct, frozen=True):
     """Wallet plus promotional credit after a batch's charges, for the low-balance threshold."""
 
     balance: int

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.db import now_ms
 from core.ids import new_id
-from core.ledger.core import TXN_INSERT, TxnMeta, is_postgres, post, release_held
+from core.ledger.core import TXN_INSERT, TxnMeta, is_postgres, post, release_held, release_out
 from core.ledger.errors import LedgerError
 from core.ledger.holds import HOLD_COLUMNS, hold_from_row
 from core.ledger.model import Hold, Leg, Settlement, Usage
@@ -138,8 +138,7 @@ async def _post_org(conn: AsyncConnection, org_id: str, group: list[_Claimed], s
                 if legs_out is None:
                     await release_held(conn, org_id, leg.kind, leg.release)
                 elif leg.release:  # in the batch's call, after the budget counters (lock order)
-                    legs_out.append({"t": "", "s": 0, "o": org_id, "k": leg.kind, "a": 0, "r": leg.release,
-                                     "g": False, "now": now_ms()})
+                    legs_out.append(release_out(org_id, leg.kind, leg.release))
             continue
         meta = TxnMeta(kind="charge", actor="system", request_id=h.request_id, project_id=h.project_id,
                        key_id=h.key_id, period=h.period, model_id=c.model_id, price_version=c.price_version)
